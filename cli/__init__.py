@@ -1,0 +1,1 @@
+"""The ``embedstore`` command line: thin typer wrappers around the library."""

@@ -1,0 +1,38 @@
+"""What every command shares: the console and the error boundary."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import typer
+from rich.console import Console
+
+from embedstore.errors import EmbedstoreError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print one red line on stderr and exit with ``code``."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def handle_errors(func):
+    """Turn the project's errors (and OS errors on files) into one line and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except EmbedstoreError as exc:
+            fail(str(exc), exc.exit_code)
+        except (OSError, MemoryError) as exc:
+            fail(f"{type(exc).__name__}: {exc}", 1)
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            sys.exit(130)
+
+    return wrapper
