@@ -1,0 +1,98 @@
+"""The contract every audio-text encoder meets; the extraction pipeline talks only to it.
+
+An encoder is HEAR-like: it declares its input rate and window length, and turns a batch
+of fixed-length windows (or a list of texts) into one vector per input in each of its
+embedding *spaces*. Every model has at least the two spaces the study compares:
+
+``"prejoint"``
+    the tower's own pooled output, before the projection head (raw, not normalised);
+``"joint"``
+    the projection into the shared audio-text space, L2-normalised.
+
+Both come from ONE forward pass, so the two spaces always describe the same input.
+
+Registry
+--------
+``embedstore.models.MODELS`` is a plain dict ``{name: loader}``. A loader is a callable
+``loader(checkpoint, device, precision, cache_dir) -> Encoder`` where ``checkpoint`` is a
+user-given local path or ``None`` (fetch or find the published file), ``device`` a torch
+device string, ``precision`` one of :data:`PRECISIONS` and ``cache_dir`` a directory for
+fetched files or ``None`` for the default (see ``embedstore.models.hub.cache_dir``).
+A new model family registers itself by adding one line to that dict.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+#: Numeric precisions a loader accepts.
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+class Encoder(abc.ABC):
+    """An audio-text model with its audio and text towers, ready for inference.
+
+    Attributes
+    ----------
+    name : str
+        Registry name, e.g. ``"clap-music"``.
+    sample_rate : int
+        Rate (Hz) of the audio windows :meth:`embed_audio` expects.
+    window_seconds : float
+        Length of one audio window in seconds; windows hold
+        ``round(sample_rate * window_seconds)`` samples.
+    int16_roundtrip : bool
+        Whether the front end quantises audio to int16 and back before embedding, as
+        the model's published code does.
+    audio_dims, text_dims : dict[str, int]
+        Width of each space, e.g. ``{"prejoint": 1024, "joint": 512}``.
+    """
+
+    name: str
+    sample_rate: int
+    window_seconds: float
+    int16_roundtrip: bool
+    audio_dims: dict[str, int]
+    text_dims: dict[str, int]
+
+    @property
+    def window_samples(self) -> int:
+        """Number of samples in one audio window."""
+        return int(round(self.sample_rate * self.window_seconds))
+
+    @abc.abstractmethod
+    def embed_audio(self, windows: np.ndarray) -> dict[str, np.ndarray]:
+        """Embed a batch of audio windows.
+
+        Parameters
+        ----------
+        windows : np.ndarray, shape (B, window_samples), float32
+            Mono audio at :attr:`sample_rate`, already cut or padded to one window.
+
+        Returns
+        -------
+        dict[str, np.ndarray]
+            ``{"prejoint": (B, audio_dims["prejoint"]), "joint": (B, audio_dims["joint"])}``,
+            float32, from one forward pass; ``joint`` rows have unit L2 norm.
+        """
+
+    @abc.abstractmethod
+    def embed_text(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Embed a list of texts.
+
+        Returns
+        -------
+        dict[str, np.ndarray]
+            ``{"prejoint": (len(texts), text_dims["prejoint"]), "joint": (len(texts), ...)}``,
+            float32, from one forward pass; ``joint`` rows have unit L2 norm.
+        """
+
+    @abc.abstractmethod
+    def provenance(self) -> dict:
+        """JSON-able description of exactly what computed the vectors.
+
+        Holds at least the registry name, the architecture config, the checkpoint file
+        name and SHA-256, the precision, the device and the library versions.
+        """
