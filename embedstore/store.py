@@ -1,0 +1,629 @@
+"""The embedding store: one HDF5 file for one dataset embedded by one model.
+
+Read with :func:`open_store`; write with :func:`create_store` (a new store) or
+:func:`edit_store` (add to an existing one). Both writers build the file under a
+temporary name and rename it into place only when it is complete and consistent, so a
+failed or killed write never leaves a half-written store. Extraction, which appends batch
+by batch, uses :mod:`embedstore.journal` and ends in :func:`create_store`.
+
+The layout is specified in ``docs/store-format.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import getpass
+import json
+import os
+import platform
+import shutil
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import h5py
+import numpy as np
+
+from embedstore import __version__
+from embedstore import elements as el
+from embedstore.errors import (
+    EmbedstoreError,
+    InputError,
+    NotAStore,
+    StoreDamaged,
+    StoreExists,
+    StoreIncomplete,
+    WriteFailed,
+)
+
+FORMAT_TYPE = "embedstore"
+FORMAT_VERSION = "1.0.0"
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+JOURNAL_SUFFIX = ".partial"
+
+
+def journal_dir(path: str | os.PathLike) -> Path:
+    """Where an unfinished extraction of ``path`` keeps its batches."""
+    path = Path(path)
+    return path.with_name(path.name + JOURNAL_SUFFIX)
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """A named set of text prompts; ``classes[i]`` is the class prompt i stands for (-1: none)."""
+
+    name: str
+    prompts: list[str]
+    classes: np.ndarray
+    spaces: list[str]
+    terms: list[str] | None = None
+
+
+# -- reading -----------------------------------------------------------------------
+
+
+class Store:
+    """A store opened for reading. Arrays are read on access; ``lazy=True`` gives h5py datasets."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._file = _open_h5(self.path)
+        try:
+            self._load()
+        except EmbedstoreError:
+            self._file.close()
+            raise
+        except (KeyError, ValueError, TypeError, OSError, RuntimeError) as exc:
+            self._file.close()
+            raise StoreDamaged(f"{self.path}: damaged store ({type(exc).__name__}: {exc})") from None
+
+    # The header is small: read and check it once, leave the embeddings on disk.
+    def _load(self) -> None:
+        f = self._file
+        etype, version = el.read_tag(f)
+        if etype != FORMAT_TYPE:
+            raise NotAStore(f"{self.path} is an HDF5 file but not an embedstore store")
+        el.check_version(str(self.path), version, FORMAT_VERSION)
+        self.format_version = version
+        for name in ("classes", "items", "audio", "text", "provenance", "history", "failed"):
+            if name not in f:
+                raise StoreDamaged(f"{self.path}: missing /{name}")
+        self.model = el._as_str(f.attrs.get("model", ""))
+        self.dataset = el._as_str(f.attrs.get("dataset", ""))
+        self.classes = el.read_element(f["classes"], "string-array")
+        if len(set(self.classes)) != len(self.classes):
+            raise StoreDamaged(f"{self.path}: /classes holds duplicate names")
+        items = f["items"]
+        el.expect(items, "items")
+        self.item_ids = np.array(el.read_element(items["id"], "string-array"), dtype=str)
+        self.item_paths = np.array(el.read_element(items["path"], "string-array"), dtype=str)
+        self.n_items = len(self.item_ids)
+        if len(self.item_paths) != self.n_items:
+            raise StoreDamaged(f"{self.path}: /items/path has {len(self.item_paths)} rows, /items/id {self.n_items}")
+        self.multilabel = "label_matrix" in items
+        self._check_labels(items)
+        self._metadata_names = list(items["metadata"].keys()) if "metadata" in items else []
+        for col in self._metadata_names:
+            ds = items["metadata"][col]
+            if ds.shape[:1] != (self.n_items,):
+                raise StoreDamaged(f"{ds.name} has {ds.shape[0]} rows, expected {self.n_items}")
+        el.expect(f["audio"], "spaces")
+        for space, ds in f["audio"].items():
+            self._check_embedding(ds, self.n_items)
+        el.expect(f["text"], "prompt-sets")
+        for name in f["text"]:
+            self._read_prompt_set(name)
+        self.provenance = el.read_element(f["provenance"], "json")
+        self.history = el.read_element(f["history"], "json-lines")
+        failed = f["failed"]
+        el.expect(failed, "failed-items")
+        self.failed = list(
+            zip(el.read_element(failed["path"], "string-array"), el.read_element(failed["reason"], "string-array"))
+        )
+
+    def _check_labels(self, items: h5py.Group) -> None:
+        n, c = self.n_items, len(self.classes)
+        if self.multilabel:
+            ds = items["label_matrix"]
+            el.expect(ds, "label-matrix")
+            if ds.shape != (n, c):
+                raise StoreDamaged(f"{ds.name} has shape {ds.shape}, expected ({n}, {c})")
+        else:
+            if "label" not in items:
+                raise StoreDamaged(f"{items.name} has neither label nor label_matrix")
+            ds = items["label"]
+            el.expect(ds, "label-index")
+            if ds.shape != (n,):
+                raise StoreDamaged(f"{ds.name} has shape {ds.shape}, expected ({n},)")
+            labels = ds[()]
+            if n and (labels.min() < 0 or labels.max() >= c):
+                raise StoreDamaged(f"{ds.name} holds class indices outside 0..{c - 1}")
+
+    def _check_embedding(self, ds, rows: int) -> None:
+        if not isinstance(ds, h5py.Dataset):
+            raise StoreDamaged(f"{ds.name} should be a dataset")
+        el.expect(ds, "embedding")
+        if ds.ndim != 2 or ds.shape[0] != rows:
+            raise StoreDamaged(f"{ds.name} has shape {ds.shape}, expected {rows} rows of vectors")
+        if ds.dtype not in (np.float32, np.float16):
+            raise StoreDamaged(f"{ds.name} has dtype {ds.dtype}, expected float32 or float16")
+
+    def _read_prompt_set(self, name: str) -> PromptSet:
+        g = self._file["text"][name]
+        el.expect(g, "prompt-set")
+        prompts = el.read_element(g["prompts"], "string-array")
+        classes = np.asarray(el.read_element(g["class"], "label-index"), dtype=np.int32)
+        if classes.shape != (len(prompts),):
+            raise StoreDamaged(f"{g.name}/class has {classes.shape[0]} rows for {len(prompts)} prompts")
+        if len(classes) and (classes.min() < -1 or classes.max() >= len(self.classes)):
+            raise StoreDamaged(f"{g.name}/class holds class indices outside -1..{len(self.classes) - 1}")
+        terms = el.read_element(g["terms"], "string-array") if "terms" in g else None
+        if terms is not None and len(terms) != len(prompts):
+            raise StoreDamaged(f"{g.name}/terms has {len(terms)} rows for {len(prompts)} prompts")
+        el.expect(g["spaces"], "spaces")
+        for ds in g["spaces"].values():
+            self._check_embedding(ds, len(prompts))
+        return PromptSet(name, prompts, classes, sorted(g["spaces"].keys()), terms)
+
+    # -- public accessors ------------------------------------------------------------
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(n,) int32 class indices; single-label stores only."""
+        if self.multilabel:
+            raise InputError(f"{self.path} is multi-label; use label_matrix")
+        return np.asarray(self._file["items"]["label"][()], dtype=np.int32)
+
+    @property
+    def label_matrix(self) -> np.ndarray:
+        """(n, C) bool: True where item i carries class j (single- and multi-label)."""
+        if self.multilabel:
+            return np.asarray(self._file["items"]["label_matrix"][()], dtype=bool)
+        out = np.zeros((self.n_items, len(self.classes)), dtype=bool)
+        out[np.arange(self.n_items), self.labels] = True
+        return out
+
+    @property
+    def metadata(self) -> dict[str, np.ndarray]:
+        """Item columns (family, pitch, dynamics...), each an array of n values."""
+        group = self._file["items"].get("metadata")
+        out = {}
+        for col in self._metadata_names:
+            value = el.read_element(group[col], ("string-array", "numeric-array"))
+            out[col] = np.array(value, dtype=str) if isinstance(value, list) else value
+        return out
+
+    @property
+    def audio_spaces(self) -> list[str]:
+        return sorted(self._file["audio"].keys())
+
+    def audio(self, space: str, *, lazy: bool = False):
+        """Audio vectors of ``space``: (n, d) float32, or the h5py dataset if ``lazy``."""
+        if space not in self._file["audio"]:
+            raise InputError(f"{self.path} has no audio space {space!r} (has: {', '.join(self.audio_spaces) or 'none'})")
+        return self._embedding(self._file["audio"][space], lazy)
+
+    @property
+    def prompt_sets(self) -> list[str]:
+        return sorted(self._file["text"].keys())
+
+    def prompt_set(self, name: str) -> PromptSet:
+        if name not in self._file["text"]:
+            raise InputError(f"{self.path} has no prompt set {name!r} (has: {', '.join(self.prompt_sets) or 'none'})")
+        return self._read_prompt_set(name)
+
+    def text(self, set_name: str, space: str, *, lazy: bool = False):
+        """Text vectors of prompt set ``set_name`` in ``space``: (p, d) float32."""
+        spaces = self._file["text"][self.prompt_set(set_name).name]["spaces"]
+        if space not in spaces:
+            raise InputError(f"prompt set {set_name!r} has no space {space!r} (has: {', '.join(sorted(spaces))})")
+        return self._embedding(spaces[space], lazy)
+
+    def _embedding(self, ds: h5py.Dataset, lazy: bool):
+        if lazy:
+            return ds
+        try:
+            return ds.astype(np.float32)[()]
+        except OSError as exc:
+            raise StoreDamaged(f"{self.path}: cannot read {ds.name} ({exc})") from None
+
+    def digests(self) -> dict[str, str]:
+        """The recorded SHA-256 of every array, by HDF5 path."""
+        out = {}
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset) and el.DIGEST_ATTR in obj.attrs:
+                out["/" + name] = el._as_str(obj.attrs[el.DIGEST_ATTR])
+
+        self._file.visititems(visit)
+        return out
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _open_h5(path: Path) -> h5py.File:
+    """Open ``path`` read-only, telling apart "missing", "not HDF5" and "damaged HDF5"."""
+    if not path.exists():
+        if journal_dir(path).is_dir():
+            from embedstore.journal import describe_unfinished
+
+            raise StoreIncomplete(describe_unfinished(path))
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise NotAStore(f"{path} is a directory, not a store")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    if head != HDF5_SIGNATURE:
+        raise NotAStore(f"{path} is not an HDF5 file, so not a store")
+    try:
+        return h5py.File(path, "r", locking=False)
+    except (OSError, RuntimeError) as exc:
+        raise StoreDamaged(f"{path}: damaged or truncated HDF5 file ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def open_store(path: str | os.PathLike) -> Store:
+    """Open a store for reading, checking its tags, versions and consistency.
+
+    Raises
+    ------
+    NotAStore
+        The file is not HDF5, or not tagged as an embedstore store.
+    StoreTooNew
+        The store's major format version is newer than this reader.
+    StoreDamaged
+        Counts, shapes, tags or label ranges are inconsistent, or the file is truncated.
+    StoreIncomplete
+        The store does not exist yet but an extraction is writing it (or was killed).
+    """
+    return Store(path)
+
+
+# -- writing -----------------------------------------------------------------------
+
+
+def _versions() -> dict[str, str]:
+    import numba
+    import sklearn
+
+    return {
+        "embedstore": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "h5py": h5py.__version__,
+        "hdf5": h5py.version.hdf5_version,
+        "numba": numba.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+class StoreWriter:
+    """Adds items, audio spaces, prompt sets and failures to an open store file.
+
+    Obtain one from :func:`create_store` or :func:`edit_store`; every call is recorded in
+    the store's history when the writer commits.
+    """
+
+    def __init__(self, f: h5py.File, events: list[dict]):
+        self._f = f
+        self._events = events
+
+    @property
+    def n_items(self) -> int | None:
+        items = self._f["items"]
+        return len(items["id"]) if "id" in items else None
+
+    @property
+    def classes(self) -> list[str]:
+        return el.read_element(self._f["classes"])
+
+    def set_items(
+        self,
+        ids: Sequence[str],
+        paths: Sequence[str] | None = None,
+        *,
+        labels: Sequence[int] | None = None,
+        label_matrix: np.ndarray | None = None,
+        metadata: dict[str, Sequence] | None = None,
+    ) -> None:
+        """Write the items table: ids, paths, labels (or a multi-label matrix) and metadata."""
+        items = self._f["items"]
+        if "id" in items:
+            raise StoreExists("the store already has items; write a new store instead")
+        ids = [str(i) for i in ids]
+        n = len(ids)
+        if len(set(ids)) != n:
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise InputError(f"item ids must be unique; {dup!r} occurs more than once")
+        paths = [""] * n if paths is None else [str(p) for p in paths]
+        if len(paths) != n:
+            raise InputError(f"{len(paths)} paths for {n} items")
+        c = len(self.classes)
+        if (labels is None) == (label_matrix is None):
+            raise InputError("give exactly one of labels (single-label) or label_matrix (multi-label)")
+        el.write_strings(items, "id", ids)
+        el.write_strings(items, "path", paths)
+        if labels is not None:
+            lab = np.asarray(labels)
+            if lab.shape != (n,) or (n and lab.dtype.kind not in "iu"):
+                raise InputError(f"labels must be {n} class indices, got shape {lab.shape} dtype {lab.dtype}")
+            if n and (lab.min() < 0 or lab.max() >= c):
+                raise InputError(f"labels must lie in 0..{c - 1}")
+            el.write_numeric(items, "label", lab.astype(np.int32), "label-index")
+            items.attrs["label-kind"] = "single"
+        else:
+            mat = np.asarray(label_matrix)
+            if mat.shape != (n, c):
+                raise InputError(f"label_matrix must have shape ({n}, {c}), got {mat.shape}")
+            if not np.isin(mat, (0, 1)).all():
+                raise InputError("label_matrix must hold only 0 and 1")
+            el.write_numeric(items, "label_matrix", mat.astype(np.uint8), "label-matrix")
+            items.attrs["label-kind"] = "multi"
+        meta = items.create_group("metadata")
+        el.tag(meta, "dataframe", el.ELEMENT_VERSIONS["dataframe"])
+        for col, values in (metadata or {}).items():
+            arr = np.asarray(values)
+            if arr.shape != (n,):
+                raise InputError(f"metadata column {col!r} has {arr.shape[0] if arr.ndim else 0} values for {n} items")
+            if arr.dtype.kind in "biuf":
+                el.write_numeric(meta, col, arr)
+            else:
+                el.write_strings(meta, col, arr)
+        meta.attrs["column-order"] = list(metadata or {})
+        self._events.append({"action": "set_items", "items": n, "multilabel": label_matrix is not None})
+
+    def add_audio(self, space: str, values: np.ndarray, *, dtype: str = "float32", replace: bool = False) -> None:
+        """Add the audio vectors of ``space``: one row per item, in item order."""
+        _check_name(space, "space")
+        n = self.n_items
+        if n is None:
+            raise InputError("write the items before their audio vectors")
+        arr = el.check_matrix(values, f"audio space {space!r}")
+        if arr.shape[0] != n:
+            raise InputError(f"audio space {space!r} has {arr.shape[0]} rows for {n} items")
+        group = self._f["audio"]
+        replaced = self._replace(group, space, replace, f"audio space {space!r}")
+        el.write_embedding(group, space, arr, dtype)
+        self._events.append(
+            {"action": "add_audio", "space": space, "shape": list(arr.shape), "dtype": dtype, "replaced": replaced}
+        )
+
+    def add_prompt_set(
+        self,
+        name: str,
+        prompts: Sequence[str],
+        classes: Sequence[int],
+        embeddings: dict[str, np.ndarray] | None = None,
+        *,
+        terms: Sequence[str] | None = None,
+        dtype: str = "float32",
+        replace: bool = False,
+    ) -> None:
+        """Add a prompt set: prompt strings, the class each stands for (-1: none), vectors by space."""
+        _check_name(name, "prompt set")
+        prompts = [str(p) for p in prompts]
+        p, c = len(prompts), len(self.classes)
+        cls = np.asarray(classes)
+        if cls.shape != (p,) or (p and cls.dtype.kind not in "iu"):
+            raise InputError(f"prompt set {name!r}: need one class index per prompt ({p}), got shape {cls.shape}")
+        if p and (cls.min() < -1 or cls.max() >= c):
+            raise InputError(f"prompt set {name!r}: class indices must lie in -1..{c - 1}")
+        if terms is not None and len(terms) != p:
+            raise InputError(f"prompt set {name!r}: {len(terms)} terms for {p} prompts")
+        arrays = {}
+        for space, values in (embeddings or {}).items():
+            _check_name(space, "space")
+            arr = el.check_matrix(values, f"prompt set {name!r} space {space!r}")
+            if arr.shape[0] != p:
+                raise InputError(f"prompt set {name!r} space {space!r} has {arr.shape[0]} rows for {p} prompts")
+            arrays[space] = arr
+        text = self._f["text"]
+        replaced = self._replace(text, name, replace, f"prompt set {name!r}")
+        g = text.create_group(name)
+        el.tag(g, "prompt-set", el.ELEMENT_VERSIONS["prompt-set"])
+        el.write_strings(g, "prompts", prompts)
+        el.write_numeric(g, "class", cls.astype(np.int32), "label-index")
+        if terms is not None:
+            el.write_strings(g, "terms", terms)
+        spaces = g.create_group("spaces")
+        el.tag(spaces, "spaces", el.ELEMENT_VERSIONS["spaces"])
+        for space, arr in arrays.items():
+            el.write_embedding(spaces, space, arr, dtype)
+        self._events.append(
+            {"action": "add_prompt_set", "name": name, "prompts": p, "spaces": sorted(arrays), "replaced": replaced}
+        )
+
+    def add_failed(self, path: str, reason: str) -> None:
+        """Record an item that could not be embedded, and why."""
+        failed = self._f["failed"]
+        for key, value in (("path", path), ("reason", reason)):
+            ds = failed[key]
+            ds.resize((ds.shape[0] + 1,))
+            ds[-1] = str(value)
+        self._events.append({"action": "add_failed", "path": str(path), "reason": str(reason)})
+
+    def set_provenance(self, provenance: dict) -> None:
+        """Merge ``provenance`` into the store's provenance record."""
+        current = el.read_element(self._f["provenance"], "json")
+        current.update(provenance)
+        del self._f["provenance"]
+        el.write_json(self._f, "provenance", current)
+
+    def _replace(self, group: h5py.Group, name: str, replace: bool, what: str) -> bool:
+        """Delete ``group[name]`` when replacing is allowed; return whether it existed."""
+        if name not in group:
+            return False
+        if not replace:
+            raise StoreExists(f"the store already has {what}; pass replace=True (--replace) to overwrite it")
+        del group[name]
+        return True
+
+    def _finish(self) -> None:
+        """Check completeness, refresh digests of mutable arrays, append the history."""
+        f = self._f
+        n = self.n_items
+        if n is None:
+            raise InputError("a store needs its items table")
+        for space, ds in f["audio"].items():
+            if ds.shape[0] != n:
+                raise InputError(f"audio space {space!r} has {ds.shape[0]} rows for {n} items")
+        for key in ("path", "reason"):
+            ds = f["failed"][key]
+            ds.attrs[el.DIGEST_ATTR] = el.digest(el.read_element(ds))
+        history = f["history"]
+        stamp = {"time": now(), "embedstore": __version__}
+        lines = [json.dumps({**stamp, **e}, sort_keys=True, default=el._json_default) for e in self._events]
+        if lines:
+            history.resize((history.shape[0] + len(lines),))
+            history[-len(lines):] = np.array(lines, dtype=object)
+
+
+def _check_name(name: str, what: str) -> None:
+    if not name or "/" in name or name.startswith(".") or name != name.strip():
+        raise InputError(f"invalid {what} name {name!r}: use letters, digits, '-', '_' (no '/')")
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _atomic_file(path: Path, prepare) -> Iterator[h5py.File]:
+    """Yield an HDF5 file at a temporary name; rename it onto ``path`` on success."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise InputError(f"{path.parent}: no such directory")
+    tmp = _temp_path(path)
+    try:
+        prepare(tmp)
+        f = h5py.File(tmp, "r+", locking=False)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise WriteFailed(f"cannot write {path}: {_first_line(exc)}") from None
+    try:
+        yield f
+        f.flush()
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        f.close()
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            f.close()
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise WriteFailed(
+                f"writing {path} failed ({_first_line(exc)}); any earlier file there was left unchanged"
+            ) from None
+        raise
+
+
+@contextlib.contextmanager
+def create_store(
+    path: str | os.PathLike,
+    *,
+    model: str,
+    dataset: str,
+    classes: Sequence[str],
+    provenance: dict | None = None,
+    overwrite: bool = False,
+) -> Iterator[StoreWriter]:
+    """Create a store atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        Where the store goes. Nothing appears there unless the ``with`` block succeeds.
+    model, dataset : str
+        What made the vectors and what they embed.
+    classes : sequence of str
+        The class vocabulary in its fixed order; labels are indices into it.
+    provenance : dict, optional
+        JSON-able record: model config, checkpoint name and SHA-256, preprocessing...
+    overwrite : bool
+        Replace an existing file at ``path`` (recorded in the new store's history).
+
+    Examples
+    --------
+    >>> with create_store("s.h5", model="m", dataset="d", classes=["a", "b"]) as w:
+    ...     w.set_items(["x", "y"], labels=[0, 1])
+    ...     w.add_audio("joint", np.eye(2))
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise StoreExists(f"{path} exists; pass --overwrite to replace it")
+    classes = [str(c) for c in classes]
+    if len(set(classes)) != len(classes):
+        raise InputError("class names must be unique")
+    if not classes:
+        raise InputError("a store needs at least one class")
+    replaced = path.exists()
+
+    def prepare(tmp: Path) -> None:
+        with h5py.File(tmp, "w", libver=("earliest", "v110"), locking=False) as f:
+            el.tag(f, FORMAT_TYPE, FORMAT_VERSION)
+            f.attrs["model"] = str(model)
+            f.attrs["dataset"] = str(dataset)
+            f.attrs["created"] = now()
+            f.attrs["store-id"] = uuid.uuid4().hex
+            el.write_strings(f, "classes", classes)
+            for name, etype in (("items", "items"), ("audio", "spaces"), ("text", "prompt-sets"), ("failed", "failed-items")):
+                el.tag(f.create_group(name), etype, el.ELEMENT_VERSIONS[etype])
+            for key in ("path", "reason"):
+                ds = f["failed"].create_dataset(key, shape=(0,), maxshape=(None,), dtype=el.STR_DTYPE)
+                el.tag(ds, "string-array", el.ELEMENT_VERSIONS["string-array"])
+            record = {"model": str(model), "dataset": str(dataset), "versions": _versions(), "created": now()}
+            record["host"] = socket.gethostname()
+            with contextlib.suppress(Exception):
+                record["user"] = getpass.getuser()
+            record.update(provenance or {})
+            el.write_json(f, "provenance", record)
+            el.write_json_lines(f, "history", [])
+
+    events = [{"action": "create", "model": str(model), "dataset": str(dataset), "overwrote": replaced}]
+    with _atomic_file(path, prepare) as f:
+        writer = StoreWriter(f, events)
+        yield writer
+        writer._finish()
+
+
+@contextlib.contextmanager
+def edit_store(path: str | os.PathLike) -> Iterator[StoreWriter]:
+    """Change an existing store atomically: work on a copy, then rename it into place."""
+    path = Path(path)
+    open_store(path).close()  # refuse to edit something that is not a sound store
+
+    with _atomic_file(path, lambda tmp: shutil.copyfile(path, tmp)) as f:
+        writer = StoreWriter(f, [{"action": "edit"}])
+        yield writer
+        writer._finish()
