@@ -1,0 +1,277 @@
+"""Resumable extraction: append batches durably, survive kill -9, end in one store.
+
+An extraction of ``OUT.h5`` keeps its progress in the folder ``OUT.h5.partial/``:
+
+- ``header.json``: the run's identity (model, dataset, classes, provenance, spaces and
+  their dims, a run id) and its items table;
+- ``batch-<start>.npz``: one file per appended batch, holding the rows that succeeded,
+  their vectors per space, and the rows that failed with their reasons.
+
+Each file is written under a temporary name, fsynced and renamed, so after a kill every
+file present is complete; a half-written batch is simply redone. :meth:`Journal.finalize`
+assembles the batches into the final store with :func:`embedstore.store.create_store`
+(itself atomic) and removes the folder. Readers that open ``OUT.h5`` meanwhile get a
+clear :class:`~embedstore.errors.StoreIncomplete` error instead of partial data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from embedstore.errors import InputError, StoreExists, StoreIncomplete
+from embedstore.store import _fsync_dir, create_store, journal_dir, open_store
+
+HEADER = "header.json"
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + f".{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _batch_name(start: int) -> str:
+    return f"batch-{start:012d}.npz"
+
+
+def describe_unfinished(out: str | os.PathLike) -> str:
+    """One line saying how far an unfinished extraction of ``out`` got."""
+    jdir = journal_dir(out)
+    try:
+        header = json.loads((jdir / HEADER).read_text())
+        total = len(header["items"]["ids"])
+        done = Journal._scan(jdir)[0]
+        progress = f"{done} of {total} items done"
+    except (OSError, ValueError, KeyError):
+        progress = "progress unknown"
+    return (
+        f"{out} is incomplete: an extraction is writing it or was interrupted ({progress}); "
+        f"finish it with `embedstore extract ... --resume`"
+    )
+
+
+class Journal:
+    """Durable, resumable row-by-row writer for one extraction run.
+
+    Use :meth:`open`; then, in row order, :meth:`append` each batch; then :meth:`finalize`.
+    """
+
+    def __init__(self, out: Path, header: dict):
+        self.out = out
+        self.dir = journal_dir(out)
+        self.header = header
+        self.next_row, self._batches = self._scan(self.dir)
+        # Set when a killed run had already renamed the final store into place.
+        self.already_done = False
+
+    @property
+    def n_items(self) -> int:
+        return len(self.header["items"]["ids"])
+
+    @property
+    def complete(self) -> bool:
+        """True when every row has been appended (only finalize is left)."""
+        return self.next_row >= self.n_items
+
+    @staticmethod
+    def _scan(jdir: Path) -> tuple[int, list[Path]]:
+        """The contiguous run of batch files from row 0, and the first row after it."""
+        starts = {}
+        for p in jdir.glob("batch-*.npz"):
+            try:
+                starts[int(p.stem.split("-")[1])] = p
+            except (IndexError, ValueError):
+                continue
+        row, batches = 0, []
+        while row in starts:
+            with np.load(starts[row], allow_pickle=False) as z:
+                stop = int(z["stop"])
+            batches.append(starts[row])
+            row = stop
+        return row, batches
+
+    @classmethod
+    def open(
+        cls,
+        out: str | os.PathLike,
+        *,
+        header: dict,
+        items: dict,
+        spaces: dict[str, int],
+        resume: bool = False,
+        overwrite: bool = False,
+    ) -> "Journal":
+        """Start a run writing ``out``, or resume the unfinished one.
+
+        Parameters
+        ----------
+        header : dict
+            ``model``, ``dataset``, ``classes`` and ``provenance`` of the final store.
+        items : dict
+            ``ids``, ``paths``, ``labels`` or ``label_matrix``, ``metadata`` (JSON-able).
+        spaces : dict
+            Audio space name -> vector size.
+        resume : bool
+            Continue a journal left by a killed run; it must describe the same run.
+        overwrite : bool
+            Allow replacing an existing store at ``out`` when the run finalizes.
+        """
+        out = Path(out)
+        jdir = journal_dir(out)
+        identity = {
+            "model": header["model"],
+            "dataset": header["dataset"],
+            "classes": list(header["classes"]),
+            "provenance": header.get("provenance", {}),
+            "spaces": dict(spaces),
+            "items": _jsonable(items),
+        }
+        if jdir.is_dir() and (jdir / HEADER).exists():
+            if not resume:
+                raise StoreExists(
+                    f"{out} has an unfinished extraction in {jdir}; pass --resume to continue it "
+                    f"or delete that folder to start again"
+                )
+            saved = json.loads((jdir / HEADER).read_text())
+            for key in ("model", "dataset", "classes", "spaces", "items"):
+                if saved[key] != identity[key]:
+                    raise InputError(
+                        f"cannot resume {out}: the unfinished run used a different {key}; "
+                        f"delete {jdir} to start again"
+                    )
+            _same_weights(saved["provenance"], identity["provenance"], out)
+            journal = cls(out, saved)
+            if out.exists() and journal._finalized():
+                shutil.rmtree(jdir, ignore_errors=True)
+                journal.already_done = True
+            return journal
+        if out.exists() and resume and not overwrite:
+            open_store(out).close()
+            journal = cls(out, {**identity, "run_id": None})
+            journal.already_done = True  # nothing left to resume: the store is complete
+            return journal
+        if out.exists() and not overwrite:
+            raise StoreExists(f"{out} exists; pass --overwrite to replace it")
+        jdir.mkdir(parents=True, exist_ok=True)
+        identity["run_id"] = uuid.uuid4().hex
+        _write_atomic(jdir / HEADER, lambda fh: fh.write(json.dumps(identity).encode()))
+        return cls(out, identity)
+
+    def _finalized(self) -> bool:
+        """Whether ``out`` is the store this run already finalized (kill after the rename)."""
+        try:
+            with open_store(self.out) as st:
+                return st.provenance.get("run_id") == self.header["run_id"]
+        except Exception:
+            return False
+
+    def append(
+        self,
+        start: int,
+        rows_ok: Sequence[int],
+        vectors: dict[str, np.ndarray],
+        failed: Sequence[tuple[int, str]] = (),
+        stop: int | None = None,
+    ) -> None:
+        """Durably record one batch covering rows ``start`` to ``stop`` (exclusive).
+
+        ``rows_ok`` are the rows embedded, with ``vectors[space][i]`` for ``rows_ok[i]``;
+        ``failed`` lists ``(row, reason)`` for the rest. ``stop`` defaults to one past
+        the largest row mentioned.
+        """
+        if start != self.next_row:
+            raise InputError(f"batch starts at row {start}, but the journal expects row {self.next_row}")
+        rows_ok = np.asarray(rows_ok, dtype=np.int64)
+        failed_rows = np.asarray([r for r, _ in failed], dtype=np.int64)
+        mentioned = np.concatenate([rows_ok, failed_rows])
+        if stop is None:
+            stop = int(mentioned.max()) + 1 if mentioned.size else start
+        if mentioned.size and (mentioned.min() < start or mentioned.max() >= stop):
+            raise InputError(f"batch rows must lie in {start}..{stop - 1}")
+        arrays = {"stop": np.int64(stop), "rows_ok": rows_ok, "failed_rows": failed_rows}
+        arrays["failed_reasons"] = np.array([str(r) for _, r in failed], dtype=str)
+        for space, dim in self.header["spaces"].items():
+            vec = np.asarray(vectors[space], dtype=np.float32)
+            if vec.shape != (len(rows_ok), dim):
+                raise InputError(f"space {space!r}: got {vec.shape}, expected ({len(rows_ok)}, {dim})")
+            arrays[f"space/{space}"] = vec
+        _write_atomic(self.dir / _batch_name(start), lambda fh: np.savez(fh, **arrays))
+        self._batches.append(self.dir / _batch_name(start))
+        self.next_row = stop
+
+    def finalize(self, prompt_sets: Sequence[dict] = (), dtype: str = "float32", provenance: dict | None = None) -> Path:
+        """Write the final store atomically from the batches, then remove the journal.
+
+        Rows that failed are left out of the items table and recorded as failures.
+        """
+        if not self.complete:
+            raise StoreIncomplete(f"{self.out}: only {self.next_row} of {self.n_items} items are done")
+        h, items = self.header, self.header["items"]
+        ok, failed = [], []
+        vectors = {space: [] for space in h["spaces"]}
+        for path in self._batches:
+            with np.load(path, allow_pickle=False) as z:
+                ok.append(z["rows_ok"])
+                failed += list(zip(z["failed_rows"].tolist(), z["failed_reasons"].tolist()))
+                for space in vectors:
+                    vectors[space].append(z[f"space/{space}"])
+        ok = np.concatenate(ok) if ok else np.zeros(0, dtype=np.int64)
+        prov = {**h["provenance"], **(provenance or {}), "run_id": h["run_id"]}
+        with create_store(
+            self.out, model=h["model"], dataset=h["dataset"], classes=h["classes"], provenance=prov, overwrite=True
+        ) as w:
+            labels = items.get("labels")
+            matrix = items.get("label_matrix")
+            w.set_items(
+                [items["ids"][i] for i in ok],
+                [items["paths"][i] for i in ok],
+                labels=None if labels is None else np.asarray(labels, dtype=np.int64)[ok],
+                label_matrix=None if matrix is None else np.asarray(matrix, dtype=np.uint8)[ok],
+                metadata={k: [v[i] for i in ok] for k, v in (items.get("metadata") or {}).items()},
+            )
+            for space, parts in vectors.items():
+                dim = h["spaces"][space]
+                w.add_audio(space, np.concatenate(parts) if parts else np.zeros((0, dim), np.float32), dtype=dtype)
+            for ps in prompt_sets:
+                w.add_prompt_set(
+                    ps["name"], ps["prompts"], ps["classes"], ps.get("embeddings"), terms=ps.get("terms"), dtype=dtype
+                )
+            for row, reason in sorted(failed):
+                w.add_failed(items["paths"][row], reason)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return self.out
+
+
+def _same_weights(saved: dict, current: dict, out: Path) -> None:
+    a, b = saved.get("checkpoint_sha256"), current.get("checkpoint_sha256")
+    if a != b:
+        raise InputError(f"cannot resume {out}: it was started with weights {a}, now {b}")
+
+
+def _jsonable(items: dict) -> dict:
+    """Items as plain JSON types, so a resumed run can compare them with the saved ones."""
+    out = {}
+    for key, value in items.items():
+        if value is None:
+            continue
+        if key == "metadata":
+            out[key] = {k: np.asarray(v).tolist() for k, v in value.items()}
+        else:
+            out[key] = np.asarray(value).tolist()
+    out["paths"] = [str(p) for p in out.get("paths", [""] * len(out["ids"]))]
+    out["ids"] = [str(i) for i in out["ids"]]
+    return out
