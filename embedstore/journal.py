@@ -26,22 +26,10 @@ from typing import Sequence
 import numpy as np
 
 from embedstore.errors import InputError, StoreExists, StoreIncomplete
-from embedstore.store import _fsync_dir, create_store, journal_dir, open_store
+from embedstore.fileio import write_atomic
+from embedstore.store import create_store, journal_dir, open_store
 
 HEADER = "header.json"
-
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + f".{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
 
 
 def _batch_name(start: int) -> str:
@@ -168,7 +156,7 @@ class Journal:
             raise StoreExists(f"{out} exists; pass --overwrite to replace it")
         jdir.mkdir(parents=True, exist_ok=True)
         identity["run_id"] = uuid.uuid4().hex
-        _write_atomic(jdir / HEADER, lambda fh: fh.write(json.dumps(identity).encode()))
+        write_atomic(jdir / HEADER, lambda fh: fh.write(json.dumps(identity).encode()))
         return cls(out, identity)
 
     def _finalized(self) -> bool:
@@ -209,7 +197,7 @@ class Journal:
             if vec.shape != (len(rows_ok), dim):
                 raise InputError(f"space {space!r}: got {vec.shape}, expected ({len(rows_ok)}, {dim})")
             arrays[f"space/{space}"] = vec
-        _write_atomic(self.dir / _batch_name(start), lambda fh: np.savez(fh, **arrays))
+        write_atomic(self.dir / _batch_name(start), lambda fh: np.savez(fh, **arrays))
         self._batches.append(self.dir / _batch_name(start))
         self.next_row = stop
 

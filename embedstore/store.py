@@ -29,6 +29,7 @@ import numpy as np
 
 from embedstore import __version__
 from embedstore import elements as el
+from embedstore.fileio import fsync_dir, temp_path
 from embedstore.errors import (
     EmbedstoreError,
     InputError,
@@ -503,26 +504,13 @@ def _check_name(name: str, what: str) -> None:
         raise InputError(f"invalid {what} name {name!r}: use letters, digits, '-', '_' (no '/')")
 
 
-def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 @contextlib.contextmanager
 def _atomic_file(path: Path, prepare) -> Iterator[h5py.File]:
     """Yield an HDF5 file at a temporary name; rename it onto ``path`` on success."""
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise InputError(f"{path.parent}: no such directory")
-    tmp = _temp_path(path)
+    tmp = temp_path(path)
     try:
         prepare(tmp)
         f = h5py.File(tmp, "r+", locking=False)
@@ -536,7 +524,7 @@ def _atomic_file(path: Path, prepare) -> Iterator[h5py.File]:
             os.fsync(fh.fileno())
         f.close()
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException as exc:
         with contextlib.suppress(Exception):
             f.close()
