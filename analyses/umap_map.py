@@ -1,0 +1,142 @@
+"""A 2-D UMAP map of a store's audio vectors, optionally with its prompt vectors in the same map.
+
+umap is imported inside :func:`run_umap` only: its first import costs seconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analyses.triplets import ensemble_vectors, opened
+from embedstore.errors import InputError
+
+
+def item_colors(st, color: str) -> list[str]:
+    """One colour key per item: its class name (``"label"``) or a metadata column's value.
+
+    Multi-label items with several classes are keyed ``"(several)"``, with none ``"(none)"``.
+    """
+    if color == "label":
+        classes = np.asarray(st.classes, dtype=object)
+        if not st.multilabel:
+            return [str(c) for c in classes[st.labels]]
+        keys = []
+        for row in st.label_matrix:
+            on = np.flatnonzero(row)
+            keys.append(str(classes[on[0]]) if on.size == 1 else "(several)" if on.size else "(none)")
+        return keys
+    metadata = st.metadata
+    if color not in metadata:
+        known = ", ".join(["label", *sorted(metadata)])
+        raise InputError(f"cannot colour by {color!r}: no such item column (choose from {known})")
+    return [str(v) for v in np.asarray(metadata[color])]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def run_umap(store, space: str = "joint", prompt_set: str | None = None, color: str = "label",
+             seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1) -> dict:
+    """Embed audio vectors (and a prompt set's class vectors) in 2-D with UMAP, cosine metric.
+
+    Parameters
+    ----------
+    store : path or open store
+    space : str
+        Audio space to map; with ``prompt_set``, its text vectors in the same space join the
+        map as one point per class (the prompt ensemble).
+    prompt_set : str, optional
+    color : str
+        ``"label"`` or the name of an item metadata column (``family``, ``dynamics``...).
+    seed : int
+        UMAP's random state; a fixed seed gives the same map on every run.
+    n_neighbors, min_dist
+        UMAP's neighbourhood size and packing; ``n_neighbors`` is capped below the point count.
+
+    Returns
+    -------
+    dict
+        ``coords`` (n x 2 list), ``color`` and ``values`` (one key per item), ``categories``
+        (distinct keys in first-seen order), ``prompt_coords`` and ``prompt_labels`` (empty
+        without a prompt set), ``space``, ``prompt_set``, ``n_items``, ``seed``,
+        ``n_neighbors``, ``min_dist``, ``metric``.
+    """
+    with opened(store) as st:
+        if space not in st.audio_spaces:
+            raise InputError(f"store has no audio space {space!r} (has: {', '.join(st.audio_spaces)})")
+        audio = _unit(st.audio(space))
+        values = item_colors(st, color)
+        prompt_vectors, prompt_labels = np.zeros((0, audio.shape[1]), np.float32), []
+        if prompt_set is not None:
+            if prompt_set not in st.prompt_sets:
+                raise InputError(f"store has no prompt set {prompt_set!r}")
+            ps = st.prompt_set(prompt_set)
+            if space not in ps.spaces:
+                raise InputError(f"prompt set {prompt_set!r} has no {space!r} vectors")
+            groups = np.asarray(ps.classes)
+            present = np.unique(groups[groups >= 0])
+            if present.size == 0:
+                raise InputError(f"prompt set {prompt_set!r} has no class prompts to place on the map")
+            remap = np.full(len(st.classes), -1)
+            remap[present] = np.arange(present.size)
+            prompt_vectors = ensemble_vectors(st.text(prompt_set, space), np.where(groups >= 0, remap[groups], -1),
+                                              present.size).astype(np.float32)
+            prompt_labels = [str(st.classes[i]) for i in present]
+    points = np.concatenate([audio, prompt_vectors])
+    if points.shape[0] < 4:
+        raise InputError(f"UMAP needs at least 4 points, the store gives {points.shape[0]}")
+
+    import umap  # noqa: PLC0415 - seconds to import; only this command needs it
+
+    reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, points.shape[0] - 1), min_dist=min_dist,
+                        metric="cosine", random_state=seed, n_jobs=1)
+    coords = reducer.fit_transform(points).astype(np.float64)
+    n = audio.shape[0]
+    return {
+        "coords": coords[:n].tolist(),
+        "color": color,
+        "values": values,
+        "categories": list(dict.fromkeys(values)),
+        "prompt_coords": coords[n:].tolist(),
+        "prompt_labels": prompt_labels,
+        "space": space,
+        "prompt_set": prompt_set,
+        "n_items": n,
+        "seed": seed,
+        "n_neighbors": int(reducer.n_neighbors),
+        "min_dist": min_dist,
+        "metric": "cosine",
+    }
+
+
+def plot_umap(result: dict, path) -> None:
+    """Scatter the map: items coloured by ``result["values"]``, prompts as labelled stars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    coords = np.asarray(result["coords"]).reshape(-1, 2)
+    values = np.asarray(result["values"], dtype=object)
+    categories = result["categories"]
+    cmap = plt.get_cmap("tab20" if len(categories) > 10 else "tab10")
+    fig, ax = plt.subplots(figsize=(7.5, 6))
+    for k, category in enumerate(categories):
+        pts = coords[values == category]
+        ax.scatter(pts[:, 0], pts[:, 1], s=6, alpha=0.7, color=cmap(k % cmap.N), label=category, linewidths=0)
+    prompts = np.asarray(result["prompt_coords"]).reshape(-1, 2)
+    if len(prompts):
+        ax.scatter(prompts[:, 0], prompts[:, 1], marker="*", s=160, color="black", edgecolors="white",
+                   linewidths=0.8, label=f"prompts ({result['prompt_set']})")
+        for (x, y), label in zip(prompts, result["prompt_labels"]):
+            ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_title(f"UMAP of {result['space']} audio vectors, coloured by {result['color']}")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if len(categories) <= 30:
+        ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
