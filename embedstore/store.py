@@ -192,6 +192,11 @@ class Store:
         return out
 
     @property
+    def metadata_columns(self) -> list[str]:
+        """Names of the item columns, in their stored order."""
+        return list(self._metadata_names)
+
+    @property
     def metadata(self) -> dict[str, np.ndarray]:
         """Item columns (family, pitch, dynamics...), each an array of n values."""
         group = self._file["items"].get("metadata")

@@ -1,0 +1,148 @@
+"""Store commands: info, verify, import, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from cli.common import console, fail, handle_errors
+from cli.main import app
+from embedstore.errors import StoreDamaged
+
+
+@app.command()
+@handle_errors
+def info(store: Path = typer.Argument(..., help="The store file (.h5).")) -> None:
+    """Summarise a store: model, dataset, items, classes, spaces, prompt sets, provenance."""
+    from embedstore.store import open_store
+
+    with open_store(store) as st:
+        head = Table.grid(padding=(0, 2))
+        head.add_row("[bold]store[/]", str(st.path))
+        head.add_row("[bold]format[/]", f"embedstore {st.format_version}")
+        head.add_row("[bold]model[/]", st.model)
+        head.add_row("[bold]dataset[/]", st.dataset)
+        kind = "multi-label" if st.multilabel else "single-label"
+        head.add_row("[bold]items[/]", f"{st.n_items} ({kind}), {len(st.failed)} failed")
+        head.add_row("[bold]classes[/]", f"{len(st.classes)}: " + ", ".join(st.classes))
+        meta = st.metadata_columns
+        if meta:
+            head.add_row("[bold]item columns[/]", ", ".join(meta))
+        console.print(head)
+
+        spaces = Table(title="Vectors", title_justify="left")
+        for col in ("tower", "set", "space", "rows", "dim", "dtype"):
+            spaces.add_column(col)
+        for space in st.audio_spaces:
+            ds = st.audio(space, lazy=True)
+            spaces.add_row("audio", "", space, str(ds.shape[0]), str(ds.shape[1]), str(ds.dtype))
+        for name in st.prompt_sets:
+            ps = st.prompt_set(name)
+            for space in ps.spaces:
+                ds = st.text(name, space, lazy=True)
+                spaces.add_row("text", name, space, str(ds.shape[0]), str(ds.shape[1]), str(ds.dtype))
+        console.print(spaces)
+
+        prov = Table(title="Provenance", title_justify="left", show_header=False)
+        for key, value in sorted(st.provenance.items()):
+            prov.add_row(key, _short(value))
+        prov.add_row("history", f"{len(st.history)} events, last: {_last_event(st.history)}")
+        console.print(prov)
+
+
+def _short(value, limit: int = 100) -> str:
+    import json
+
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _last_event(history: list[dict]) -> str:
+    if not history:
+        return "none"
+    e = history[-1]
+    return f"{e.get('action')} at {e.get('time')}"
+
+
+@app.command()
+@handle_errors
+def verify(store: Path = typer.Argument(..., help="The store file (.h5).")) -> None:
+    """Prove a store intact: structure, tags, chunk checksums and content digests.
+
+    Exit 0 when intact, 1 when damaged (saying what and where), 2 when not a store.
+    """
+    from embedstore.verify import verify_store
+
+    report = verify_store(store)
+    if not report.ok:
+        for problem in report.problems[1:]:
+            console.print(f"[red]damaged:[/] {problem}", highlight=False)
+        raise StoreDamaged(f"{store} is damaged: {report.problems[0]}")
+    console.print(f"[green]intact[/]: {store} ({report.arrays_checked} arrays match their digests)")
+
+
+@app.command("import")
+@handle_errors
+def import_(
+    out: Path = typer.Argument(..., help="The store to create (.h5)."),
+    items: Path = typer.Option(..., "--items", help="CSV with one row per item."),
+    id_column: str = typer.Option(..., "--id-column", help="Column holding the item ids."),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="Column holding class names."),
+    onehot: bool = typer.Option(False, "--onehot", help="Every column but the id (and path) column is a class of 0/1."),
+    classes: Optional[Path] = typer.Option(None, "--classes", help="Class order, one per line (default: sorted)."),
+    audio: List[str] = typer.Option([], "--audio", help="SPACE=FILE.npy; row i is item i. Repeatable."),
+    prompts: List[str] = typer.Option([], "--prompts", help="SET=FILE.txt; one prompt per line. Repeatable."),
+    prompt_classes: List[str] = typer.Option(
+        [], "--prompt-classes", help="SET=FILE.txt naming the class of each prompt line. Repeatable."
+    ),
+    text: List[str] = typer.Option([], "--text", help="SET:SPACE=FILE.npy; row i is prompt i. Repeatable."),
+    model: str = typer.Option("unknown", "--model", help="Name of the model that made the vectors."),
+    dataset: str = typer.Option("unknown", "--dataset", help="Name of the dataset."),
+    float16: bool = typer.Option(False, "--float16", help="Store vectors as float16 (default float32)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store."),
+) -> None:
+    """Build a store from arrays computed elsewhere (e.g. the .npy files a paper releases)."""
+    from embedstore.interchange import import_store
+    from embedstore.store import open_store
+
+    import_store(
+        out,
+        items_csv=items,
+        id_column=id_column,
+        label_column=label_column,
+        onehot=onehot,
+        classes_file=classes,
+        audio=audio,
+        prompts=prompts,
+        prompt_classes=prompt_classes,
+        text=text,
+        model=model,
+        dataset=dataset,
+        dtype="float16" if float16 else "float32",
+        overwrite=overwrite,
+    )
+    with open_store(out) as st:
+        console.print(
+            f"[green]wrote[/] {out}: {st.n_items} items, {len(st.classes)} classes, "
+            f"audio spaces {st.audio_spaces or '-'}, prompt sets {st.prompt_sets or '-'}"
+        )
+
+
+@app.command()
+@handle_errors
+def export(
+    store: Path = typer.Argument(..., help="The store file (.h5)."),
+    audio: Optional[str] = typer.Option(None, "--audio", help="Audio space to export."),
+    text: Optional[str] = typer.Option(None, "--text", help="SET:SPACE of prompt vectors to export."),
+    out: Path = typer.Option(..., "--out", help="Output prefix: writes PREFIX.npy and PREFIX.csv."),
+) -> None:
+    """Write one space as PREFIX.npy and PREFIX.csv (item id and path, or prompt and class)."""
+    from embedstore.interchange import export_space
+
+    if (audio is None) == (text is None):
+        fail("give exactly one of --audio SPACE or --text SET:SPACE", 2)
+    npy, csv_path = export_space(store, out, audio=audio, text=text)
+    console.print(f"[green]wrote[/] {npy} and {csv_path}")
