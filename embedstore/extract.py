@@ -1,0 +1,463 @@
+"""The extraction pipeline: a dataset and prompt sets, through an encoder, into a store.
+
+Audio
+    A torch ``DataLoader`` decodes and resamples clips in worker processes
+    (:func:`embedstore.audio.prepare`), in dataset order. The main process packs their
+    windows into batches of exactly ``batch_size`` windows (the last one zero-padded), so
+    the encoder always sees one shape. A clip's windows may span two batches; with
+    ``long_mode="mean"`` its vectors are averaged per space (``joint`` re-normalised).
+Durability
+    Rows go to a :class:`~embedstore.journal.Journal` whenever a batch ends on a clip
+    boundary. A resumed run restarts packing from such a boundary, so it sends the
+    encoder exactly the batches an uninterrupted run would have sent, and ends with the
+    same vectors bit for bit.
+Bad clips
+    A clip that cannot be read, is empty or holds non-finite samples is recorded in the
+    store with its reason and skipped.
+Text
+    Every prompt set is embedded first (a missing tokenizer fails before the long audio
+    pass), in chunks of ``batch_size`` prompts.
+
+torch is imported only when a run starts, so ``import embedstore.extract`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from embedstore.errors import InputError, ModelUnavailable
+from embedstore.journal import Journal
+from embedstore.prompts import PromptSpec
+from embedstore.store import open_store
+
+EXTRA_HINT = "install the extract extra: pip install 'embedstore[extract]'"
+LONG_MODES = ("first", "center", "mean")
+# Settings that change the vectors: a resumed run must use the same ones.
+_RUN_SETTINGS = ("batch_size", "long_mode", "precision", "device")
+
+
+@dataclass
+class ExtractSummary:
+    """What a run wrote.
+
+    Attributes
+    ----------
+    path : Path
+        The store.
+    items : int
+        Clips embedded (rows of the store).
+    failed : list[tuple[str, str]]
+        ``(path, reason)`` of each clip that was skipped.
+    audio_spaces, prompt_sets : list[str]
+        What the store holds.
+    resumed_from : int
+        First row this run embedded (0 for a fresh run).
+    seconds : float
+        Wall time of this run.
+    """
+
+    path: Path
+    items: int
+    failed: list[tuple[str, str]]
+    audio_spaces: list[str]
+    prompt_sets: list[str]
+    resumed_from: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Chunk:
+    """Rows ``start..stop-1`` ready for :meth:`Journal.append`."""
+
+    start: int
+    stop: int
+    rows_ok: list[int] = field(default_factory=list)
+    vectors: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+
+
+def require_torch() -> None:
+    """Raise ModelUnavailable with the install hint when torch is missing."""
+    if importlib.util.find_spec("torch") is None:
+        raise ModelUnavailable(EXTRA_HINT)
+
+
+def run_extract(
+    model,
+    dataset,
+    prompt_specs: list[PromptSpec],
+    out: str | Path,
+    *,
+    batch_size: int = 32,
+    workers: int = 0,
+    long_mode: str = "first",
+    resume: bool = False,
+    overwrite: bool = False,
+    dtype: str = "float32",
+    command: list[str] | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> ExtractSummary:
+    """Embed every clip of ``dataset`` and every prompt set into the store ``out``.
+
+    Parameters
+    ----------
+    model : embedstore.models.base.Encoder
+        A loaded encoder (its device and precision were chosen when it was loaded).
+    dataset : embedstore.datasets.Dataset
+        Classes and items (id, path, labels, metadata).
+    prompt_specs : list of PromptSpec
+        Prompt sets to embed with the text tower.
+    out : path-like
+        The store to write; its journal ``<out>.partial/`` holds the progress.
+    batch_size : int
+        Audio windows per forward pass (and prompts per text pass).
+    workers : int
+        DataLoader worker processes decoding audio (0: decode in this process).
+    long_mode : {"first", "center", "mean"}
+        Which window of a clip longer than the model's window to embed; ``mean``
+        embeds them all and averages.
+    resume : bool
+        Continue the unfinished run of ``out`` (same model, data and settings).
+    overwrite : bool
+        Replace an existing store at ``out``.
+    dtype : {"float32", "float16"}
+        Storage precision of the vectors.
+    command : list of str, optional
+        The command line, recorded in the provenance.
+    progress : callable, optional
+        Called as ``progress(rows_done, rows_total, failed_so_far)``.
+
+    Returns
+    -------
+    ExtractSummary
+    """
+    require_torch()
+    start_time = time.perf_counter()
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    if workers < 0:
+        raise InputError(f"--workers must be 0 or more, got {workers}")
+    if long_mode not in LONG_MODES:
+        raise InputError(f"--long must be one of {', '.join(LONG_MODES)}, got {long_mode!r}")
+    _check_prompt_names(prompt_specs)
+    items = items_table(dataset)
+    provenance = extraction_provenance(model, dataset, batch_size=batch_size, long_mode=long_mode,
+                                       command=command)
+    header = dict(model=model.name, dataset=dataset.name, classes=list(dataset.classes),
+                  provenance=provenance)
+    journal = Journal.open(out, header=header, items=items, spaces=dict(model.audio_dims),
+                           resume=resume, overwrite=overwrite)
+    first_row = journal.next_row
+    if journal.already_done:
+        return _summary(journal.out, first_row, start_time)
+    if resume:
+        _check_same_settings(journal.header["provenance"], provenance, out)
+    _seed_torch()
+
+    prompt_sets = embed_prompt_sets(model, prompt_specs, batch_size)
+    n_rows = journal.n_items
+    failed_count = 0
+    if progress:
+        progress(first_row, n_rows, failed_count)
+    clips = read_clips(dataset, first_row, model, long_mode=long_mode, workers=workers)
+    for chunk in embed_clips(model.embed_audio, clips, batch_size, first_row):
+        vectors = {space: _stack(chunk.vectors.get(space, []), dim)
+                   for space, dim in model.audio_dims.items()}
+        journal.append(chunk.start, chunk.rows_ok, vectors, chunk.failed, stop=chunk.stop)
+        failed_count += len(chunk.failed)
+        if progress:
+            progress(chunk.stop, n_rows, failed_count)
+    if not journal.complete:
+        raise InputError(f"the dataset gave {journal.next_row} of {n_rows} clips")
+    journal.finalize(prompt_sets, dtype=dtype,
+                     provenance={"resumed": resume and first_row > 0} if resume else None)
+    return _summary(journal.out, first_row, start_time)
+
+
+def _summary(path: Path, first_row: int, start_time: float) -> ExtractSummary:
+    with open_store(path) as st:
+        return ExtractSummary(Path(path), st.n_items, list(st.failed), st.audio_spaces,
+                              st.prompt_sets, first_row, time.perf_counter() - start_time)
+
+
+def embed_clips(
+    embed_audio: Callable[[np.ndarray], dict[str, np.ndarray]],
+    clips: Iterable[tuple[int, np.ndarray | None, str]],
+    batch_size: int,
+    start_row: int = 0,
+) -> Iterator[Chunk]:
+    """Pack clips' windows into fixed-size batches and yield finished rows.
+
+    Parameters
+    ----------
+    embed_audio : callable
+        ``(batch_size, n) float32 -> {space: (batch_size, d)}``, one forward pass.
+    clips : iterable of (row, windows, reason)
+        In row order, starting at ``start_row``: ``windows`` is ``(k, n)`` float32, or
+        ``None`` for a clip that failed with ``reason``.
+    batch_size : int
+        Windows per call of ``embed_audio``; the last call is zero-padded to this size.
+    start_row : int
+        The first row ``clips`` yields.
+
+    Yields
+    ------
+    Chunk
+        Contiguous rows, each time a batch ends on a clip boundary (and at the end).
+        A clip's vector is the mean of its windows' vectors; ``joint`` means are
+        re-normalised to unit length.
+    """
+    chunk = Chunk(start_row, start_row)
+    queue: list[np.ndarray] = []          # windows waiting for a batch
+    owners: list[int] = []                # the row of each queued window
+    outputs: dict[int, list[dict]] = {}   # row -> per-window vectors received so far
+    expected: dict[int, int] = {}         # row -> number of windows it sent
+
+    def run_batch(windows: list[np.ndarray], rows: list[int]) -> None:
+        batch = np.stack(windows).astype(np.float32, copy=False)
+        real = len(rows)
+        if real < batch_size:
+            batch = np.concatenate([batch, np.zeros((batch_size - real, batch.shape[1]), np.float32)])
+        result = embed_audio(batch)
+        for i, row in enumerate(rows):
+            outputs.setdefault(row, []).append({space: vec[i] for space, vec in result.items()})
+        for row in sorted(set(rows)):
+            if len(outputs[row]) == expected[row]:
+                chunk.rows_ok.append(row)
+                for space, vec in pool_windows(outputs.pop(row)).items():
+                    chunk.vectors.setdefault(space, []).append(vec)
+                del expected[row]
+
+    for row, windows, reason in clips:
+        if row != chunk.stop:
+            raise InputError(f"clips out of order: got row {row}, expected {chunk.stop}")
+        chunk.stop = row + 1
+        if windows is None or len(windows) == 0:
+            chunk.failed.append((row, reason or "no audio windows"))
+            continue
+        expected[row] = len(windows)
+        queue.extend(windows)
+        owners.extend([row] * len(windows))
+        while len(queue) >= batch_size:
+            run_batch(queue[:batch_size], owners[:batch_size])
+            del queue[:batch_size], owners[:batch_size]
+            if not queue:  # the batch ended on a clip boundary: these rows are final
+                yield chunk
+                chunk = Chunk(chunk.stop, chunk.stop)
+    if queue:
+        run_batch(queue, owners)
+    if chunk.stop > chunk.start:
+        yield chunk
+
+
+def pool_windows(window_vectors: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One clip's vector per space from its windows' vectors.
+
+    The mean in float64; the ``joint`` mean is scaled back to unit length, as each
+    window's joint vector was. A single window's vectors come back unchanged.
+    """
+    if len(window_vectors) == 1:
+        return {space: np.asarray(vec, dtype=np.float32) for space, vec in window_vectors[0].items()}
+    pooled = {}
+    for space in window_vectors[0]:
+        mean = np.mean([np.asarray(w[space], dtype=np.float64) for w in window_vectors], axis=0)
+        if space == "joint":
+            mean /= max(np.linalg.norm(mean), np.finfo(np.float64).tiny)
+        pooled[space] = mean.astype(np.float32)
+    return pooled
+
+
+def embed_prompt_sets(model, specs: list[PromptSpec], batch_size: int) -> list[dict]:
+    """Embed each prompt set in chunks of ``batch_size`` prompts.
+
+    Returns
+    -------
+    list of dict
+        ``name``, ``prompts``, ``classes``, ``terms`` and ``embeddings`` (space -> array),
+        as :meth:`Journal.finalize` and :meth:`StoreWriter.add_prompt_set` take them.
+    """
+    embedded = []
+    for spec in specs:
+        parts = [model.embed_text(spec.prompts[i:i + batch_size])
+                 for i in range(0, len(spec.prompts), batch_size)]
+        embeddings = {space: np.concatenate([p[space] for p in parts]).astype(np.float32)
+                      for space in model.text_dims}
+        embedded.append(dict(name=spec.name, prompts=list(spec.prompts), classes=spec.classes,
+                             terms=spec.terms, embeddings=embeddings))
+    return embedded
+
+
+class ClipReader:
+    """Map-style dataset for a torch DataLoader: index i -> ``(row, windows, reason)``.
+
+    Decoding errors (unreadable, empty, non-finite) come back as ``windows=None`` and
+    their reason, so one bad clip never stops the run.
+    """
+
+    def __init__(self, paths: list[str], first_row: int, frontend: dict):
+        self.paths = paths
+        self.first_row = first_row
+        self.frontend = frontend
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        from embedstore.audio import prepare
+
+        row = self.first_row + index
+        try:
+            return row, prepare(self.paths[index], **self.frontend), ""
+        except InputError as exc:
+            return row, None, str(exc)
+
+
+def _as_is(sample):
+    """DataLoader collate function that leaves numpy arrays alone."""
+    return sample
+
+
+def read_clips(dataset, first_row: int, model, *, long_mode: str, workers: int):
+    """Decoded windows of every clip from ``first_row`` on, in row order.
+
+    Yields ``(row, windows or None, reason)``; ``workers`` processes decode ahead.
+    """
+    from torch.utils.data import DataLoader
+
+    paths = [str(_resolve(dataset.root, item.path)) for item in dataset.items[first_row:]]
+    reader = ClipReader(paths, first_row, _frontend_args(model, long_mode))
+    return DataLoader(reader, batch_size=None, shuffle=False, num_workers=workers,
+                      collate_fn=_as_is, prefetch_factor=4 if workers else None)
+
+
+def _frontend_args(model, long_mode: str) -> dict:
+    return dict(sample_rate=model.sample_rate, window_seconds=model.window_seconds,
+                long_mode=long_mode, int16=model.int16_roundtrip)
+
+
+def _resolve(root, path) -> Path:
+    path = Path(path)
+    return path if path.is_absolute() or root is None else Path(root) / path
+
+
+def items_table(dataset) -> dict:
+    """The dataset's items as the Journal takes them: ids, paths, labels, metadata."""
+    classes = list(dataset.classes)
+    index = {cls: i for i, cls in enumerate(classes)}
+    items = dataset.items
+    if not items:
+        raise InputError(f"dataset {dataset.name!r} has no items")
+    for item in items:
+        unknown = [label for label in item.labels if label not in index]
+        if unknown:
+            raise InputError(f"item {item.id!r} has labels outside the class list: {', '.join(unknown)}")
+    table = dict(ids=[str(item.id) for item in items], paths=[str(item.path) for item in items])
+    if dataset.multilabel:
+        matrix = np.zeros((len(items), len(classes)), dtype=bool)
+        for row, item in enumerate(items):
+            matrix[row, [index[label] for label in item.labels]] = True
+        table["label_matrix"] = matrix
+    else:
+        wrong = next((item for item in items if len(item.labels) != 1), None)
+        if wrong is not None:
+            raise InputError(f"item {wrong.id!r} has {len(wrong.labels)} labels in a single-label dataset")
+        table["labels"] = np.array([index[item.labels[0]] for item in items], dtype=np.int32)
+    table["metadata"] = metadata_columns(items)
+    return table
+
+
+def metadata_columns(items) -> dict[str, np.ndarray]:
+    """Item metadata as columns: numeric where every value is a number, else strings."""
+    names: dict[str, None] = {}
+    for item in items:
+        names.update(dict.fromkeys(item.metadata))
+    columns = {}
+    for name in names:
+        values = [item.metadata.get(name) for item in items]
+        if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+               for v in values):
+            columns[name] = np.asarray(values)
+        else:
+            columns[name] = np.array(["" if v is None else str(v) for v in values], dtype=str)
+    return columns
+
+
+def extraction_provenance(model, dataset, *, batch_size: int, long_mode: str,
+                          command: list[str] | None = None) -> dict:
+    """What made the vectors: encoder, front end, dataset, run settings, library versions."""
+    from embedstore.audio import frontend_config
+
+    encoder = model.provenance()
+    return {
+        "encoder": encoder,
+        "checkpoint_sha256": checkpoint_digest(encoder),
+        "frontend": frontend_config(**_frontend_args(model, long_mode)),
+        "dataset": {"name": dataset.name, "root": str(dataset.root), "items": len(dataset.items)},
+        "extraction": {
+            "batch_size": batch_size,
+            "long_mode": long_mode,
+            "precision": encoder.get("precision"),
+            "device": encoder.get("device"),
+            "pooling": "mean of window vectors per space; joint re-normalised",
+            "padding": "last audio batch zero-padded to batch_size",
+        },
+        "library_versions": library_versions(),
+        "command": list(sys.argv if command is None else command),
+    }
+
+
+def checkpoint_digest(encoder_provenance: dict) -> str | None:
+    """The checkpoint SHA-256 recorded in an encoder's provenance, wherever it nests."""
+    for key in ("checkpoint_sha256", "sha256"):
+        if isinstance(encoder_provenance.get(key), str):
+            return encoder_provenance[key]
+    checkpoint = encoder_provenance.get("checkpoint")
+    if isinstance(checkpoint, dict):
+        return checkpoint_digest(checkpoint)
+    return None
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of the libraries that shape the vectors."""
+    versions = {}
+    for package in ("embedstore", "torch", "transformers", "numpy", "soundfile", "soxr"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def _check_same_settings(saved: dict, current: dict, out) -> None:
+    before, now = saved.get("extraction", {}), current["extraction"]
+    for key in _RUN_SETTINGS:
+        if before.get(key) != now[key]:
+            raise InputError(f"cannot resume {out}: it was started with {key} {before.get(key)!r}, "
+                             f"now {now[key]!r}; use the same settings")
+    if saved.get("frontend") != current["frontend"]:
+        raise InputError(f"cannot resume {out}: the audio front end changed since it was started")
+
+
+def _check_prompt_names(specs: list[PromptSpec]) -> None:
+    names = [spec.name for spec in specs]
+    duplicate = next((name for name in names if names.count(name) > 1), None)
+    if duplicate is not None:
+        raise InputError(f"prompt set {duplicate!r} is given twice")
+
+
+def _seed_torch() -> None:
+    import torch
+
+    torch.manual_seed(0)
+
+
+def _stack(rows: list[np.ndarray], dim: int) -> np.ndarray:
+    return np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float32)
