@@ -19,11 +19,10 @@ vectors. Two protocols choose the triplets:
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 
+from analyses.embeddings import class_vectors, opened, prompt_ensemble
 from embedstore.errors import InputError
 from embedstore.ontology import Node, Ontology, load_ontology, map_classes, read_ontology_map
 
@@ -113,43 +112,10 @@ def score_triplets(similarity: np.ndarray, distance: np.ndarray, related: np.nda
     return n_triplets, n_correct
 
 
-def ensemble_vectors(text: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
-    """One unit vector per group: the mean of its prompts' unit vectors, renormalised.
-
-    Raises InputError naming the first group without prompts.
-    """
-    text = np.asarray(text, dtype=np.float64)
-    unit = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
-    sums = np.zeros((n_groups, text.shape[1]))
-    np.add.at(sums, groups[groups >= 0], unit[groups >= 0])
-    counts = np.bincount(groups[groups >= 0], minlength=n_groups)
-    if (counts == 0).any():
-        raise InputError(f"no prompt for group {int(np.argmin(counts))}")
-    mean = sums / counts[:, None]
-    return mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
-
-
-@contextmanager
-def opened(store):
-    """Yield an open store from a path, or the store object itself (left open)."""
-    if isinstance(store, (str, os.PathLike)):
-        from embedstore.store import open_store
-
-        with open_store(Path(store)) as st:
-            yield st
-    else:
-        yield store
-
-
 def _class_terms(st, ps, space: str, ontology: Ontology, mapping: dict | None):
     classes = list(st.classes)
-    missing = sorted(set(range(len(classes))) - set(int(c) for c in ps.classes if c >= 0))
-    if missing:
-        names = ", ".join(classes[i] for i in missing)
-        raise InputError(f"prompt set {ps.name!r} has no prompt for class(es): {names}")
-    nodes = map_classes(ontology, classes, mapping)
-    vectors = ensemble_vectors(st.text(ps.name, space), np.asarray(ps.classes), len(classes))
-    return classes, nodes, vectors
+    vectors = class_vectors(st, ps.name, space)
+    return classes, map_classes(ontology, classes, mapping), vectors
 
 
 def _ontology_terms(st, ps, space: str, ontology: Ontology):
@@ -165,8 +131,11 @@ def _ontology_terms(st, ps, space: str, ontology: Ontology):
     nodes = [n for n in ontology.nodes if n.path in present and n is not ontology.root]
     index = {n.path: i for i, n in enumerate(nodes)}
     groups = np.array([index.get(t, -1) for t in ps.terms], dtype=np.int64)
-    vectors = ensemble_vectors(st.text(ps.name, space), groups, len(nodes))
-    return [n.path for n in nodes], nodes, vectors
+    text = st.text(ps.name, space)
+    if not np.all(np.isfinite(text)):
+        raise InputError(f"prompt set {ps.name!r} holds NaN or infinite values in space {space!r}")
+    paths = [n.path for n in nodes]
+    return paths, nodes, prompt_ensemble(groups, text, paths, ps.name)
 
 
 def run_triplets(store, prompt_set: str, space: str = "joint", ontology: str | Ontology = "hdio",
@@ -218,6 +187,7 @@ def run_triplets(store, prompt_set: str, space: str = "joint", ontology: str | O
         else:
             terms, nodes, vectors = _ontology_terms(st, ps, space, onto)
     distance, related = tree_distances(onto, nodes)
+    vectors = vectors.astype(np.float64)
     n_triplets, n_correct = score_triplets(vectors @ vectors.T, distance, related, protocol)
     total, correct = int(n_triplets.sum()), int(n_correct.sum())
     if total == 0:

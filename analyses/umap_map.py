@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analyses.triplets import ensemble_vectors, opened
+from analyses.embeddings import opened, prompt_ensemble, unit_audio
 from embedstore.errors import InputError
 
 
@@ -30,11 +30,6 @@ def item_colors(st, color: str) -> list[str]:
         known = ", ".join(["label", *sorted(metadata)])
         raise InputError(f"cannot colour by {color!r}: no such item column (choose from {known})")
     return [str(v) for v in np.asarray(metadata[color])]
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def run_umap(store, space: str = "joint", prompt_set: str | None = None, color: str = "label",
@@ -66,7 +61,7 @@ def run_umap(store, space: str = "joint", prompt_set: str | None = None, color: 
     with opened(store) as st:
         if space not in st.audio_spaces:
             raise InputError(f"store has no audio space {space!r} (has: {', '.join(st.audio_spaces)})")
-        audio = _unit(st.audio(space))
+        audio = unit_audio(st, space)
         values = item_colors(st, color)
         prompt_vectors, prompt_labels = np.zeros((0, audio.shape[1]), np.float32), []
         if prompt_set is not None:
@@ -81,9 +76,9 @@ def run_umap(store, space: str = "joint", prompt_set: str | None = None, color: 
                 raise InputError(f"prompt set {prompt_set!r} has no class prompts to place on the map")
             remap = np.full(len(st.classes), -1)
             remap[present] = np.arange(present.size)
-            prompt_vectors = ensemble_vectors(st.text(prompt_set, space), np.where(groups >= 0, remap[groups], -1),
-                                              present.size).astype(np.float32)
             prompt_labels = [str(st.classes[i]) for i in present]
+            prompt_vectors = prompt_ensemble(np.where(groups >= 0, remap[groups], -1), st.text(prompt_set, space),
+                                             prompt_labels, prompt_set)
     points = np.concatenate([audio, prompt_vectors])
     if points.shape[0] < 4:
         raise InputError(f"UMAP needs at least 4 points, the store gives {points.shape[0]}")

@@ -113,6 +113,7 @@ def tinysol_store(path, rng, terms=False):
         w.add_prompt_set("plain", [f"p{k}" for k in range(prompt_classes.size)], prompt_classes,
                          {"joint": rng.normal(size=(prompt_classes.size, 16)),
                           "prejoint": rng.normal(size=(prompt_classes.size, 24))})
+        w.add_prompt_set("partial", ["a", "b"], [0, 1], {"joint": rng.normal(size=(2, 16))})
         if terms:
             onto = load_ontology("hdio")
             paths = [n.path for n in onto.nodes]
@@ -160,6 +161,8 @@ def test_run_triplets_bad_input(tmp_path):
         run_triplets(path, "plain", space="audio")
     with pytest.raises(InputError, match="unknown triplet protocol"):
         run_triplets(path, "plain", protocol="fast")
+    with pytest.raises(InputError, match="no prompt for class Trombone, Trumpet in C"):
+        run_triplets(path, "partial")
     with pytest.raises(InputError, match="carries no ontology terms"):
         run_triplets(path, "plain", scope="ontology")
     bad_map = tmp_path / "map.csv"
