@@ -1,0 +1,34 @@
+"""Confidence margins: how decisively does a clip pick its top class over the runner-up?"""
+
+from __future__ import annotations
+
+from analyses import embeddings, metrics
+
+
+def run_confidence(store, prompt_set: str, space: str = "joint") -> dict:
+    """Top-2 similarity margins of zero-shot predictions, split by correct and wrong.
+
+    The margin of a clip is its best class similarity minus its second best. A
+    prediction is correct when the top class is one of the clip's labels.
+
+    Parameters
+    ----------
+    store : Store or path
+        The store to read.
+    prompt_set : str
+        Prompt set giving the class vectors (prompt ensembles).
+    space : str
+        Embedding space.
+
+    Returns
+    -------
+    dict
+        ``median``, ``q1``, ``q3`` and ``n_items`` over all clips, ``correct`` and
+        ``wrong`` ({median, q1, q3, n}), ``margins`` and ``is_correct`` (per clip, for
+        plots), ``prompt_set`` and ``space``.
+    """
+    with embeddings.opened(store) as st:
+        targets = metrics.Targets.from_store(st)
+        scorer = metrics.CosineScorer(embeddings.unit_audio(st, space), embeddings.class_vectors(st, prompt_set, space))
+        ranked = metrics.rank_pass(scorer, targets)
+    return {"prompt_set": prompt_set, "space": space, **metrics.margin_summary(ranked["margins"], ranked["correct"])}

@@ -1,0 +1,140 @@
+"""From a store's arrays to the unit vectors the analyses compare.
+
+Audio rows, prompt ensembles (one vector per class) and audio-only class centroids,
+all L2-normalised so that a dot product is a cosine similarity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator
+
+import numpy as np
+
+from analyses import kernels
+from embedstore.errors import InputError
+
+READ_BLOCK = 8192
+
+
+@contextlib.contextmanager
+def opened(store) -> Iterator:
+    """Yield ``store`` itself, or the store at a path (closed again on exit)."""
+    if isinstance(store, (str, os.PathLike)):
+        from embedstore.store import open_store
+
+        with open_store(store) as st:
+            yield st
+    else:
+        yield store
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` scaled to unit L2 norm, as float32; all-zero rows stay zero.
+
+    Norms are taken in float64 so that float16 stores lose nothing more here.
+    """
+    x64 = np.asarray(x, dtype=np.float64)
+    norms = np.sqrt(np.einsum("ij,ij->i", x64, x64))
+    scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    return (x64 * scale[:, None]).astype(np.float32)
+
+
+def unit_audio(store, space: str) -> np.ndarray:
+    """The store's audio vectors in ``space``, L2-normalised, read in row blocks.
+
+    Parameters
+    ----------
+    store : Store
+        An open store.
+    space : str
+        An audio space of the store ("joint", "prejoint"...).
+
+    Returns
+    -------
+    np.ndarray
+        (n_items, d) float32.
+    """
+    lazy = store.audio(space, lazy=True)
+    n, d = lazy.shape
+    out = np.empty((n, d), np.float32)
+    for start in range(0, n, READ_BLOCK):
+        stop = min(n, start + READ_BLOCK)
+        out[start:stop] = l2_normalize(lazy[start:stop])
+    if not np.all(np.isfinite(out)):
+        raise InputError(f"audio space {space!r} holds NaN or infinite values")
+    return out
+
+
+def class_prompt_sets(store) -> list[str]:
+    """The prompt sets whose every prompt stands for a class (the default for zero-shot)."""
+    return [name for name in store.prompt_sets if np.all(store.prompt_set(name).classes >= 0)]
+
+
+def prompt_ensemble(prompt_classes: np.ndarray, text: np.ndarray, classes: list[str], set_name: str = "") -> np.ndarray:
+    """One unit vector per class: the mean of its normalised prompt vectors, renormalised.
+
+    Parameters
+    ----------
+    prompt_classes : np.ndarray
+        (p,) class index of each prompt; -1 marks prompts that stand for no class and
+        are left out.
+    text : np.ndarray
+        (p, d) prompt vectors.
+    classes : list of str
+        The class names, in class-index order.
+    set_name : str
+        For error messages.
+
+    Returns
+    -------
+    np.ndarray
+        (n_classes, d) float32.
+
+    Raises
+    ------
+    InputError
+        If a class has no prompt.
+    """
+    prompt_classes = np.asarray(prompt_classes)
+    n_classes = len(classes)
+    covered = np.bincount(prompt_classes[prompt_classes >= 0], minlength=n_classes)
+    missing = [classes[c] for c in np.flatnonzero(covered == 0)]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise InputError(f"prompt set {set_name!r} has no prompt for class {shown}")
+    unit_text = l2_normalize(text).astype(np.float64)
+    keep = prompt_classes >= 0
+    sums = np.zeros((n_classes, unit_text.shape[1]), np.float64)
+    np.add.at(sums, prompt_classes[keep], unit_text[keep])
+    return l2_normalize(sums)
+
+
+def class_vectors(store, set_name: str, space: str) -> np.ndarray:
+    """The prompt ensemble of prompt set ``set_name`` in ``space``: (n_classes, d) float32."""
+    prompt_set = store.prompt_set(set_name)
+    text = store.text(set_name, space)
+    if not np.all(np.isfinite(text)):
+        raise InputError(f"prompt set {set_name!r} holds NaN or infinite values in space {space!r}")
+    return prompt_ensemble(prompt_set.classes, text, list(store.classes), set_name)
+
+
+def class_centroid_sums(unit_vectors: np.ndarray, targets) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class sums of unit item vectors and item counts (the un-normalised centroids).
+
+    Parameters
+    ----------
+    unit_vectors : np.ndarray
+        (n, d) float32, rows L2-normalised.
+    targets : analyses.metrics.Targets
+        Which items belong to which classes.
+
+    Returns
+    -------
+    sums : np.ndarray
+        (n_classes, d) float64.
+    counts : np.ndarray
+        (n_classes,) int64.
+    """
+    return kernels.class_sums(unit_vectors, targets.labels, targets.label_matrix, targets.multilabel, targets.n_classes)

@@ -1,0 +1,388 @@
+"""Classification metrics over item x class similarity scores, computed block by block.
+
+A *scorer* hands out blocks of the (items, classes) score matrix; nothing here ever
+holds the whole matrix unless it is small. Two passes cover every metric:
+
+- a row pass (item blocks x all classes) for ranks, predictions, top-2 margins and
+  positive/negative histograms;
+- a column pass (class blocks x all items) for per-class ROC-AUC and average precision,
+  which need each class's scores over every item in one sorted array.
+
+Tie rules are those of :mod:`analyses.kernels` (scikit-learn's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from analyses import kernels
+from embedstore.errors import InputError
+
+TOP_K = 5
+# Bytes of float32 scores one block may hold (row blocks and column blocks alike).
+BLOCK_BYTES = 64 * 2**20
+COLUMN_BLOCK_BYTES = 256 * 2**20
+
+
+@dataclass
+class Targets:
+    """Which items carry which classes, in the form the kernels take.
+
+    Single-label: ``labels`` (n,) int32 and an empty (0, 0) ``label_matrix``.
+    Multi-label: ``label_matrix`` (n, C) bool and an empty (0,) ``labels``.
+    """
+
+    labels: np.ndarray
+    label_matrix: np.ndarray
+    multilabel: bool
+    n_classes: int
+
+    @classmethod
+    def single(cls, labels, n_classes: int) -> "Targets":
+        labels = np.ascontiguousarray(labels, dtype=np.int32)
+        if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+            raise InputError(f"labels must lie in 0..{n_classes - 1}")
+        return cls(labels, np.zeros((0, 0), bool), False, n_classes)
+
+    @classmethod
+    def multi(cls, label_matrix) -> "Targets":
+        label_matrix = np.ascontiguousarray(label_matrix, dtype=bool)
+        return cls(np.zeros(0, np.int32), label_matrix, True, label_matrix.shape[1])
+
+    @classmethod
+    def from_store(cls, store) -> "Targets":
+        if store.multilabel:
+            return cls.multi(store.label_matrix)
+        return cls.single(store.labels, len(store.classes))
+
+    @property
+    def n_items(self) -> int:
+        return self.label_matrix.shape[0] if self.multilabel else self.labels.shape[0]
+
+    def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Kernel arguments (labels, label_matrix, multilabel) for items ``start:stop``."""
+        if self.multilabel:
+            return self.labels, self.label_matrix[start:stop], True
+        return self.labels[start:stop], self.label_matrix, False
+
+    def support(self) -> np.ndarray:
+        """(C,) number of items carrying each class."""
+        if self.multilabel:
+            return self.label_matrix.sum(axis=0).astype(np.int64)
+        return np.bincount(self.labels, minlength=self.n_classes).astype(np.int64)
+
+
+class ArrayScorer:
+    """Blocks of a score matrix already in memory (small data, tests)."""
+
+    def __init__(self, scores: np.ndarray):
+        self.scores = np.asarray(scores, dtype=np.float32)
+        self.n_items, self.n_classes = self.scores.shape
+
+    def block(self, start: int, stop: int, first_class: int = 0, last_class: int | None = None) -> np.ndarray:
+        return np.ascontiguousarray(self.scores[start:stop, first_class:last_class])
+
+
+class CosineScorer:
+    """Cosine similarity of unit audio rows against unit class vectors, through BLAS."""
+
+    def __init__(self, unit_audio: np.ndarray, unit_classes: np.ndarray):
+        if unit_audio.shape[1] != unit_classes.shape[1]:
+            raise InputError(
+                f"audio vectors have {unit_audio.shape[1]} dimensions but class vectors {unit_classes.shape[1]}"
+            )
+        self.audio = unit_audio
+        self.classes = np.ascontiguousarray(unit_classes, dtype=np.float32)
+        self.n_items = unit_audio.shape[0]
+        self.n_classes = unit_classes.shape[0]
+
+    def block(self, start: int, stop: int, first_class: int = 0, last_class: int | None = None) -> np.ndarray:
+        return self.audio[start:stop] @ self.classes[first_class:last_class].T
+
+
+class CentroidScorer:
+    """Cosine similarity of unit audio rows against audio class centroids.
+
+    A centroid is the normalised mean of a class's unit audio vectors. With
+    ``leave_one_out`` each item meets its own classes' centroids computed without it.
+    """
+
+    def __init__(self, unit_audio: np.ndarray, targets: Targets, leave_one_out: bool = False):
+        sums, counts = kernels.class_sums(
+            unit_audio, targets.labels, targets.label_matrix, targets.multilabel, targets.n_classes
+        )
+        if leave_one_out and np.any(counts < 2):
+            raise InputError(f"leave-one-out centroids need two items per class; {int(np.sum(counts < 2))} classes have fewer")
+        self.audio = unit_audio
+        self.targets = targets
+        self.leave_one_out = leave_one_out
+        self.sums = sums.astype(np.float32)
+        self.sq_norms = np.einsum("ij,ij->i", sums, sums)
+        self.item_sq_norms = np.einsum("ij,ij->i", unit_audio, unit_audio, dtype=np.float64)
+        self.n_items = unit_audio.shape[0]
+        self.n_classes = targets.n_classes
+
+    def block(self, start: int, stop: int, first_class: int = 0, last_class: int | None = None) -> np.ndarray:
+        dots = self.audio[start:stop] @ self.sums[first_class:last_class].T
+        out = np.empty_like(dots)
+        t = self.targets
+        kernels.centroid_cosines(
+            dots, start, first_class, t.labels, t.label_matrix, t.multilabel,
+            self.sq_norms, self.item_sq_norms, self.leave_one_out, out,
+        )
+        return out
+
+
+def _row_blocks(n_items: int, n_classes: int):
+    rows = int(np.clip(BLOCK_BYTES // (4 * max(n_classes, 1)), 64, 8192))
+    for start in range(0, n_items, rows):
+        yield start, min(n_items, start + rows)
+
+
+def rank_pass(scorer, targets: Targets) -> dict[str, np.ndarray]:
+    """Predictions, top-2 margins and (single-label) ranks of the true class.
+
+    Returns
+    -------
+    dict
+        ``predictions`` (n,) int32, ``margins`` (n,) float32 (NaN with one class),
+        ``correct`` (n,) bool (top class among the item's labels) and, for
+        single-label targets, ``ranks`` (n,) int32 (0 = top).
+    """
+    n = scorer.n_items
+    predictions = np.empty(n, np.int32)
+    margins = np.empty(n, np.float32)
+    ranks = None if targets.multilabel else np.empty(n, np.int32)
+    for start, stop in _row_blocks(n, scorer.n_classes):
+        scores = scorer.block(start, stop)
+        kernels.top2(scores, predictions[start:stop], margins[start:stop])
+        if ranks is not None:
+            kernels.true_class_ranks(scores, targets.labels[start:stop], ranks[start:stop])
+    if targets.multilabel:
+        correct = targets.label_matrix[np.arange(n), predictions]
+    else:
+        correct = predictions == targets.labels
+    out = {"predictions": predictions, "margins": margins, "correct": correct}
+    if ranks is not None:
+        out["ranks"] = ranks
+    return out
+
+
+def bootstrap_weights(n_items: int, resamples: int, seed: int = 0) -> np.ndarray:
+    """(resamples, n_items) float32: how often each item is drawn in each resample."""
+    rng = np.random.default_rng(seed)
+    weights = np.empty((resamples, n_items), np.float32)
+    for r in range(resamples):
+        weights[r] = np.bincount(rng.integers(0, n_items, n_items), minlength=n_items)
+    return weights
+
+
+def class_auc_ap(scorer, targets: Targets, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class ROC-AUC and average precision, class block by class block.
+
+    Parameters
+    ----------
+    scorer : scorer
+        Source of score blocks.
+    targets : Targets
+        The items' classes.
+    weights : np.ndarray, optional
+        (resamples, n_items) item weights (bootstrap counts); all ones if omitted.
+
+    Returns
+    -------
+    auc, ap : np.ndarray
+        (resamples, n_classes) float64; NaN where a class has no positive or no negative.
+    """
+    n, n_classes = scorer.n_items, scorer.n_classes
+    if weights is None:
+        weights = np.ones((1, n), np.float32)
+    auc = np.empty((weights.shape[0], n_classes))
+    ap = np.empty_like(auc)
+    width = int(np.clip(COLUMN_BLOCK_BYTES // (4 * max(n, 1)), 1, n_classes))
+    buffer = np.empty((width, n), np.float32)
+    for first in range(0, n_classes, width):
+        last = min(n_classes, first + width)
+        scores_t = buffer[: last - first]
+        for start, stop in _row_blocks(n, last - first):
+            scores_t[:, start:stop] = scorer.block(start, stop, first, last).T
+        kernels.class_auc_ap(
+            scores_t, first, targets.labels, targets.label_matrix, targets.multilabel,
+            weights, auc[:, first:last], ap[:, first:last],
+        )
+    return auc, ap
+
+
+def per_class_f1(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C,) F1 of each class (0 where it has neither hits nor misses)."""
+    tp = np.bincount(labels[labels == predictions], minlength=n_classes).astype(np.float64)
+    fp = np.bincount(predictions, minlength=n_classes) - tp
+    fn = np.bincount(labels, minlength=n_classes) - tp
+    denominator = 2 * tp + fp + fn
+    return np.divide(2 * tp, denominator, out=np.zeros(n_classes), where=denominator > 0)
+
+
+def _macro(per_class: np.ndarray) -> np.ndarray:
+    """Row means over the finite entries (classes with a defined value); NaN if none."""
+    finite = np.isfinite(per_class)
+    count = finite.sum(axis=1)
+    total = np.where(finite, per_class, 0.0).sum(axis=1)
+    return np.divide(total, count, out=np.full(len(count), np.nan), where=count > 0)
+
+
+def _number_or_none(value) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def classification_metrics(scorer, targets: Targets, class_names: list[str], bootstrap: int = 0, seed: int = 0) -> dict:
+    """Zero-shot style metrics of a scorer against the items' classes.
+
+    Parameters
+    ----------
+    scorer : scorer
+        Source of (items, classes) score blocks.
+    targets : Targets
+        The items' classes.
+    class_names : list of str
+        Names for ``per_class``.
+    bootstrap : int
+        Resamples of the items for 95% percentile intervals (0: none).
+    seed : int
+        Seed of the resampling.
+
+    Returns
+    -------
+    dict
+        Single-label: ``top1``..``top5``, ``f1_weighted``, ``roc_auc_macro``,
+        ``pr_auc_macro``, ``per_class`` (name -> f1, roc_auc, pr_auc, support),
+        ``n_items``, ``n_classes``; multi-label: the AUC and AP keys only. Macro means
+        skip classes whose AUC is undefined (no positive or no negative item); those
+        show ``None``. With ``bootstrap``, ``ci95`` maps each key to ``[lo, hi]``.
+    """
+    n, n_classes = scorer.n_items, scorer.n_classes
+    if n == 0:
+        raise InputError("no items to score")
+    if targets.n_items != n or targets.n_classes != n_classes:
+        raise InputError(f"scores are {n} x {n_classes} but targets {targets.n_items} x {targets.n_classes}")
+    weights = np.ones((1, n), np.float32)
+    if bootstrap > 0:
+        weights = np.concatenate([weights, bootstrap_weights(n, bootstrap, seed)])
+    auc, ap = class_auc_ap(scorer, targets, weights)
+    series = {"roc_auc_macro": _macro(auc), "pr_auc_macro": _macro(ap)}
+    support = targets.support()
+    per_class = {
+        name: {"roc_auc": _number_or_none(auc[0, c]), "pr_auc": _number_or_none(ap[0, c]), "support": int(support[c])}
+        for c, name in enumerate(class_names)
+    }
+    if not targets.multilabel:
+        ranked = rank_pass(scorer, targets)
+        topk = np.empty((weights.shape[0], TOP_K))
+        f1w = np.empty(weights.shape[0])
+        kernels.weighted_rank_metrics(
+            ranked["ranks"], targets.labels, ranked["predictions"], n_classes, weights, TOP_K, topk, f1w
+        )
+        for k in range(TOP_K):
+            series[f"top{k + 1}"] = topk[:, k]
+        series["f1_weighted"] = f1w
+        f1 = per_class_f1(targets.labels, ranked["predictions"], n_classes)
+        for c, name in enumerate(class_names):
+            per_class[name] = {"f1": float(f1[c]), **per_class[name]}
+    order = [f"top{k + 1}" for k in range(TOP_K)] + ["f1_weighted", "roc_auc_macro", "pr_auc_macro"]
+    result = {key: _number_or_none(series[key][0]) for key in order if key in series}
+    result.update(per_class=per_class, n_items=int(n), n_classes=int(n_classes))
+    if bootstrap > 0:
+        result["bootstrap"] = int(bootstrap)
+        result["ci95"] = {}
+        for key in order:
+            if key in series:
+                draws = series[key][1:]
+                draws = draws[np.isfinite(draws)]
+                result["ci95"][key] = (
+                    [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))] if draws.size else None
+                )
+    return result
+
+
+def histogram_edges(bins: int) -> np.ndarray:
+    """``bins + 1`` equal-width edges over the cosine range [-1, 1]."""
+    if bins < 1:
+        raise InputError(f"need at least one bin, got {bins}")
+    return np.linspace(-1.0, 1.0, bins + 1)
+
+
+def similarity_histograms(scorer, targets: Targets, bins: int = 100) -> dict:
+    """Positive vs negative item-class similarities: histograms and overlap figures.
+
+    A pair (item, class) is positive when the item carries the class. Counts use
+    ``bins`` equal bins over [-1, 1] (scores rounded past the range are clipped into
+    it); ``auc`` is the exact probability that a positive pair outscores a negative one
+    (ties count one half); ``bhattacharyya`` is the coefficient sum(sqrt(p * q)) of the
+    two normalised histograms (1: identical, 0: disjoint).
+    """
+    edges = histogram_edges(bins)
+    pos_counts = np.zeros(bins, np.int64)
+    neg_counts = np.zeros(bins, np.int64)
+    sums = np.zeros(4)
+    positives = []
+    n = scorer.n_items
+    for start, stop in _row_blocks(n, scorer.n_classes):
+        scores = scorer.block(start, stop)
+        labels, label_matrix, multilabel = targets.rows(start, stop)
+        kernels.positive_negative_histograms(scores, labels, label_matrix, multilabel, edges, pos_counts, neg_counts, sums)
+        positives.append(scores[label_matrix] if multilabel else scores[np.arange(stop - start), labels])
+    positives_sorted = np.sort(np.concatenate(positives)) if positives else np.zeros(0, np.float32)
+    n_pos, n_neg = int(pos_counts.sum()), int(neg_counts.sum())
+    twice_u = 0
+    if n_pos and n_neg:
+        # Second pass: the same blocks again, each negative against every positive.
+        for start, stop in _row_blocks(n, scorer.n_classes):
+            labels, label_matrix, multilabel = targets.rows(start, stop)
+            twice_u += int(kernels.negatives_below_positives(scorer.block(start, stop), labels, label_matrix, multilabel, positives_sorted))
+    p = pos_counts / max(n_pos, 1)
+    q = neg_counts / max(n_neg, 1)
+
+    def moments(total, squares, count):
+        if count == 0:
+            return None, None
+        mean = total / count
+        return float(mean), float(np.sqrt(max(squares / count - mean * mean, 0.0)))
+
+    pos_mean, pos_std = moments(sums[0], sums[1], n_pos)
+    neg_mean, neg_std = moments(sums[2], sums[3], n_neg)
+    return {
+        "bin_edges": edges.tolist(),
+        "positive_counts": pos_counts.tolist(),
+        "negative_counts": neg_counts.tolist(),
+        "n_positive": n_pos,
+        "n_negative": n_neg,
+        "positive_mean": pos_mean,
+        "positive_std": pos_std,
+        "negative_mean": neg_mean,
+        "negative_std": neg_std,
+        "auc": twice_u / (2 * n_pos * n_neg) if n_pos and n_neg else None,
+        "bhattacharyya": float(np.sum(np.sqrt(p * q))) if n_pos and n_neg else None,
+    }
+
+
+def _quartiles(values: np.ndarray) -> dict:
+    if values.size == 0:
+        return {"median": None, "q1": None, "q3": None, "n": 0}
+    q1, median, q3 = np.percentile(values.astype(np.float64), [25, 50, 75])
+    return {"median": float(median), "q1": float(q1), "q3": float(q3), "n": int(values.size)}
+
+
+def margin_summary(margins: np.ndarray, correct: np.ndarray) -> dict:
+    """Median and quartiles of top-2 margins, overall and split by correct/wrong top-1."""
+    overall = _quartiles(margins)
+    return {
+        "median": overall["median"],
+        "q1": overall["q1"],
+        "q3": overall["q3"],
+        "n_items": overall["n"],
+        "correct": _quartiles(margins[correct]),
+        "wrong": _quartiles(margins[~correct]),
+        "margins": margins.astype(np.float64).tolist(),
+        "is_correct": correct.tolist(),
+    }
