@@ -1,0 +1,117 @@
+"""Pre-joint against joint: the study's fifth experiment, centroids and triplets in every space.
+
+The projection heads map each tower into the shared (joint) space. Running the audio-only
+centroid labels and the text triplets on the vectors before the heads ("prejoint") as well
+shows how much of the audio and text structure the heads keep.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analyses.embeddings import class_prompt_sets, opened
+from analyses.triplets import run_triplets
+from embedstore.errors import InputError
+
+SPACE_ORDER = ("prejoint", "joint")
+CENTROID_KEYS = ("top1", "top2", "top3", "top4", "top5", "f1_weighted", "roc_auc_macro", "pr_auc_macro")
+
+
+def ordered_spaces(spaces) -> list[str]:
+    """``prejoint`` then ``joint``, then any other space by name."""
+    spaces = list(spaces)
+    return [s for s in SPACE_ORDER if s in spaces] + sorted(s for s in spaces if s not in SPACE_ORDER)
+
+
+def run_spaces(store, prompt_set: str | list[str] | None = None, ontology="hdio", ontology_map=None,
+               protocol: str = "paper", holdout: str = "none") -> dict:
+    """Centroid labels and triplet accuracy in each space of a store, side by side.
+
+    Parameters
+    ----------
+    store : path or open store
+    prompt_set : str or list of str, optional
+        Prompt set(s) for the triplets; by default every set whose prompts all stand for a
+        class.
+    ontology, ontology_map, protocol
+        As for :func:`analyses.triplets.run_triplets` (scope ``classes``).
+    holdout : {"none", "loo"}
+        As for :func:`analyses.centroids.run_centroids`.
+
+    Returns
+    -------
+    dict
+        ``spaces`` (audio spaces, pre-joint first), ``centroids`` (space -> the centroid
+        metrics: ``top1``.. ``pr_auc_macro`` where the store has them, ``n_items``),
+        ``triplets`` (prompt set -> space -> {accuracy, n_triplets, n_correct}),
+        ``prompt_sets``, ``protocol``, ``holdout``, ``ontology``.
+    """
+    from analyses.centroids import run_centroids
+
+    with opened(store) as st:
+        spaces = ordered_spaces(st.audio_spaces)
+        if not spaces:
+            raise InputError("store has no audio vectors")
+        if prompt_set is None:
+            sets = class_prompt_sets(st)
+        else:
+            sets = [prompt_set] if isinstance(prompt_set, str) else list(prompt_set)
+            unknown = [s for s in sets if s not in st.prompt_sets]
+            if unknown:
+                raise InputError(f"store has no prompt set {unknown[0]!r} (has: {', '.join(st.prompt_sets) or 'none'})")
+        centroids = {}
+        for space in spaces:
+            full = run_centroids(st, space=space, holdout=holdout)
+            centroids[space] = {k: full[k] for k in (*CENTROID_KEYS, "n_items") if k in full}
+        triplets = {}
+        onto_name = None
+        for name in sets:
+            triplets[name] = {}
+            for space in ordered_spaces(st.prompt_set(name).spaces):
+                result = run_triplets(st, name, space=space, ontology=ontology, ontology_map=ontology_map,
+                                      protocol=protocol, scope="classes")
+                onto_name = result["ontology"]
+                triplets[name][space] = {k: result[k] for k in ("accuracy", "n_triplets", "n_correct")}
+    return {
+        "spaces": spaces,
+        "centroids": centroids,
+        "triplets": triplets,
+        "prompt_sets": sets,
+        "protocol": protocol,
+        "holdout": holdout,
+        "ontology": onto_name,
+    }
+
+
+def plot_spaces(result: dict, path) -> None:
+    """Two panels: centroid top-1 and ROC-AUC per space; triplet accuracy per prompt set and space."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spaces = result["spaces"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 2]})
+    keys = [k for k in ("top1", "f1_weighted", "roc_auc_macro", "pr_auc_macro")
+            if all(k in result["centroids"][s] for s in spaces)]
+    width = 0.8 / max(len(spaces), 1)
+    for j, space in enumerate(spaces):
+        x = np.arange(len(keys)) + (j - (len(spaces) - 1) / 2) * width
+        left.bar(x, [result["centroids"][space][k] for k in keys], width, label=space)
+    left.set_xticks(np.arange(len(keys)), keys, rotation=20)
+    left.set_ylim(0, 1)
+    left.set_title(f"audio-only centroid labels (holdout {result['holdout']})")
+    left.legend(fontsize=8)
+    sets = result["prompt_sets"]
+    for j, space in enumerate(spaces):
+        x = np.arange(len(sets)) + (j - (len(spaces) - 1) / 2) * width
+        values = [result["triplets"][s].get(space, {}).get("accuracy", np.nan) for s in sets]
+        right.bar(x, values, width, label=space)
+    right.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    right.set_xticks(np.arange(len(sets)), sets, rotation=20, ha="right")
+    right.set_ylim(0, 1)
+    right.set_title(f"ontology triplet accuracy ({result['protocol']} protocol)")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
