@@ -33,10 +33,10 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from embedstore.errors import InputError, ModelUnavailable
+from embedstore.errors import InputError, ModelUnavailable, StoreExists
 from embedstore.journal import Journal
 from embedstore.prompts import PromptSpec
-from embedstore.store import open_store
+from embedstore.store import edit_store, open_store
 
 EXTRA_HINT = "install the extract extra: pip install 'embedstore[extract]'"
 LONG_MODES = ("first", "center", "mean")
@@ -180,6 +180,45 @@ def run_extract(
     journal.finalize(prompt_sets, dtype=dtype,
                      provenance={"resumed": resume and first_row > 0} if resume else None)
     return _summary(journal.out, first_row, start_time)
+
+
+def add_prompt_sets(store_path: str | Path, model, prompt_specs: list[PromptSpec], *,
+                    batch_size: int = 32, replace: bool = False) -> list[str]:
+    """Embed prompt sets with the model that made a store, and add them to it.
+
+    The model must be the store's: same registry name and same checkpoint SHA-256 as
+    its provenance records. The vectors are stored in the precision of the store's audio
+    vectors; the store is replaced atomically.
+
+    Returns
+    -------
+    list[str]
+        The store's prompt sets afterwards.
+    """
+    _check_prompt_names(prompt_specs)
+    with open_store(store_path) as st:
+        made_with = st.provenance.get("checkpoint_sha256")
+        if st.model != model.name:
+            raise InputError(f"{store_path} was made by model {st.model!r}, not {model.name!r}")
+        if made_with is None:
+            raise InputError(f"{store_path} records no checkpoint digest, so its text tower "
+                             "cannot be matched; re-extract it with `embedstore extract`")
+        digest = checkpoint_digest(model.provenance())
+        if digest != made_with:
+            raise InputError(f"{store_path} was made with checkpoint sha256 {made_with[:12]}..., "
+                             f"this model's is {str(digest)[:12]}...; load the same weights")
+        taken = [spec.name for spec in prompt_specs if spec.name in st.prompt_sets]
+        if taken and not replace:
+            raise StoreExists(f"{store_path} already has prompt set(s) {', '.join(taken)}; "
+                              "pass --replace to overwrite them")
+        dtype = st.audio(st.audio_spaces[0], lazy=True).dtype.name if st.audio_spaces else "float32"
+    embedded = embed_prompt_sets(model, prompt_specs, batch_size)
+    with edit_store(store_path) as writer:
+        for ps in embedded:
+            writer.add_prompt_set(ps["name"], ps["prompts"], ps["classes"], ps["embeddings"],
+                                  terms=ps["terms"], dtype=dtype, replace=replace)
+    with open_store(store_path) as st:
+        return st.prompt_sets
 
 
 def _summary(path: Path, first_row: int, start_time: float) -> ExtractSummary:
@@ -332,7 +371,7 @@ def read_clips(dataset, first_row: int, model, *, long_mode: str, workers: int):
     """
     from torch.utils.data import DataLoader
 
-    paths = [str(_resolve(dataset.root, item.path)) for item in dataset.items[first_row:]]
+    paths = [str(item.path) for item in dataset.items[first_row:]]
     reader = ClipReader(paths, first_row, _frontend_args(model, long_mode))
     return DataLoader(reader, batch_size=None, shuffle=False, num_workers=workers,
                       collate_fn=_as_is, prefetch_factor=4 if workers else None)
@@ -343,51 +382,30 @@ def _frontend_args(model, long_mode: str) -> dict:
                 long_mode=long_mode, int16=model.int16_roundtrip)
 
 
-def _resolve(root, path) -> Path:
-    path = Path(path)
-    return path if path.is_absolute() or root is None else Path(root) / path
-
-
 def items_table(dataset) -> dict:
-    """The dataset's items as the Journal takes them: ids, paths, labels, metadata."""
-    classes = list(dataset.classes)
-    index = {cls: i for i, cls in enumerate(classes)}
-    items = dataset.items
-    if not items:
+    """The dataset's items as the Journal takes them: ids, paths, labels, metadata.
+
+    Paths are kept relative to the dataset root when they lie under it, so a store does
+    not depend on where the data sat; the root is in the provenance.
+    """
+    if not dataset.items:
         raise InputError(f"dataset {dataset.name!r} has no items")
-    for item in items:
-        unknown = [label for label in item.labels if label not in index]
-        if unknown:
-            raise InputError(f"item {item.id!r} has labels outside the class list: {', '.join(unknown)}")
-    table = dict(ids=[str(item.id) for item in items], paths=[str(item.path) for item in items])
+    table = dict(ids=[str(item.id) for item in dataset.items],
+                 paths=[_relative(item.path, dataset.root) for item in dataset.items])
     if dataset.multilabel:
-        matrix = np.zeros((len(items), len(classes)), dtype=bool)
-        for row, item in enumerate(items):
-            matrix[row, [index[label] for label in item.labels]] = True
-        table["label_matrix"] = matrix
+        table["label_matrix"] = dataset.label_matrix()
     else:
-        wrong = next((item for item in items if len(item.labels) != 1), None)
-        if wrong is not None:
-            raise InputError(f"item {wrong.id!r} has {len(wrong.labels)} labels in a single-label dataset")
-        table["labels"] = np.array([index[item.labels[0]] for item in items], dtype=np.int32)
-    table["metadata"] = metadata_columns(items)
+        table["labels"] = dataset.labels()
+    table["metadata"] = dataset.metadata_columns()
     return table
 
 
-def metadata_columns(items) -> dict[str, np.ndarray]:
-    """Item metadata as columns: numeric where every value is a number, else strings."""
-    names: dict[str, None] = {}
-    for item in items:
-        names.update(dict.fromkeys(item.metadata))
-    columns = {}
-    for name in names:
-        values = [item.metadata.get(name) for item in items]
-        if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-               for v in values):
-            columns[name] = np.asarray(values)
-        else:
-            columns[name] = np.array(["" if v is None else str(v) for v in values], dtype=str)
-    return columns
+def _relative(path, root) -> str:
+    path = Path(path)
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def extraction_provenance(model, dataset, *, batch_size: int, long_mode: str,

@@ -104,3 +104,182 @@ def test_clips_out_of_order_are_refused():
     clips = fake_clips([1, 1, 1])
     with pytest.raises(InputError, match="out of order"):
         list(embed_clips(RecordingModel(), [clips[0], clips[2]], 2))
+
+
+# ---------------------------------------------------------------- end to end, with a real encoder
+
+import soundfile as sf  # noqa: E402
+
+from embedstore.audio import prepare  # noqa: E402
+from embedstore.datasets import load_dataset  # noqa: E402
+from embedstore.extract import add_prompt_sets, run_extract  # noqa: E402
+from embedstore.prompts import build_prompt_set  # noqa: E402
+from embedstore.store import open_store  # noqa: E402
+from embedstore.errors import StoreExists  # noqa: E402
+from extract_encoder import TinyEncoder, save_checkpoint  # noqa: E402
+
+SR = 22050
+BAD = {"broken.wav": "not decodable", "empty.wav": "empty file", "nan.wav": "non-finite"}
+
+
+def write_clips(root, n_good=10):
+    """Sines of different pitch and length (one long, multi-window clip), three bad files."""
+    rows = []
+    for i in range(n_good):
+        seconds = 1.3 if i == 3 else 0.2 + 0.03 * i
+        t = np.arange(int(SR * seconds)) / SR
+        audio = 0.3 * np.sin(2 * np.pi * (220 + 60 * i) * t) + 0.05 * np.sin(2 * np.pi * 3000 * t * (i % 3))
+        name = f"tone{i:02d}.wav"
+        sf.write(root / name, audio.astype(np.float32), SR)
+        rows.append((name, "low" if i % 2 else "high;loud" if i == 4 else "high", i))
+    (root / "broken.wav").write_bytes(b"RIFF....WAVEfmt this is not audio")
+    (root / "empty.wav").write_bytes(b"")
+    nan = np.full(2000, np.nan, dtype=np.float32)
+    sf.write(root / "nan.wav", nan, SR, subtype="FLOAT")
+    rows[5:5] = [("broken.wav", "low", 100), ("empty.wav", "high", 101)]
+    rows.append(("nan.wav", "low", 102))
+    lines = ["path,label,take"] + [f"{p},{lab},{take}" for p, lab, take in rows]
+    (root / "labels.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def clip_folder(tmp_path_factory):
+    return write_clips(tmp_path_factory.mktemp("clips"))
+
+
+@pytest.fixture(scope="module")
+def dataset(clip_folder):
+    return load_dataset("folder", clip_folder)
+
+
+def extract(dataset, out, model=None, **kwargs):
+    model = model or TinyEncoder()
+    specs = [build_prompt_set(name, dataset.classes) for name in ("track", "ontology")]
+    kwargs = {"batch_size": 4, "long_mode": "mean", **kwargs}
+    return run_extract(model, dataset, specs, out, command=["test"], **kwargs)
+
+
+def read_store(path):
+    with open_store(path) as st:
+        return dict(
+            ids=list(st.item_ids), failed=list(st.failed), spaces=st.audio_spaces,
+            audio={s: st.audio(s) for s in st.audio_spaces}, labels=st.label_matrix,
+            sets=st.prompt_sets, provenance=st.provenance, take=st.metadata["take"],
+            text={(n, s): st.text(n, s) for n in st.prompt_sets for s in st.prompt_set(n).spaces},
+        )
+
+
+def test_extract_writes_every_good_clip_and_records_the_bad_ones(dataset, tmp_path):
+    summary = extract(dataset, tmp_path / "s.h5", workers=2)
+    store = read_store(tmp_path / "s.h5")
+    good = [item for item in dataset.items if item.id not in BAD]
+    assert summary.items == len(good) == 10
+    assert store["ids"] == [item.id for item in good]
+    assert sorted(p for p, _ in store["failed"]) == sorted(BAD)
+    for path, reason in store["failed"]:
+        assert BAD[path] in reason
+    assert len(summary.failed) == 3
+    assert store["spaces"] == ["joint", "prejoint"]
+    assert store["audio"]["prejoint"].shape == (10, 24) and store["audio"]["joint"].shape == (10, 16)
+    np.testing.assert_allclose(np.linalg.norm(store["audio"]["joint"], axis=1), 1.0, rtol=1e-5)
+    # Labels and metadata follow the items, bad rows left out.
+    expected = dataset.label_matrix()[[i for i, item in enumerate(dataset.items) if item.id not in BAD]]
+    np.testing.assert_array_equal(store["labels"], expected)
+    np.testing.assert_array_equal(store["take"], np.arange(10))
+
+
+def test_vectors_equal_the_model_on_each_clip_alone(dataset, tmp_path):
+    extract(dataset, tmp_path / "s.h5")
+    store = read_store(tmp_path / "s.h5")
+    model = TinyEncoder()
+    for row, item_id in enumerate(store["ids"]):
+        windows = prepare(dataset.root / item_id, sample_rate=model.sample_rate,
+                          window_seconds=model.window_seconds, long_mode="mean", int16=False)
+        assert len(windows) == (3 if item_id == "tone03.wav" else 1)
+        direct = model.embed_audio(windows)
+        mean_joint = direct["joint"].mean(0)
+        np.testing.assert_allclose(store["audio"]["prejoint"][row], direct["prejoint"].mean(0),
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(store["audio"]["joint"][row], mean_joint / np.linalg.norm(mean_joint),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_prompt_sets_and_provenance_are_stored(dataset, tmp_path):
+    extract(dataset, tmp_path / "s.h5")
+    store = read_store(tmp_path / "s.h5")
+    model = TinyEncoder()
+    assert store["sets"] == ["ontology", "track"]
+    direct = model.embed_text(["A high track", "A loud track", "A low track"])
+    for space in ("joint", "prejoint"):
+        np.testing.assert_allclose(store["text"][("track", space)], direct[space], rtol=1e-6)
+    with open_store(tmp_path / "s.h5") as st:
+        onto = st.prompt_set("ontology")
+        assert onto.terms[0] == "instrument" and (np.asarray(onto.classes) == -1).all()
+    prov = store["provenance"]
+    assert prov["checkpoint_sha256"] == model.checkpoint["sha256"]
+    assert prov["encoder"]["name"] == "test-tiny"
+    assert prov["frontend"]["sample_rate"] == 16000 and prov["frontend"]["long_mode"] == "mean"
+    assert prov["extraction"]["batch_size"] == 4
+    assert prov["library_versions"]["torch"]
+    assert prov["dataset"] == {"name": "folder", "root": str(dataset.root), "items": 13}
+
+
+def test_same_input_and_weights_give_the_same_store_content(dataset, tmp_path):
+    extract(dataset, tmp_path / "a.h5", workers=0)
+    extract(dataset, tmp_path / "b.h5", workers=2)
+    a, b = read_store(tmp_path / "a.h5"), read_store(tmp_path / "b.h5")
+    for space in a["audio"]:
+        np.testing.assert_array_equal(a["audio"][space], b["audio"][space])
+    for key in a["text"]:
+        np.testing.assert_array_equal(a["text"][key], b["text"][key])
+    assert a["ids"] == b["ids"] and a["failed"] == b["failed"]
+
+
+def test_batch_size_changes_vectors_by_float_noise_only(dataset, tmp_path):
+    extract(dataset, tmp_path / "a.h5", batch_size=1)
+    extract(dataset, tmp_path / "b.h5", batch_size=7)
+    a, b = read_store(tmp_path / "a.h5"), read_store(tmp_path / "b.h5")
+    for space in a["audio"]:
+        np.testing.assert_allclose(a["audio"][space], b["audio"][space], rtol=1e-5, atol=1e-6)
+
+
+def test_existing_store_needs_overwrite(dataset, tmp_path):
+    extract(dataset, tmp_path / "s.h5")
+    with pytest.raises(StoreExists):
+        extract(dataset, tmp_path / "s.h5")
+    extract(dataset, tmp_path / "s.h5", overwrite=True, long_mode="first")
+    assert read_store(tmp_path / "s.h5")["provenance"]["extraction"]["long_mode"] == "first"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"batch_size": 0}, "batch-size"),
+    ({"workers": -1}, "workers"),
+    ({"long_mode": "last"}, "--long"),
+])
+def test_bad_settings_fail_before_writing(dataset, tmp_path, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        extract(dataset, tmp_path / "s.h5", **kwargs)
+    assert not list(tmp_path.iterdir())
+
+
+def test_add_prompt_sets_checks_the_checkpoint(dataset, tmp_path):
+    ckpt_a = save_checkpoint(tmp_path / "a.safetensors", seed=1)
+    ckpt_b = save_checkpoint(tmp_path / "b.safetensors", seed=2)
+    store = tmp_path / "s.h5"
+    extract(dataset, store, model=TinyEncoder(str(ckpt_a)))
+    recording = build_prompt_set("recording", dataset.classes)
+    with pytest.raises(InputError, match="checkpoint sha256"):
+        add_prompt_sets(store, TinyEncoder(str(ckpt_b)), [recording])
+    assert read_store(store)["sets"] == ["ontology", "track"]
+    model = TinyEncoder(str(ckpt_a))
+    assert add_prompt_sets(store, model, [recording]) == ["ontology", "recording", "track"]
+    np.testing.assert_allclose(read_store(store)["text"][("recording", "joint")],
+                               model.embed_text(recording.prompts)["joint"], rtol=1e-6)
+    with pytest.raises(StoreExists, match="--replace"):
+        add_prompt_sets(store, model, [build_prompt_set("track", dataset.classes)])
+    lorem = build_prompt_set("lorem", dataset.classes)
+    lorem.name = "track"
+    add_prompt_sets(store, model, [lorem], replace=True)
+    with open_store(store) as st:
+        assert st.prompt_set("track").prompts == lorem.prompts
