@@ -1,0 +1,149 @@
+"""``embedstore extract`` and ``embedstore extract-text``: embed audio and prompts into a store."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from cli.common import console, err_console, handle_errors
+from cli.main import app
+
+PROMPTS_HELP = ("A built-in prompt set (track, definition, definition-nolabel, lorem, recording, "
+                "solo, negative, family, ontology) or a .txt/.csv/.json file; repeat for several.")
+
+
+class ClipsPerSecond(ProgressColumn):
+    """Throughput of the rows done in this run."""
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("-- clips/s" if speed is None else f"{speed:.1f} clips/s", style="cyan")
+
+
+def _load_model(name, checkpoint, tokenizer, device, precision):
+    from embedstore.extract import require_torch
+
+    require_torch()
+    from embedstore.models import load_model
+
+    options = {} if tokenizer is None else {"tokenizer": str(tokenizer)}
+    return load_model(name, checkpoint=None if checkpoint is None else str(checkpoint),
+                      device=device, precision=precision, **options)
+
+
+@app.command()
+@handle_errors
+def extract(
+    out: Path = typer.Option(..., "--out", "-o", help="The store to write (an .h5 file)."),
+    model: str = typer.Option(..., "--model", "-m", help="Registry name of the model (see `embedstore models`) or hf:<repo id>."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights file instead of the published one."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Local tokenizer folder for the text tower."),
+    dataset: str = typer.Option("tinysol", "--dataset", "-d", help="tinysol, notes (the bundled notes) or folder."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder; tinysol without --root reads the bundled notes."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="folder only: CSV with columns path,label (several labels split by ';'); default <root>/labels.csv."),
+    prompts: Optional[List[str]] = typer.Option(None, "--prompts", "-p", help=PROMPTS_HELP + " Default: every built-in set that fits the classes."),
+    device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda, cuda:1, mps."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Audio windows per forward pass."),
+    workers: int = typer.Option(2, "--workers", "-w", help="Processes decoding and resampling audio ahead of the model (0: none)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or bf16."),
+    long_mode: str = typer.Option("mean", "--long", help="Clips longer than the model's window: first, center, or mean of all windows."),
+    dtype: str = typer.Option("float32", "--dtype", help="Storage precision of the vectors: float32 or float16."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same command."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at --out."),
+):
+    """Embed a dataset's audio and prompt sets with a model into a new store.
+
+    Clips are decoded in parallel and embedded in fixed-size batches.
+    Each batch is saved as it completes: an interrupted run continues with --resume.
+    Clips that cannot be read are recorded in the store with their reason, and skipped.
+    """
+    from embedstore.datasets import load_dataset
+    from embedstore.extract import run_extract
+    from embedstore.prompts import build_prompt_set, default_prompt_specs
+
+    if dataset == "tinysol" and root is None:
+        dataset = "notes"
+    data = load_dataset(dataset, root, labels)
+    specs = ([build_prompt_set(p, data.classes) for p in prompts] if prompts
+             else default_prompt_specs(data.classes))
+    encoder = _load_model(model, checkpoint, tokenizer, device, precision)
+    err_console.print(f"{data.name}: {len(data.items)} clips, {len(data.classes)} classes; "
+                      f"model {encoder.name} on {device} ({precision})", highlight=False)
+    with Progress(TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(), ClipsPerSecond(),
+                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[failed]} failed"),
+                  console=err_console, transient=False) as bar:
+        task = None
+
+        def progress(done: int, total: int, failed: int) -> None:
+            nonlocal task
+            if task is None:  # first call: a resumed run starts part-way, its rate counts new rows only
+                task = bar.add_task("clips", total=total, completed=done, failed=failed)
+            bar.update(task, completed=done, failed=failed)
+
+        summary = run_extract(encoder, data, specs, out, batch_size=batch_size, workers=workers,
+                              long_mode=long_mode, resume=resume, overwrite=overwrite, dtype=dtype,
+                              command=["embedstore", *sys.argv[1:]], progress=progress)
+    _print_summary(summary)
+
+
+def _print_summary(summary) -> None:
+    table = Table(show_header=False, box=None)
+    table.add_row("store", str(summary.path))
+    table.add_row("items", str(summary.items))
+    table.add_row("failed", str(len(summary.failed)))
+    table.add_row("audio spaces", ", ".join(summary.audio_spaces))
+    table.add_row("prompt sets", ", ".join(summary.prompt_sets))
+    if summary.resumed_from:
+        table.add_row("resumed at row", str(summary.resumed_from))
+    table.add_row("time", f"{summary.seconds:.1f} s")
+    console.print(table)
+    for path, reason in summary.failed[:10]:
+        console.print(f"  [yellow]skipped[/] {path}: {reason}", highlight=False)
+    if len(summary.failed) > 10:
+        console.print(f"  ... and {len(summary.failed) - 10} more (see `embedstore info`)")
+
+
+@app.command("extract-text")
+@handle_errors
+def extract_text(
+    store: Path = typer.Argument(..., help="An existing store."),
+    prompts: List[str] = typer.Option(..., "--prompts", "-p", help=PROMPTS_HELP),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry name of the model; default: the store's."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights file; must be the one that made the store."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Local tokenizer folder for the text tower."),
+    device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda, cuda:1, mps."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or bf16; default: the store's."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Prompts per forward pass."),
+    replace: bool = typer.Option(False, "--replace", help="Overwrite prompt sets the store already has."),
+):
+    """Add prompt sets to an existing store, embedded by the model that made it.
+
+    The model's checkpoint SHA-256 must equal the one in the store's provenance.
+    """
+    from embedstore.extract import add_prompt_sets
+    from embedstore.prompts import build_prompt_set
+    from embedstore.store import open_store
+
+    with open_store(store) as st:
+        classes, made_by = st.classes, st.model
+        stored_precision = st.provenance.get("extraction", {}).get("precision")
+    specs = [build_prompt_set(p, classes) for p in prompts]
+    encoder = _load_model(model or made_by, checkpoint, tokenizer, device,
+                          precision or stored_precision or "fp32")
+    sets = add_prompt_sets(store, encoder, specs, batch_size=batch_size, replace=replace)
+    console.print(f"added {', '.join(s.name for s in specs)} to {store}; "
+                  f"prompt sets now: {', '.join(sets)}", highlight=False)
