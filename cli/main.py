@@ -22,21 +22,19 @@ def _register() -> None:
     # (no torch, no umap at import time).
     from cli import store_cmds  # noqa: F401
 
-    for optional in (
+    modules = (
         "cli.analyze_cmds",
         "cli.semantics_cmds",
         "cli.report_cmds",
         "cli.extract_cmds",
         "cli.train_cmds",
-    ):
+    )
+    for module in modules:
         try:
-            __import__(optional)
+            __import__(module)
         except ModuleNotFoundError as exc:
-            if exc.name != optional:
+            if exc.name not in modules:
                 raise
 
 
 _register()
-
-if __name__ == "__main__":
-    app()

@@ -136,7 +136,8 @@ def write_embedding(group: h5py.Group, name: str, values: np.ndarray, dtype: str
     arr = check_matrix(values, f"{group.name}/{name}")
     if dtype not in ("float32", "float16"):
         raise InputError(f"dtype must be float32 or float16, not {dtype!r}")
-    stored = arr.astype(dtype)
+    with np.errstate(over="ignore"):
+        stored = arr.astype(dtype)
     if not np.isfinite(stored).all():
         raise InputError(f"{group.name}/{name} overflows {dtype}; store it as float32")
     n, d = stored.shape

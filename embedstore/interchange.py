@@ -115,6 +115,9 @@ def import_store(
     ids = [r[id_column] for r in rows]
     if not ids:
         raise InputError(f"{items_csv}: no items")
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise InputError(f"{items_csv}: item ids must be unique; {dup!r} occurs more than once")
     path_column = "path" if "path" in columns and id_column != "path" else None
     paths = [r[path_column] for r in rows] if path_column else None
 

@@ -88,6 +88,8 @@ class Store:
     # The header is small: read and check it once, leave the embeddings on disk.
     def _load(self) -> None:
         f = self._file
+        if el.TYPE_ATTR not in f.attrs:
+            raise NotAStore(f"{self.path} is an HDF5 file but not an embedstore store")
         etype, version = el.read_tag(f)
         if etype != FORMAT_TYPE:
             raise NotAStore(f"{self.path} is an HDF5 file but not an embedstore store")

@@ -1,0 +1,174 @@
+"""`embedstore info | verify | import | export`: results, one-line errors and exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from embedstore.store import open_store
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    # Only clean exits: the project's errors end in typer.Exit, never in a traceback.
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    return result
+
+
+@pytest.fixture
+def release(tmp_path):
+    """Files shaped like a paper's release: items CSV, audio .npy per space, prompts, text .npy."""
+    rng = np.random.default_rng(3)
+    (tmp_path / "items.csv").write_text(
+        "clip,path,instrument,pitch\n"
+        + "".join(f"c{i},notes/c{i}.wav,{['violin', 'flute', 'oboe'][i % 3]},{60 + i}\n" for i in range(9))
+    )
+    np.save(tmp_path / "joint.npy", rng.standard_normal((9, 4)).astype(np.float32))
+    np.save(tmp_path / "prejoint.npy", rng.standard_normal((9, 6)))
+    (tmp_path / "classes.txt").write_text("violin\nflute\noboe\n")
+    (tmp_path / "track.txt").write_text("A violin track\nA flute track\nAn oboe track\n")
+    (tmp_path / "multi.txt").write_text("violin\nfiddle\nflute\n")
+    (tmp_path / "multi_classes.txt").write_text("violin\nviolin\nflute\n")
+    np.save(tmp_path / "track_joint.npy", rng.standard_normal((3, 4)))
+    np.save(tmp_path / "multi_joint.npy", rng.standard_normal((3, 4)))
+    return tmp_path
+
+
+def import_args(d, out="s.h5", *extra):
+    return [
+        "import", d / out, "--items", d / "items.csv", "--id-column", "clip",
+        "--label-column", "instrument", "--classes", d / "classes.txt",
+        "--audio", f"joint={d / 'joint.npy'}", "--audio", f"prejoint={d / 'prejoint.npy'}",
+        "--prompts", f"track={d / 'track.txt'}", "--text", f"track:joint={d / 'track_joint.npy'}",
+        "--prompts", f"multi={d / 'multi.txt'}", "--prompt-classes", f"multi={d / 'multi_classes.txt'}",
+        "--text", f"multi:joint={d / 'multi_joint.npy'}",
+        "--model", "paper-clap", "--dataset", "tinysol", *extra,
+    ]  # fmt: skip
+
+
+def test_import_info_verify_export(release):
+    d = release
+    result = invoke(*import_args(d))
+    assert result.exit_code == 0, result.output
+    with open_store(d / "s.h5") as st:
+        assert st.classes == ["violin", "flute", "oboe"]
+        assert st.labels.tolist() == [0, 1, 2] * 3
+        assert st.item_paths[0] == "notes/c0.wav"
+        assert st.metadata["pitch"][2] == "62"
+        np.testing.assert_array_equal(st.audio("joint"), np.load(d / "joint.npy"))
+        np.testing.assert_allclose(st.audio("prejoint"), np.load(d / "prejoint.npy"), rtol=1e-6)
+        assert st.prompt_set("multi").classes.tolist() == [0, 0, 1]
+        assert st.model == "paper-clap"
+    info = invoke("info", d / "s.h5")
+    assert info.exit_code == 0
+    for word in ("paper-clap", "tinysol", "violin", "prejoint", "multi", "float32"):
+        assert word in info.output
+    assert invoke("verify", d / "s.h5").exit_code == 0
+
+    result = invoke("export", d / "s.h5", "--audio", "joint", "--out", d / "joint_out")
+    assert result.exit_code == 0
+    np.testing.assert_array_equal(np.load(d / "joint_out.npy"), np.load(d / "joint.npy"))
+    assert (d / "joint_out.csv").read_text().splitlines()[:2] == ["id,path", "c0,notes/c0.wav"]
+    invoke("export", d / "s.h5", "--text", "multi:joint", "--out", d / "multi_out")
+    assert (d / "multi_out.csv").read_text().splitlines() == ["prompt,class", "violin,violin", "fiddle,violin", "flute,flute"]
+
+
+def test_import_onehot_multilabel_float16(tmp_path):
+    (tmp_path / "items.csv").write_text("id,guitar,voice,drums\na,1,1,0\nb,0,0,1\nc,1,0,1\n")
+    np.save(tmp_path / "a.npy", np.arange(6, dtype=np.float32).reshape(3, 2))
+    result = invoke(
+        "import", tmp_path / "s.h5", "--items", tmp_path / "items.csv", "--id-column", "id",
+        "--onehot", "--audio", f"joint={tmp_path / 'a.npy'}", "--float16",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with open_store(tmp_path / "s.h5") as st:
+        assert st.multilabel and st.classes == ["guitar", "voice", "drums"]
+        assert st.label_matrix.tolist() == [[1, 1, 0], [0, 0, 1], [1, 0, 1]]
+        assert st.audio("joint", lazy=True).dtype == np.float16
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: np.save(d / "joint.npy", np.ones((8, 4))), "8 rows for 9 items"),
+        (lambda d: np.save(d / "joint.npy", np.ones((9, 4, 1))), "must be 2-D"),
+        (lambda d: np.save(d / "joint.npy", np.full((9, 4), np.inf)), "NaN or inf"),
+        (lambda d: np.save(d / "joint.npy", np.array([{"a": 1}] * 9), allow_pickle=True), "not a plain numeric"),
+        (lambda d: (d / "joint.npy").write_bytes(b"garbage"), "not a plain numeric|not a readable"),
+        (lambda d: (d / "joint.npy").unlink(), "not found"),
+        (lambda d: (d / "classes.txt").write_text("violin\nflute\n"), "'oboe' is not in the classes file"),
+        (lambda d: (d / "items.csv").write_text("clip,path,instrument\nx,a,violin\nx,b,flute\n"), "unique"),
+        (lambda d: (d / "track.txt").write_text("A violin track\n"), "1 prompts for 3 classes"),
+        (lambda d: (d / "multi_classes.txt").write_text("violin\nviolin\ntrumpet\n"), "unknown class 'trumpet'"),
+        (lambda d: np.save(d / "track_joint.npy", np.ones((4, 4))), "4 rows for 3 prompts"),
+    ],
+)
+def test_import_errors_are_one_line_and_write_nothing(release, change, message):
+    change(release)
+    result = invoke(*import_args(release))
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:")
+    import re
+
+    assert re.search(message, " ".join(result.output.split())), result.output
+    assert not (release / "s.h5").exists()
+    assert not [p for p in release.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_import_refuses_to_overwrite(release):
+    assert invoke(*import_args(release)).exit_code == 0
+    before = (release / "s.h5").read_bytes()
+    result = invoke(*import_args(release))
+    assert result.exit_code == 1 and "--overwrite" in result.output
+    assert (release / "s.h5").read_bytes() == before
+    assert invoke(*import_args(release, "s.h5", "--overwrite")).exit_code == 0
+
+
+def test_verify_exit_codes(release, tmp_path):
+    invoke(*import_args(release))
+    store = release / "s.h5"
+    data = bytearray(store.read_bytes())
+    import h5py
+
+    with h5py.File(store, "r") as f:
+        offset = f["audio/joint"].id.get_chunk_info(0).byte_offset
+    data[offset + 3] ^= 0xFF
+    (tmp_path / "flipped.h5").write_bytes(bytes(data))
+    result = invoke("verify", tmp_path / "flipped.h5")
+    assert result.exit_code == 1 and "/audio/joint" in result.output
+    (tmp_path / "short.h5").write_bytes(store.read_bytes()[:3000])
+    result = invoke("verify", tmp_path / "short.h5")
+    assert result.exit_code == 1 and "truncated" in result.output
+    result = invoke("verify", release / "items.csv")
+    assert result.exit_code == 2 and "not an HDF5 file" in result.output
+    assert invoke("info", release / "items.csv").exit_code == 2
+
+
+def test_export_errors(release):
+    invoke(*import_args(release))
+    result = invoke("export", release / "s.h5", "--audio", "nope", "--out", release / "x")
+    assert result.exit_code == 1 and "no audio space 'nope'" in result.output
+    result = invoke("export", release / "s.h5", "--audio", "joint", "--out", release / "missing_dir" / "x")
+    assert result.exit_code == 1 and "no such directory" in result.output
+    assert invoke("export", release / "s.h5", "--out", release / "x").exit_code == 2
+    assert not list(release.glob("x.*"))
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from cli.main import app; app()", "verify", str(bad)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+    assert "damaged or truncated" in proc.stderr
