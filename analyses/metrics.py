@@ -367,6 +367,7 @@ def similarity_histograms(scorer, targets: Targets, bins: int = 100) -> dict:
 
 
 def _quartiles(values: np.ndarray) -> dict:
+    values = values[np.isfinite(values)]  # a store with one class has no runner-up
     if values.size == 0:
         return {"median": None, "q1": None, "q3": None, "n": 0}
     q1, median, q3 = np.percentile(values.astype(np.float64), [25, 50, 75])
@@ -374,7 +375,11 @@ def _quartiles(values: np.ndarray) -> dict:
 
 
 def margin_summary(margins: np.ndarray, correct: np.ndarray) -> dict:
-    """Median and quartiles of top-2 margins, overall and split by correct/wrong top-1."""
+    """Median and quartiles of top-2 margins, overall and split by correct/wrong top-1.
+
+    ``margins`` and ``is_correct`` come back per item (for plots); undefined margins
+    (one class only) are ``None`` there and left out of the quartiles.
+    """
     overall = _quartiles(margins)
     return {
         "median": overall["median"],
@@ -383,6 +388,6 @@ def margin_summary(margins: np.ndarray, correct: np.ndarray) -> dict:
         "n_items": overall["n"],
         "correct": _quartiles(margins[correct]),
         "wrong": _quartiles(margins[~correct]),
-        "margins": margins.astype(np.float64).tolist(),
+        "margins": [m if np.isfinite(m) else None for m in margins.astype(np.float64).tolist()],
         "is_correct": correct.tolist(),
     }

@@ -1,0 +1,97 @@
+"""Figures of the metric analyses, one function per figure, written as PNG.
+
+Each function takes the plain dict an ``analyses.run_*`` function returned and writes
+the figure atomically (a complete PNG or nothing).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from embedstore.fileio import write_atomic  # noqa: E402
+
+METRIC_LABELS = {
+    "top1": "top-1",
+    "top3": "top-3",
+    "top5": "top-5",
+    "f1_weighted": "F1 (weighted)",
+    "roc_auc_macro": "ROC-AUC (macro)",
+    "pr_auc_macro": "PR-AUC (macro)",
+}
+
+
+def _save(fig, path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    write_atomic(Path(path), lambda fh: fh.write(buffer.getvalue()))
+
+
+def plot_metrics(results_by_prompt_set: dict, path) -> None:
+    """Grouped bars: one group per metric, one bar per prompt set (the study's Figure 2).
+
+    Bootstrap intervals, when the results carry ``ci95``, are drawn as error bars.
+    """
+    names = list(results_by_prompt_set)
+    keys = [k for k in METRIC_LABELS if any(results_by_prompt_set[n].get(k) is not None for n in names)]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(keys) + 0.3 * len(keys) * len(names)), 4.0))
+    width = 0.8 / max(len(names), 1)
+    x = np.arange(len(keys))
+    for i, name in enumerate(names):
+        result = results_by_prompt_set[name]
+        values = np.array([np.nan if result.get(k) is None else result[k] for k in keys])
+        errors = None
+        if result.get("ci95"):
+            intervals = [result["ci95"].get(k) or [v, v] for k, v in zip(keys, values)]
+            errors = np.abs(np.array(intervals).T - values)
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, values, width, yerr=errors, capsize=2, label=name)
+    ax.set_xticks(x, [METRIC_LABELS[k] for k in keys])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("score")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(title="prompt set", fontsize="small", ncol=max(1, len(names) // 6))
+    first = results_by_prompt_set[names[0]] if names else {}
+    ax.set_title(f"Zero-shot classification ({first.get('space', '')} space, {first.get('n_items', 0)} items)")
+    _save(fig, path)
+
+
+def plot_histograms(result: dict, path) -> None:
+    """Positive vs negative similarity densities, with the overlap figures in the title."""
+    edges = np.asarray(result["bin_edges"])
+    widths = np.diff(edges)
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for key, label, color in (("positive_counts", "positive (matching label)", "tab:green"),
+                              ("negative_counts", "negative (other labels)", "tab:red")):
+        counts = np.asarray(result[key], dtype=np.float64)
+        density = counts / max(counts.sum(), 1.0) / widths
+        ax.stairs(density, edges, fill=True, alpha=0.45, color=color, label=f"{label}, n={int(counts.sum())}")
+    ax.set_xlabel("cosine similarity")
+    ax.set_ylabel("density")
+    auc = result.get("auc")
+    bc = result.get("bhattacharyya")
+    overlap = "" if auc is None else f" — AUC {auc:.3f}, Bhattacharyya {bc:.3f}"
+    ax.set_title(f"{result.get('labels', '')} ({result.get('space', '')}){overlap}", fontsize="medium")
+    ax.legend(fontsize="small")
+    _save(fig, path)
+
+
+def plot_confidence(result: dict, path) -> None:
+    """Box plots of top-2 margins: all clips, correct predictions, wrong predictions."""
+    margins = np.array([np.nan if m is None else m for m in result["margins"]], dtype=np.float64)
+    correct = np.asarray(result["is_correct"], dtype=bool)
+    groups = [("all", margins), ("correct", margins[correct]), ("wrong", margins[~correct])]
+    groups = [(name, values[np.isfinite(values)]) for name, values in groups if values.size]
+    fig, ax = plt.subplots(figsize=(5.0, 4.0))
+    ax.boxplot([values for _, values in groups], showfliers=False)
+    ax.set_xticks(np.arange(1, len(groups) + 1), [f"{name}\nn={values.size}" for name, values in groups])
+    ax.set_ylabel("top-1 minus top-2 cosine similarity")
+    ax.set_title(f"Confidence margins — {result.get('prompt_set', '')} ({result.get('space', '')})", fontsize="medium")
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)

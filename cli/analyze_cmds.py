@@ -1,0 +1,241 @@
+"""``embedstore analyze``: the metric analyses (zero-shot, audio centroids, histograms, margins).
+
+The semantic analyses (triplets, spaces, umap) register on the same ``analyze_app``
+from :mod:`cli.semantics_cmds`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from cli.common import console, handle_errors
+from cli.main import app
+from embedstore.errors import InputError
+from embedstore.fileio import write_atomic
+
+analyze_app = typer.Typer(
+    help="Probe a store offline: zero-shot metrics, audio-only labels, similarity histograms, "
+    "confidence margins, ontology triplets, pre-joint vs joint, UMAP maps.",
+    no_args_is_help=True,
+)
+app.add_typer(analyze_app, name="analyze")
+
+STORE_HELP = "The store file (.h5)."
+JSON_HELP = "Also write every number to this JSON file."
+SPACE_HELP = "Embedding space: joint (after the projection head) or prejoint (before it)."
+BOOTSTRAP_HELP = "Resample the clips N times for 95% confidence intervals (0: none)."
+METRIC_COLUMNS = (
+    ("top1", "top-1"),
+    ("top3", "top-3"),
+    ("top5", "top-5"),
+    ("f1_weighted", "F1 w."),
+    ("roc_auc_macro", "ROC-AUC"),
+    ("pr_auc_macro", "PR-AUC"),
+)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    text = json.dumps(payload, indent=2)
+    write_atomic(path, lambda fh: fh.write(text.encode("utf-8") + b"\n"))
+    console.print(f"wrote {path}")
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def _num(value, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _check_counts(bootstrap: int = 0, bins: int = 1) -> None:
+    if bootstrap < 0:
+        raise InputError(f"--bootstrap must be 0 or more, got {bootstrap}")
+    if bins < 1:
+        raise InputError(f"--bins must be 1 or more, got {bins}")
+
+
+def _check_plot_path(plot: Optional[Path]) -> None:
+    # Fail before the work, not after it.
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise InputError(f"--plot writes PNG; give a path ending in .png, not {plot.name!r}")
+
+
+def _metrics_table(title: str, rows: dict, with_ci: bool) -> Table:
+    multilabel = all(r.get("top1") is None for r in rows.values())
+    columns = [(k, label) for k, label in METRIC_COLUMNS if not multilabel or k in ("roc_auc_macro", "pr_auc_macro")]
+    table = Table(title=title, title_justify="left")
+    table.add_column("labels")
+    for _, label in columns:
+        table.add_column(label, justify="right", overflow="fold")
+    for name, result in rows.items():
+        table.add_row(name, *(_pct(result.get(key)) for key, _ in columns))
+        if with_ci:
+            intervals = [(result.get("ci95") or {}).get(key) for key, _ in columns]
+            table.add_row("[dim]  95% CI[/]", *(
+                f"[dim]{_pct(ci[0])}–{_pct(ci[1])}[/]" if ci else "—" for ci in intervals
+            ))
+    return table
+
+
+def _per_class_table(title: str, result: dict) -> Table:
+    table = Table(title=title, title_justify="left")
+    keys = [k for k in ("f1", "roc_auc", "pr_auc") if any(k in v for v in result["per_class"].values())]
+    table.add_column("class")
+    table.add_column("items", justify="right")
+    for key in keys:
+        table.add_column(key.replace("_", "-").upper() + " %", justify="right")
+    for name, values in result["per_class"].items():
+        table.add_row(name, str(values["support"]), *(_pct(values.get(k)) for k in keys))
+    return table
+
+
+@analyze_app.command()
+@handle_errors
+def zeroshot(
+    store: Path = typer.Argument(..., help=STORE_HELP),
+    prompts: List[str] = typer.Option(
+        [], "--prompts", help="Prompt set to evaluate; repeatable (default: every set whose prompts all name classes)."
+    ),
+    space: str = typer.Option("joint", "--space", help=SPACE_HELP),
+    bootstrap: int = typer.Option(0, "--bootstrap", metavar="N", help=BOOTSTRAP_HELP),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resampling."),
+    per_class: bool = typer.Option(False, "--per-class", help="Also print F1, ROC-AUC and PR-AUC for every class."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the metrics bar chart (one bar per prompt set) here (.png)."),
+) -> None:
+    """Zero-shot classification of every clip by its nearest class prompt (ensemble), per prompt set."""
+    from analyses.embeddings import class_prompt_sets
+    from analyses.zeroshot import run_zeroshot
+    from embedstore.store import open_store
+
+    _check_counts(bootstrap)
+    _check_plot_path(plot)
+    with open_store(store) as st:
+        names = list(dict.fromkeys(prompts)) or class_prompt_sets(st)
+        if not names:
+            raise InputError(f"{store} has no prompt set whose prompts all name classes; pass --prompts SET")
+        results = {name: run_zeroshot(st, name, space=space, bootstrap=bootstrap, seed=seed) for name in names}
+        model, dataset, n_items = st.model, st.dataset, st.n_items
+    title = f"Zero-shot (%) — {model} on {dataset}, {space} space, {n_items} clips"
+    console.print(_metrics_table(title, results, with_ci=bootstrap > 0))
+    if per_class:
+        for name, result in results.items():
+            console.print(_per_class_table(f"Per class — {name}", result))
+    if json_path:
+        _write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, "space": space,
+                                "results": results})
+    if plot:
+        from analyses.plots import plot_metrics
+
+        plot_metrics(results, plot)
+        console.print(f"wrote {plot}")
+
+
+@analyze_app.command()
+@handle_errors
+def centroids(
+    store: Path = typer.Argument(..., help=STORE_HELP),
+    space: str = typer.Option("joint", "--space", help=SPACE_HELP),
+    holdout: str = typer.Option(
+        "none", "--holdout",
+        help="none: each clip counts in its own class mean, as in the study; loo: leave it out (the fair variant).",
+    ),
+    bootstrap: int = typer.Option(0, "--bootstrap", metavar="N", help=BOOTSTRAP_HELP),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resampling."),
+    per_class: bool = typer.Option(False, "--per-class", help="Also print F1, ROC-AUC and PR-AUC for every class."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP),
+) -> None:
+    """Audio-only labels: classify each clip by the nearest class mean of the audio vectors."""
+    from analyses.centroids import run_centroids
+    from embedstore.store import open_store
+
+    _check_counts(bootstrap)
+    with open_store(store) as st:
+        result = run_centroids(st, space=space, holdout=holdout, bootstrap=bootstrap, seed=seed)
+        model, dataset = st.model, st.dataset
+    title = f"Audio-only labels (%) — {model} on {dataset}, {space} space, {result['n_items']} clips"
+    console.print(_metrics_table(title, {f"centroids ({holdout})": result}, with_ci=bootstrap > 0))
+    if per_class:
+        console.print(_per_class_table("Per class", result))
+    if json_path:
+        _write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, **result})
+
+
+@analyze_app.command()
+@handle_errors
+def histograms(
+    store: Path = typer.Argument(..., help=STORE_HELP),
+    prompts: Optional[str] = typer.Option(None, "--prompts", help="Prompt set giving the labels."),
+    centroids: bool = typer.Option(False, "--centroids", help="Use the audio class centroids as labels instead."),
+    space: str = typer.Option("joint", "--space", help=SPACE_HELP),
+    bins: int = typer.Option(100, "--bins", help="Equal-width bins over cosine similarity -1..1."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the two histograms here (.png)."),
+) -> None:
+    """Positive vs negative clip-label similarities: histograms, their overlap AUC and Bhattacharyya coefficient."""
+    from analyses.histograms import run_histograms
+    from embedstore.store import open_store
+
+    if (prompts is None) == (not centroids):
+        raise InputError("give exactly one of --prompts SET and --centroids")
+    _check_counts(bins=bins)
+    _check_plot_path(plot)
+    with open_store(store) as st:
+        result = run_histograms(st, prompt_set=prompts, centroids=centroids, space=space, bins=bins)
+        model, dataset = st.model, st.dataset
+    table = Table(title=f"Similarity histograms — {model} on {dataset}, {result['labels']} ({space})",
+                  title_justify="left")
+    for col in ("pairs", "count", "mean", "std"):
+        table.add_column(col, justify="left" if col == "pairs" else "right")
+    for side in ("positive", "negative"):
+        table.add_row(side, str(result[f"n_{side}"]), _num(result[f"{side}_mean"]), _num(result[f"{side}_std"]))
+    console.print(table)
+    console.print(f"overlap: AUC {_num(result['auc'], 4)} (chance that a positive pair outscores a negative one), "
+                  f"Bhattacharyya coefficient {_num(result['bhattacharyya'], 4)}", highlight=False)
+    if json_path:
+        _write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, **result})
+    if plot:
+        from analyses.plots import plot_histograms
+
+        plot_histograms(result, plot)
+        console.print(f"wrote {plot}")
+
+
+@analyze_app.command()
+@handle_errors
+def confidence(
+    store: Path = typer.Argument(..., help=STORE_HELP),
+    prompts: str = typer.Option(..., "--prompts", help="Prompt set giving the class vectors."),
+    space: str = typer.Option("joint", "--space", help=SPACE_HELP),
+    json_path: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write box plots of the margins here (.png)."),
+) -> None:
+    """Confidence margins: each clip's top-1 minus top-2 class similarity, split by correct and wrong."""
+    from analyses.confidence import run_confidence
+    from embedstore.store import open_store
+
+    _check_plot_path(plot)
+    with open_store(store) as st:
+        result = run_confidence(st, prompts, space=space)
+        model, dataset = st.model, st.dataset
+    table = Table(title=f"Top-2 margins — {model} on {dataset}, {prompts} ({space})", title_justify="left")
+    for col in ("predictions", "clips", "median", "q1", "q3"):
+        table.add_column(col, justify="left" if col == "predictions" else "right")
+    table.add_row("all", str(result["n_items"]), _num(result["median"], 4), _num(result["q1"], 4), _num(result["q3"], 4))
+    for side in ("correct", "wrong"):
+        part = result[side]
+        table.add_row(side, str(part["n"]), _num(part["median"], 4), _num(part["q1"], 4), _num(part["q3"], 4))
+    console.print(table)
+    if json_path:
+        _write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, **result})
+    if plot:
+        from analyses.plots import plot_confidence
+
+        plot_confidence(result, plot)
+        console.print(f"wrote {plot}")
