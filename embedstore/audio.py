@@ -205,7 +205,8 @@ def frontend_config(sample_rate: int = CLAP_SAMPLE_RATE,
                     long_mode: str = CLAP_LONG_MODE, int16: bool = True) -> dict:
     """Describe :func:`prepare` with these settings, for a store's provenance."""
     if long_mode not in LONG_MODES:
-        raise InputError(f"unknown long-clip mode {long_mode!r}; use one of {', '.join(LONG_MODES)}")
+        raise InputError(f"unknown long-clip mode {long_mode!r}; "
+                         f"use one of {', '.join(LONG_MODES)}")
     return {
         "decoder": "soundfile",
         "decoder_version": f"soundfile {sf.__version__}, libsndfile {sf.__libsndfile_version__}",

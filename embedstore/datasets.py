@@ -307,7 +307,8 @@ _TINYSOL_CSV_COLUMNS = {
 
 
 def _csv_key(column: str) -> str:
-    """``"Instrument (abbr.)"`` -> ``"instrument"``, ``"Instrument (in full)"`` -> ``"instrument in full"``."""
+    """Normalised column name: ``"Instrument (abbr.)"`` -> ``"instrument"``,
+    ``"Instrument (in full)"`` -> ``"instrument in full"``."""
     column = column.strip().lower()
     if "(in full)" in column:
         column = column.replace("(in full)", "in full")

@@ -9,8 +9,15 @@ import pytest
 import soundfile as sf
 
 from embedstore.audio import (
-    AudioError, frontend_config, int16_roundtrip, load_audio, prepare, repeatpad, resample,
-    to_mono, windows,
+    AudioError,
+    frontend_config,
+    int16_roundtrip,
+    load_audio,
+    prepare,
+    repeatpad,
+    resample,
+    to_mono,
+    windows,
 )
 from embedstore.errors import InputError
 

@@ -12,7 +12,12 @@ import pytest
 import soundfile as sf
 
 from embedstore.datasets import (
-    TINYSOL_CLASSES, default_notes_root, load_dataset, load_folder, load_tinysol, midi_pitch,
+    TINYSOL_CLASSES,
+    default_notes_root,
+    load_dataset,
+    load_folder,
+    load_tinysol,
+    midi_pitch,
 )
 from embedstore.errors import InputError
 
@@ -86,7 +91,8 @@ def test_bundled_notes_metadata_agrees_with_file_names_and_csv():
         assert meta["instrument_code"] == code == row["Instrument (abbr.)"]
         assert meta["pitch"] == pitch and meta["midi_pitch"] == midi_pitch(pitch)
         assert meta["midi_pitch"] == int(row["Pitch ID"])
-        assert meta["dynamics"] == dynamics and meta["dynamics_id"] == {"pp": 0, "mf": 2, "ff": 4}[dynamics]
+        assert meta["dynamics"] == dynamics
+        assert meta["dynamics_id"] == {"pp": 0, "mf": 2, "ff": 4}[dynamics]
         assert meta["fold"] == int(row["Fold"]) and 0 <= meta["fold"] < 5
         assert meta["family"] == row["Family"] == item.path.parts[-4]
         assert meta["instrument"] == item.labels[0]
@@ -95,7 +101,7 @@ def test_bundled_notes_metadata_agrees_with_file_names_and_csv():
     assert set(columns["family"]) == {"Brass", "Keyboards", "Strings", "Winds"}
     # six pitches spread over each instrument's range
     for cls in ds.classes:
-        pitches = {m["midi_pitch"] for m in (i.metadata for i in ds.items) if m["instrument"] == cls}
+        pitches = {i.metadata["midi_pitch"] for i in ds.items if i.labels == (cls,)}
         assert len(pitches) == 6 and max(pitches) - min(pitches) >= 24
 
 
