@@ -181,6 +181,8 @@ def check_matrix(values, what: str) -> np.ndarray:
         raise InputError(f"{what} must be a 2-D array (rows x dims), got shape {arr.shape}")
     if arr.dtype.kind not in "fiu":
         raise InputError(f"{what} must be numeric, got dtype {arr.dtype}")
+    if arr.shape[1] == 0:
+        raise InputError(f"{what} has vectors of size 0")
     if not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).any(axis=1).sum())
         raise InputError(f"{what} holds non-finite values (NaN or inf) in {bad} rows")

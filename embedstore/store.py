@@ -112,7 +112,7 @@ class Store:
             raise StoreDamaged(f"{self.path}: /items/path has {len(self.item_paths)} rows, /items/id {self.n_items}")
         self.multilabel = "label_matrix" in items
         self._check_labels(items)
-        self._metadata_names = list(items["metadata"].keys()) if "metadata" in items else []
+        self._metadata_names = self._read_column_order(items)
         for col in self._metadata_names:
             ds = items["metadata"][col]
             if ds.shape[:1] != (self.n_items,):
@@ -127,17 +127,37 @@ class Store:
         self.history = el.read_element(f["history"], "json-lines")
         failed = f["failed"]
         el.expect(failed, "failed-items")
-        self.failed = list(
-            zip(el.read_element(failed["path"], "string-array"), el.read_element(failed["reason"], "string-array"))
-        )
+        paths = el.read_element(failed["path"], "string-array")
+        reasons = el.read_element(failed["reason"], "string-array")
+        if len(paths) != len(reasons):
+            raise StoreDamaged(f"{failed.name}: {len(paths)} paths but {len(reasons)} reasons")
+        self.failed = list(zip(paths, reasons))
+
+    @staticmethod
+    def _read_column_order(items: h5py.Group) -> list[str]:
+        if "metadata" not in items:
+            return []
+        meta = items["metadata"]
+        el.expect(meta, "dataframe")
+        order = [el._as_str(c) for c in meta.attrs.get("column-order", [])]
+        if sorted(order) != sorted(meta.keys()):
+            raise StoreDamaged(f"{meta.name}: column-order does not list exactly its columns")
+        return order
 
     def _check_labels(self, items: h5py.Group) -> None:
         n, c = self.n_items, len(self.classes)
+        if len(set(self.item_ids.tolist())) != n:
+            raise StoreDamaged(f"{items.name}/id holds duplicate item ids")
+        kind = el._as_str(items.attrs.get("label-kind", ""))
+        if ("label" in items) == ("label_matrix" in items) or kind != ("multi" if self.multilabel else "single"):
+            raise StoreDamaged(f"{items.name} must hold exactly one of label or label_matrix, matching its label-kind")
         if self.multilabel:
             ds = items["label_matrix"]
             el.expect(ds, "label-matrix")
             if ds.shape != (n, c):
                 raise StoreDamaged(f"{ds.name} has shape {ds.shape}, expected ({n}, {c})")
+            if ds.dtype != np.uint8 or (n and ds[()].max(initial=0) > 1):
+                raise StoreDamaged(f"{ds.name} must be uint8 holding 0 and 1")
         else:
             if "label" not in items:
                 raise StoreDamaged(f"{items.name} has neither label nor label_matrix")
@@ -146,6 +166,8 @@ class Store:
             if ds.shape != (n,):
                 raise StoreDamaged(f"{ds.name} has shape {ds.shape}, expected ({n},)")
             labels = ds[()]
+            if ds.dtype.kind not in "iu":
+                raise StoreDamaged(f"{ds.name} must hold integer class indices, not {ds.dtype}")
             if n and (labels.min() < 0 or labels.max() >= c):
                 raise StoreDamaged(f"{ds.name} holds class indices outside 0..{c - 1}")
 
@@ -283,6 +305,9 @@ def _open_h5(path: Path) -> h5py.File:
     try:
         return h5py.File(path, "r", locking=False)
     except (OSError, RuntimeError) as exc:
+        first = _first_line(exc).lower()
+        if "truncated" not in first and ("lock" in first or "already open" in first):
+            raise InputError(f"{path} is open elsewhere in a way that blocks reading ({_first_line(exc)})") from None
         raise StoreDamaged(f"{path}: damaged or truncated HDF5 file ({_first_line(exc)})") from None
 
 
