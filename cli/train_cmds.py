@@ -1,0 +1,73 @@
+"""``embedstore train``: fit a MusCALL-style two-tower model on audio and captions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cli.common import console, handle_errors
+from cli.main import app
+
+
+@app.command()
+@handle_errors
+def train(
+    csv: Path = typer.Option(..., "--csv", help="CSV with columns path,caption and optionally split (train/val); several rows may share a path."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for checkpoint.pt and the exported model (config.json, model.safetensors, metrics.json)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Folder that relative audio paths start from (default: the CSV's folder)."),
+    epochs: int = typer.Option(40, "--epochs", help="Passes over the training clips."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Clips per contrastive batch."),
+    lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate (cosine-decayed to zero)."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of clips held out for validation when the CSV has no split column."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the split, batch order, caption choice and initial weights."),
+    loss: str = typer.Option("clip", "--loss", help="clip (symmetric InfoNCE) or weighted_clip (weighted by caption similarity)."),
+    window_seconds: float = typer.Option(2.0, "--window-seconds", help="Audio window length the model is built for."),
+    width: int = typer.Option(8, "--width", help="Channels of the ResNet stem (MusCALL's conv_out_channels; the authors use 16)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt (same CSV and settings)."),
+    name: str = typer.Option("muscall-trained", "--name", help="Model name recorded in config.json."),
+):
+    """Train a MusCALL-style model: its log-mel ResNet audio tower and projections against the frozen all-MiniLM-L6-v2 text tower, with a checkpoint every epoch.
+
+    Prints the validation loss and audio-to-text recall (R@1, R@5) after each epoch. The exported folder loads with `embedstore extract --model muscall --checkpoint OUT`.
+    """
+    from embedstore.extract import require_torch
+
+    require_torch()
+    from embedstore.train import TrainConfig, fit, read_captions
+
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
+                         seed=seed, loss=loss, window_seconds=window_seconds,
+                         conv_out_channels=width)
+    config.validate()
+    table = read_captions(csv, root, val_fraction=val_fraction, seed=seed)
+    n_val = int(table.is_val.sum())
+    console.print(f"{len(table.clips)} clips, {len(table.captions)} captions "
+                  f"({len(table.captions) - n_val} train, {n_val} validation rows)",
+                  highlight=False)
+
+    with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("train", total=None, epoch=0, loss=float("nan"))
+
+        def on_step(epoch, step, n_steps, step_loss):
+            progress.update(task, completed=step, total=n_steps, epoch=epoch, loss=step_loss)
+
+        def on_epoch(record):
+            validation = ("no validation rows" if record.val_loss is None else
+                          f"val loss {record.val_loss:.3f}  R@1 {record.val_r1:.3f}  "
+                          f"R@5 {record.val_r5:.3f}")
+            progress.console.print(
+                f"epoch {record.epoch:3d}  train loss {record.train_loss:.3f}  {validation}  "
+                f"({record.seconds:.1f} s)", highlight=False)
+
+        result = fit(table, out, config, resume=resume, name=name,
+                     on_step=on_step, on_epoch=on_epoch)
+
+    if result.resumed_from:
+        console.print(f"resumed after epoch {result.resumed_from}", highlight=False)
+    console.print(f"model written to {out} (config.json, model.safetensors, metrics.json)",
+                  highlight=False)
