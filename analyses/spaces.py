@@ -12,6 +12,7 @@ import numpy as np
 from analyses.embeddings import class_prompt_sets, opened
 from analyses.triplets import run_triplets
 from embedstore.errors import InputError
+from embedstore.fileio import write_atomic
 
 SPACE_ORDER = ("prejoint", "joint")
 CENTROID_KEYS = ("top1", "top2", "top3", "top4", "top5", "f1_weighted", "roc_auc_macro", "pr_auc_macro")
@@ -113,5 +114,7 @@ def plot_spaces(result: dict, path) -> None:
     right.set_title(f"ontology triplet accuracy ({result['protocol']} protocol)")
     right.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        write_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
+    finally:
+        plt.close(fig)

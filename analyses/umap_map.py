@@ -9,6 +9,7 @@ import numpy as np
 
 from analyses.embeddings import opened, prompt_ensemble, unit_audio
 from embedstore.errors import InputError
+from embedstore.fileio import write_atomic
 
 
 def item_colors(st, color: str) -> list[str]:
@@ -133,5 +134,7 @@ def plot_umap(result: dict, path) -> None:
     if len(categories) <= 30:
         ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        write_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
+    finally:
+        plt.close(fig)

@@ -1,0 +1,59 @@
+"""``embedstore report``: every experiment for every store, side by side, as HTML, Markdown and JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from cli.common import console, handle_errors
+from cli.main import app
+
+
+@app.command()
+@handle_errors
+def report(
+    stores: List[Path] = typer.Argument(..., help="Store files (.h5), one per model; their columns sit side by side."),
+    out: Path = typer.Option(..., "--out", help="Report folder: results/, figures/, report.json, .md and .html."),
+    prompts: Optional[List[str]] = typer.Option(
+        None, "--prompts", help="Prompt set(s) to evaluate (repeatable); default: every class prompt set."),
+    space: str = typer.Option("joint", help="Space of the zero-shot, histogram and margin experiments."),
+    ontology: str = typer.Option("hdio", help="Ontology for the triplets: a built-in name or a JSON file."),
+    ontology_map: Optional[Path] = typer.Option(
+        None, "--ontology-map", help="CSV with columns class,node mapping store classes to ontology nodes."),
+    holdout: str = typer.Option("none", help="Audio-only centroids: none (the study's) or loo."),
+    umap: bool = typer.Option(True, "--umap/--no-umap", help="Draw the UMAP maps (about 10-20 s per store)."),
+    seed: int = typer.Option(0, help="UMAP random state."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report folder."),
+) -> None:
+    """Run every experiment on every store and write one report: tables, figures and every number.
+
+    The study's figures: metrics per prompt set (Figure 2), positive vs negative
+    similarities (3), confidence margins (4), triplet accuracy in both spaces (5), plus
+    audio-only centroid labels and UMAP maps. Per-experiment JSON files go to
+    OUT/results/<model>__<dataset>__<experiment>__<prompt set>__<space>.json.
+    """
+    from analyses.report import ReportOptions, build_report
+
+    options = ReportOptions(prompt_sets=prompts or None, space=space, ontology=ontology,
+                            ontology_map=str(ontology_map) if ontology_map else None,
+                            holdout=holdout, umap=umap, seed=seed)
+    with console.status("starting") as status:
+        result = build_report(stores, out, options, overwrite=overwrite,
+                              progress=lambda line: status.update(line))
+    table = Table(title=f"Report in {out}", title_justify="left")
+    for col in ("column", "model", "dataset", "items", "results", "skipped"):
+        table.add_column(col)
+    for store in result["stores"]:
+        key = store["key"]
+        n_results = sum(len(by) for by_set in result["results"].get(key, {}).values() for by in by_set.values())
+        n_skipped = sum(1 for s in result["skipped"] if s["store"] == key)
+        table.add_row(key, store["model"], store["dataset"], str(store["n_items"]), str(n_results), str(n_skipped))
+    console.print(table)
+    for s in result["skipped"]:
+        console.print(f"[yellow]skipped[/] {s['store']} {s['experiment']} {s['prompt_set']} ({s['space']}): {s['reason']}",
+                      highlight=False)
+    console.print(f"wrote {out / 'report.html'}, {out / 'report.md'}, {out / 'report.json'} "
+                  f"and {len(result['figures'])} figures")

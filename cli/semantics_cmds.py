@@ -1,0 +1,147 @@
+"""The semantic analyses: ontology triplets, pre-joint vs joint spaces, UMAP maps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from cli.analyze_cmds import _check_plot_path, analyze_app
+from cli.common import console, handle_errors
+from embedstore.fileio import write_atomic
+
+JSON_HELP = "Also write every number to this JSON file."
+
+
+def write_json(path: Path, result: dict) -> None:
+    """Write ``result`` as indented JSON, atomically."""
+    text = json.dumps(result, indent=2, sort_keys=False)
+    write_atomic(path, lambda fh: fh.write(text.encode("utf-8") + b"\n"))
+    console.print(f"wrote {path}")
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+@analyze_app.command()
+@handle_errors
+def triplets(
+    store: Path = typer.Argument(..., help="The store file (.h5)."),
+    prompts: str = typer.Option(..., "--prompts", help="Prompt set whose text vectors give the terms."),
+    space: str = typer.Option("joint", help="Text space to compare in: joint or prejoint."),
+    ontology: str = typer.Option("hdio", help="Built-in ontology name, or an ontology JSON file."),
+    ontology_map: Optional[Path] = typer.Option(
+        None, "--ontology-map", help="CSV with columns class,node mapping store classes to ontology nodes."),
+    protocol: str = typer.Option(
+        "paper", help="paper: the study's definition; reference: the released code's triplets (237 on TinySOL)."),
+    scope: str = typer.Option(
+        "classes", help="classes: the store's classes; ontology: every ontology node (needs an ontology prompt set)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP),
+) -> None:
+    """Ontology triplets on the text tower: is each term nearer its tree neighbour than a farther term?"""
+    from analyses.triplets import run_triplets
+
+    result = run_triplets(store, prompts, space=space, ontology=ontology,
+                          ontology_map=str(ontology_map) if ontology_map else None,
+                          protocol=protocol, scope=scope)
+    table = Table(title=f"Ontology triplets — {prompts} ({space}), {result['ontology']}, "
+                        f"{protocol} protocol, scope {scope}", title_justify="left")
+    for col in ("accuracy", "correct", "triplets", "terms"):
+        table.add_column(col, justify="right")
+    table.add_row(_pct(result["accuracy"]), str(result["n_correct"]), str(result["n_triplets"]),
+                  str(len(result["terms"])))
+    console.print(table)
+    if scope == "classes":
+        per_term = Table(title="By anchor", title_justify="left")
+        for col, justify in (("class", "left"), ("node", "left"), ("triplets", "right"), ("accuracy", "right")):
+            per_term.add_column(col, justify=justify)
+        for (term, stats), node in zip(result["per_term"].items(), result["nodes"]):
+            per_term.add_row(term, node.rsplit("/", 1)[-1], str(stats["n_triplets"]), _pct(stats["accuracy"]))
+        console.print(per_term)
+    if json_path:
+        write_json(json_path, result)
+
+
+@analyze_app.command()
+@handle_errors
+def spaces(
+    store: Path = typer.Argument(..., help="The store file (.h5)."),
+    prompts: Optional[List[str]] = typer.Option(
+        None, "--prompts", help="Prompt set(s) for the triplets (repeatable); default: every class prompt set."),
+    ontology: str = typer.Option("hdio", help="Built-in ontology name, or an ontology JSON file."),
+    ontology_map: Optional[Path] = typer.Option(
+        None, "--ontology-map", help="CSV with columns class,node mapping store classes to ontology nodes."),
+    protocol: str = typer.Option("paper", help="Triplet protocol: paper or reference."),
+    holdout: str = typer.Option("none", help="Centroids: none (the study's) or loo (leave each clip out)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the side-by-side figure to this PNG."),
+) -> None:
+    """Pre-joint against joint: audio-only centroid labels and triplet accuracy in each space."""
+    from analyses.spaces import plot_spaces, run_spaces
+
+    _check_plot_path(plot)
+    result = run_spaces(store, prompt_set=prompts or None, ontology=ontology,
+                        ontology_map=str(ontology_map) if ontology_map else None,
+                        protocol=protocol, holdout=holdout)
+    cols = result["spaces"]
+    cent = Table(title=f"Audio-only centroid labels (holdout {holdout})", title_justify="left")
+    cent.add_column("metric")
+    for space in cols:
+        cent.add_column(space, justify="right")
+    for key in ("top1", "top3", "top5", "f1_weighted", "roc_auc_macro", "pr_auc_macro"):
+        if all(key in result["centroids"][s] for s in cols):
+            cent.add_row(key, *(f"{result['centroids'][s][key]:.3f}" for s in cols))
+    console.print(cent)
+    if result["prompt_sets"]:
+        trip = Table(title=f"Triplet accuracy ({protocol} protocol, {result['ontology']})", title_justify="left")
+        trip.add_column("prompt set")
+        for space in cols:
+            trip.add_column(space, justify="right")
+        trip.add_column("triplets", justify="right")
+        for name in result["prompt_sets"]:
+            by_space = result["triplets"][name]
+            n = next(iter(by_space.values()))["n_triplets"] if by_space else 0
+            trip.add_row(name, *(_pct(by_space[s]["accuracy"]) if s in by_space else "—" for s in cols), str(n))
+        console.print(trip)
+    else:
+        console.print("no class prompt set in the store: triplets skipped")
+    if json_path:
+        write_json(json_path, result)
+    if plot:
+        plot_spaces(result, plot)
+        console.print(f"wrote {plot}")
+
+
+@analyze_app.command()
+@handle_errors
+def umap(
+    store: Path = typer.Argument(..., help="The store file (.h5)."),
+    space: str = typer.Option("joint", help="Audio space to map."),
+    color: str = typer.Option("label", help="Colour items by 'label' or by an item column (family, dynamics...)."),
+    prompts: Optional[str] = typer.Option(
+        None, "--prompts", help="Also place this prompt set's class vectors (prompt ensembles) on the map."),
+    seed: int = typer.Option(0, help="UMAP random state; the same seed gives the same map."),
+    neighbors: int = typer.Option(15, help="UMAP neighbourhood size."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the 2-D coordinates to this JSON file."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the map to this PNG."),
+) -> None:
+    """A 2-D UMAP map (cosine metric) of the audio vectors, optionally with the prompts."""
+    from analyses.umap_map import plot_umap, run_umap
+
+    _check_plot_path(plot)
+    result = run_umap(store, space=space, prompt_set=prompts, color=color, seed=seed, n_neighbors=neighbors)
+    table = Table(title=f"UMAP of {space} audio vectors", title_justify="left")
+    for col in ("colour", "items", "prompts", "groups", "neighbours", "seed"):
+        table.add_column(col, justify="right")
+    table.add_row(color, str(result["n_items"]), str(len(result["prompt_labels"])), str(len(result["categories"])),
+                  str(result["n_neighbors"]), str(seed))
+    console.print(table)
+    if json_path:
+        write_json(json_path, result)
+    if plot:
+        plot_umap(result, plot)
+        console.print(f"wrote {plot}")

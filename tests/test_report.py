@@ -1,0 +1,129 @@
+"""`embedstore report`: every experiment per store, templated result files, merged report, atomicity."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from analyses.centroids import run_centroids
+from analyses.report import ReportOptions, build_report, merge_results, result_name
+from analyses.triplets import run_triplets
+from analyses.zeroshot import run_zeroshot
+from cli.main import app
+from embedstore.errors import InputError, NotAStore
+from semantic_stores import CHECKPOINT_SHA256, make_tinysol_store
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stores")
+    clap = make_tinysol_store(folder / "clap.h5", model="toy_clap", seed=0)
+    # Classes the ontology does not know: its triplets are skipped, with the reason.
+    other = make_tinysol_store(folder / "other.h5", model="toy_muscall", seed=1,
+                               classes=["violin", "kazooka", "flute"], ontology_set=False)
+    return clap, other
+
+
+@pytest.fixture(scope="module")
+def built(stores, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "rep"
+    report = build_report(list(stores), out, ReportOptions(umap=False))
+    return out, report
+
+
+def test_result_files_are_templated_and_hold_the_analyses_numbers(stores, built):
+    clap, _ = stores
+    out, _ = built
+    name = result_name("toy_clap", "tinysol", "zeroshot", "label", "joint")
+    assert name == "toy_clap__tinysol__zeroshot__label__joint.json"
+    doc = json.loads((out / "results" / name).read_text())
+    assert doc["meta"] == {"store": "toy_clap", "model": "toy_clap", "dataset": "tinysol", "experiment": "zeroshot",
+                           "prompt_set": "label", "space": "joint"}
+    assert doc["result"] == json.loads(json.dumps(run_zeroshot(clap, "label")))
+    paper = json.loads((out / "results" / "toy_clap__tinysol__triplets-reference__label__prejoint.json").read_text())
+    assert paper["result"]["n_triplets"] == 237
+    assert paper["result"] == json.loads(json.dumps(run_triplets(clap, "label", space="prejoint",
+                                                                 protocol="reference")))
+    ontology = json.loads((out / "results" / "toy_clap__tinysol__triplets-paper__ontology__joint.json").read_text())
+    assert ontology["result"]["scope"] == "ontology"
+    centroids = json.loads((out / "results" / "toy_clap__tinysol__centroids__audio__prejoint.json").read_text())
+    assert centroids["result"] == json.loads(json.dumps(run_centroids(clap, space="prejoint")))
+
+
+def test_merged_report_has_every_experiment_side_by_side(built):
+    out, report = built
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    assert [s["key"] for s in report["stores"]] == ["toy_clap", "toy_muscall"]
+    assert report["stores"][0]["checkpoint_sha256"] == CHECKPOINT_SHA256
+    clap = report["results"]["toy_clap"]
+    assert set(clap) == {"zeroshot", "histograms", "confidence", "centroids", "triplets-paper", "triplets-reference"}
+    assert set(clap["zeroshot"]) == {"label", "sound_of"}
+    assert set(clap["histograms"]) == {"label", "sound_of", "centroids"}
+    assert set(clap["triplets-paper"]["label"]) == {"prejoint", "joint"}
+    assert set(clap["centroids"]["audio"]) == {"prejoint", "joint"}
+    assert "margins" not in clap["confidence"]["label"]["joint"]  # per-clip lists stay in results/
+    # The merged numbers are the result files' numbers.
+    assert merge_results(out / "results")["toy_clap"]["zeroshot"] == clap["zeroshot"]
+    skipped = {(s["store"], s["experiment"], s["space"]) for s in report["skipped"]}
+    assert ("toy_muscall", "triplets-paper", "joint") in skipped
+    assert all("kazooka" in s["reason"] for s in report["skipped"])
+    assert "triplets-paper" not in report["results"]["toy_muscall"]
+
+
+def test_markdown_and_html_show_the_numbers_and_every_figure(built):
+    out, report = built
+    markdown, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    top1 = report["results"]["toy_clap"]["zeroshot"]["label"]["joint"]["top1"]
+    for text in (markdown, page):
+        assert "toy_clap" in text and "toy_muscall" in text
+        assert CHECKPOINT_SHA256[:16] in text
+        assert f"{top1:.3f}" in text
+        assert "kazooka" in text  # the skipped list
+    figures = sorted(p.relative_to(out).as_posix() for p in (out / "figures").glob("*.png"))
+    assert figures == report["figures"] and len(figures) >= 8
+    for figure in figures:
+        assert f"]({figure})" in markdown and f"src='{figure}'" in page
+        assert (out / figure).read_bytes()[:8] == PNG_MAGIC
+    assert "figures/triplets__paper.png" in figures
+
+
+def test_existing_folder_is_kept_unless_overwrite(stores, tmp_path):
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(InputError, match="not empty; pass --overwrite"):
+        build_report([stores[1]], out, ReportOptions(umap=False))
+    assert (out / "keep.txt").read_text() == "mine"
+    build_report([stores[1]], out, ReportOptions(umap=False), overwrite=True)
+    assert not (out / "keep.txt").exists() and (out / "report.html").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
+
+
+def test_failure_leaves_nothing_behind(stores, tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_text("not a store")
+    out = tmp_path / "rep"
+    with pytest.raises(NotAStore):
+        build_report([stores[0], bad], out, ReportOptions(umap=False))
+    assert list(tmp_path.iterdir()) == [bad]
+    with pytest.raises(InputError, match="no prompt set 'nope'"):
+        build_report([stores[0]], out, ReportOptions(prompt_sets=["nope"], umap=False))
+    assert list(tmp_path.iterdir()) == [bad]
+
+
+def test_report_command_with_umap(stores, tmp_path):
+    out = tmp_path / "rep"
+    result = CliRunner().invoke(app, ["report", str(stores[1]), "--out", str(out), "--prompts", "label"])
+    assert result.exit_code == 0, result.output
+    assert "toy_muscall" in result.output and "skipped" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["results"]["toy_muscall"]["zeroshot"]) == {"label"}
+    umap = json.loads((out / "results" / "toy_muscall__tinysol__umap__label__joint.json").read_text())["result"]
+    assert len(umap["coords"]) == 18 and umap["prompt_labels"] == ["violin", "kazooka", "flute"]
+    assert (out / "figures" / "toy_muscall__umap.png").read_bytes()[:8] == PNG_MAGIC
+    assert "figures/toy_muscall__umap.png" in (out / "report.html").read_text()
+    again = CliRunner().invoke(app, ["report", str(stores[1]), "--out", str(out)])
+    assert again.exit_code == 1 and "--overwrite" in again.output and "Traceback" not in again.output
