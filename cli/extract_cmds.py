@@ -72,31 +72,37 @@ def extract(
     Clips that cannot be read are recorded in the store with their reason, and skipped.
     """
     from embedstore.datasets import load_dataset
-    from embedstore.extract import run_extract
+    from embedstore.extract import check_settings, run_extract
     from embedstore.prompts import build_prompt_set, default_prompt_specs
 
+    check_settings(batch_size=batch_size, workers=workers, long_mode=long_mode, dtype=dtype)
     if dataset == "tinysol" and root is None:
         dataset = "notes"
     data = load_dataset(dataset, root, labels)
     specs = ([build_prompt_set(p, data.classes) for p in prompts] if prompts
              else default_prompt_specs(data.classes))
     encoder = _load_model(model, checkpoint, tokenizer, device, precision)
-    err_console.print(f"{data.name}: {len(data.items)} clips, {len(data.classes)} classes; "
-                      f"model {encoder.name} on {device} ({precision})", highlight=False)
-    with Progress(TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(), ClipsPerSecond(),
-                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[failed]} failed"),
-                  console=err_console, transient=False) as bar:
-        task = None
+    console.print(f"{data.name}: {len(data.items)} clips, {len(data.classes)} classes, "
+                  f"{len(specs)} prompt sets; model {encoder.name} on {device} ({precision})",
+                  highlight=False)
+    bar = Progress(TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(), ClipsPerSecond(),
+                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                   TextColumn("{task.fields[failed]} failed"), console=err_console)
+    task = None
 
-        def progress(done: int, total: int, failed: int) -> None:
-            nonlocal task
-            if task is None:  # first call: a resumed run starts part-way, its rate counts new rows only
-                task = bar.add_task("clips", total=total, completed=done, failed=failed)
-            bar.update(task, completed=done, failed=failed)
+    def progress(done: int, total: int, failed: int) -> None:
+        nonlocal task
+        if task is None:  # shown once audio starts; a resumed run's rate counts its new rows only
+            bar.start()
+            task = bar.add_task("clips", total=total, completed=done, failed=failed)
+        bar.update(task, completed=done, failed=failed)
 
+    try:
         summary = run_extract(encoder, data, specs, out, batch_size=batch_size, workers=workers,
                               long_mode=long_mode, resume=resume, overwrite=overwrite, dtype=dtype,
                               command=["embedstore", *sys.argv[1:]], progress=progress)
+    finally:
+        bar.stop()
     _print_summary(summary)
 
 

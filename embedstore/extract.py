@@ -40,6 +40,7 @@ from embedstore.store import edit_store, open_store
 
 EXTRA_HINT = "install the extract extra: pip install 'embedstore[extract]'"
 LONG_MODES = ("first", "center", "mean")
+STORAGE_DTYPES = ("float32", "float16")
 # Settings that change the vectors: a resumed run must use the same ones.
 _RUN_SETTINGS = ("batch_size", "long_mode", "precision", "device")
 
@@ -141,12 +142,7 @@ def run_extract(
     """
     require_torch()
     start_time = time.perf_counter()
-    if batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
-    if workers < 0:
-        raise InputError(f"--workers must be 0 or more, got {workers}")
-    if long_mode not in LONG_MODES:
-        raise InputError(f"--long must be one of {', '.join(LONG_MODES)}, got {long_mode!r}")
+    check_settings(batch_size=batch_size, workers=workers, long_mode=long_mode, dtype=dtype)
     _check_prompt_names(prompt_specs)
     items = items_table(dataset)
     provenance = extraction_provenance(model, dataset, batch_size=batch_size, long_mode=long_mode,
@@ -180,6 +176,19 @@ def run_extract(
     journal.finalize(prompt_sets, dtype=dtype,
                      provenance={"resumed": resume and first_row > 0} if resume else None)
     return _summary(journal.out, first_row, start_time)
+
+
+def check_settings(*, batch_size: int, workers: int = 0, long_mode: str = "first",
+                   dtype: str = "float32") -> None:
+    """Refuse run settings that cannot work, before any model is loaded."""
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    if workers < 0:
+        raise InputError(f"--workers must be 0 or more, got {workers}")
+    if long_mode not in LONG_MODES:
+        raise InputError(f"--long must be one of {', '.join(LONG_MODES)}, got {long_mode!r}")
+    if dtype not in STORAGE_DTYPES:
+        raise InputError(f"--dtype must be one of {', '.join(STORAGE_DTYPES)}, got {dtype!r}")
 
 
 def add_prompt_sets(store_path: str | Path, model, prompt_specs: list[PromptSpec], *,

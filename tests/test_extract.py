@@ -283,3 +283,113 @@ def test_add_prompt_sets_checks_the_checkpoint(dataset, tmp_path):
     add_prompt_sets(store, model, [lorem], replace=True)
     with open_store(store) as st:
         assert st.prompt_set("track").prompts == lorem.prompts
+
+
+# ---------------------------------------------------------------- the commands
+
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ENTRY = Path(os.environ.get("EXTRACT_ENTRY", Path(__file__).with_name("extract_encoder.py")))
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """Run ``embedstore`` in this process, with the test encoder registered."""
+    from typer.testing import CliRunner
+
+    import extract_encoder
+    from embedstore import models
+
+    monkeypatch.setitem(models.MODELS, extract_encoder.NAME, extract_encoder.load_tiny)
+    from cli.main import app
+
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+
+
+def start_process(*args, delay):
+    """``embedstore`` in a separate process that a test can kill; audio batches slowed by ``delay``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(ENTRY.parent)]),
+           "EXTRACT_TEST_DELAY": str(delay)}
+    return subprocess.Popen([sys.executable, str(ENTRY), *map(str, args)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def extract_args(root, out, *extra):
+    return ["extract", "--model", "test-tiny", "--dataset", "folder", "--root", root, "--out", out,
+            "--batch-size", "2", "--workers", "2", "--prompts", "track", *extra]
+
+
+def test_resume_after_kill_9_gives_the_uninterrupted_vectors(cli, clip_folder, tmp_path):
+    full = cli(*extract_args(clip_folder, tmp_path / "full.h5"))
+    assert full.exit_code == 0, full.output
+    assert "failed" in full.stdout and "skipped broken.wav" in full.stdout
+
+    out = tmp_path / "killed.h5"
+    journal = tmp_path / "killed.h5.partial"
+    proc = start_process(*extract_args(clip_folder, out), delay=0.5)
+    deadline = time.monotonic() + 120
+    while len(list(journal.glob("batch-*.npz"))) < 3:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert not out.exists()
+
+    again = cli(*extract_args(clip_folder, out))
+    assert again.exit_code == 1
+    assert "--resume" in again.stderr
+    changed = cli(*extract_args(clip_folder, out, "--resume", "--batch-size", "3"))
+    assert changed.exit_code == 1 and "batch_size" in changed.stderr
+
+    resumed = cli(*extract_args(clip_folder, out, "--resume"))
+    assert resumed.exit_code == 0, resumed.output
+    assert "resumed at row" in resumed.stdout
+    a, b = read_store(tmp_path / "full.h5"), read_store(out)
+    assert a["ids"] == b["ids"] and a["failed"] == b["failed"]
+    for space in a["audio"]:
+        np.testing.assert_array_equal(a["audio"][space], b["audio"][space])
+    assert not journal.exists()
+
+
+def test_command_errors_are_one_line(cli, clip_folder, tmp_path):
+    for args, message in [
+        (extract_args(clip_folder, tmp_path / "s.h5", "--prompts", "nope"), "unknown prompt set 'nope'"),
+        (extract_args(tmp_path / "missing", tmp_path / "s.h5"), "does not exist"),
+        (extract_args(clip_folder, tmp_path / "s.h5", "--long", "last"), "--long"),
+        (extract_args(clip_folder, tmp_path / "s.h5", "--model", "no-such-model"), "no-such-model"),
+        (["extract-text", tmp_path / "none.h5", "--prompts", "track"], "none.h5"),
+    ]:
+        result = cli(*args)
+        assert result.exit_code != 0
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_extract_text_command_checks_the_weights(cli, clip_folder, tmp_path):
+    ckpt_a = save_checkpoint(tmp_path / "a.safetensors", seed=1)
+    ckpt_b = save_checkpoint(tmp_path / "b.safetensors", seed=2)
+    store = tmp_path / "s.h5"
+    made = cli(*extract_args(clip_folder, store, "--checkpoint", ckpt_a))
+    assert made.exit_code == 0, made.output
+    wrong = cli("extract-text", store, "--prompts", "solo", "--checkpoint", ckpt_b)
+    assert wrong.exit_code == 1 and "checkpoint sha256" in wrong.stderr
+    prompts = tmp_path / "mine.json"
+    prompts.write_text('{"high": "a high tone", "low": ["a low tone", "a deep hum"], "loud": "noise"}')
+    added = cli("extract-text", store, "--prompts", prompts, "--prompts", "solo", "--checkpoint", ckpt_a)
+    assert added.exit_code == 0, added.output
+    with open_store(store) as st:
+        assert st.prompt_sets == ["mine", "solo", "track"]
+        assert st.prompt_set("mine").prompts == ["a high tone", "a low tone", "a deep hum", "noise"]
+    again = cli("extract-text", store, "--prompts", "solo", "--checkpoint", ckpt_a)
+    assert again.exit_code != 0 and "--replace" in again.stderr
