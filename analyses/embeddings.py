@@ -41,27 +41,29 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return (x64 * scale[:, None]).astype(np.float32)
 
 
-def unit_audio(store, space: str) -> np.ndarray:
-    """The store's audio vectors in ``space``, L2-normalised, read in row blocks.
+def unit_rows(rows) -> np.ndarray:
+    """``rows`` L2-normalised into a new float32 array, a block of rows at a time.
 
-    Parameters
-    ----------
-    store : Store
-        An open store.
-    space : str
-        An audio space of the store ("joint", "prejoint"...).
-
-    Returns
-    -------
-    np.ndarray
-        (n_items, d) float32.
+    ``rows`` may be an ndarray or an h5py dataset; only one block is ever held in
+    float64.
     """
-    lazy = store.audio(space, lazy=True)
-    n, d = lazy.shape
+    n, d = rows.shape
     out = np.empty((n, d), np.float32)
     for start in range(0, n, READ_BLOCK):
         stop = min(n, start + READ_BLOCK)
-        out[start:stop] = l2_normalize(lazy[start:stop])
+        out[start:stop] = l2_normalize(rows[start:stop])
+    return out
+
+
+def unit_audio(store, space: str) -> np.ndarray:
+    """The store's audio vectors in ``space``, L2-normalised: (n_items, d) float32.
+
+    Raises
+    ------
+    InputError
+        If the space is missing or holds NaN or infinite values.
+    """
+    out = unit_rows(store.audio(space, lazy=True))
     if not np.all(np.isfinite(out)):
         raise InputError(f"audio space {space!r} holds NaN or infinite values")
     return out

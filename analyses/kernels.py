@@ -153,7 +153,9 @@ def negatives_below_positives(scores, labels, label_matrix, multilabel, positive
                     continue
                 v = scores[i, j]
                 left = np.searchsorted(positives_sorted, v, side="left")
-                right = np.searchsorted(positives_sorted, v, side="right")
+                right = left
+                if left < n_pos and positives_sorted[left] == v:  # ties are rare: search again only then
+                    right = np.searchsorted(positives_sorted, v, side="right")
                 acc += 2 * (n_pos - right) + (right - left)
         part[ch] = acc
     return part.sum()
@@ -310,3 +312,70 @@ def centroid_cosines(dots, first_row, first_class, labels, label_matrix, multila
                 norm2 = max(norm2 - 2.0 * d + xx, 0.0)
                 d -= xx
             out[i, j] = d / np.sqrt(norm2) if norm2 > 0.0 else 0.0
+
+
+@njit(cache=True, parallel=True)
+def count_against_positives(scores, ptr, positives_sorted, slots, ties):
+    """Place one block's scores among each class's sorted positive scores.
+
+    Class ``c``'s positives are ``positives_sorted[ptr[c]:ptr[c + 1]]`` (ascending). A
+    score equal to a positive adds to ``ties[ptr[c] + j]``, ``j`` the first index of
+    that value; any other score adds to ``slots[ptr[c] + c + j]``, ``j`` the number of
+    positives below it. Together they give every class's ROC-AUC and average precision
+    (:func:`auc_ap_from_counts`) without sorting all n scores of each class.
+    """
+    n, c = scores.shape
+    chunks = max(1, min(4, n // 64))
+    slot_part = np.zeros((chunks, slots.shape[0]), np.int64)
+    tie_part = np.zeros((chunks, ties.shape[0]), np.int64)
+    for ch in prange(chunks):
+        for i in range(ch * n // chunks, (ch + 1) * n // chunks):
+            for j in range(c):
+                row = positives_sorted[ptr[j]:ptr[j + 1]]
+                v = scores[i, j]
+                lo = np.searchsorted(row, v, side="left")
+                if lo < row.shape[0] and row[lo] == v:
+                    tie_part[ch, ptr[j] + lo] += 1
+                else:
+                    slot_part[ch, ptr[j] + j + lo] += 1
+    for ch in range(chunks):
+        for k in range(slots.shape[0]):
+            slots[k] += slot_part[ch, k]
+        for k in range(ties.shape[0]):
+            ties[k] += tie_part[ch, k]
+
+
+@njit(cache=True, parallel=True)
+def auc_ap_from_counts(ptr, positives_sorted, slots, ties, n_items, auc, ap):
+    """ROC-AUC and average precision per class from :func:`count_against_positives`.
+
+    NaN where a class has no positive or no negative item.
+    """
+    n_classes = ptr.shape[0] - 1
+    for c in prange(n_classes):
+        first = ptr[c]
+        n_pos = ptr[c + 1] - first
+        n_neg = n_items - n_pos
+        if n_pos == 0 or n_neg == 0:
+            auc[c] = np.nan
+            ap[c] = np.nan
+            continue
+        below = 0  # scores (positive or not) strictly below the current group
+        u = 0.0  # 2 x Mann-Whitney U
+        precision_sum = 0.0
+        j = 0
+        while j < n_pos:
+            v = positives_sorted[first + j]
+            end = j + 1
+            while end < n_pos and positives_sorted[first + end] == v:
+                end += 1
+            size = end - j
+            below += slots[first + c + j]
+            equal = ties[first + j]
+            u += size * (2.0 * (below - j) + (equal - size))
+            # threshold v: every score >= v is predicted positive
+            precision_sum += size * (n_pos - j) / (n_items - below)
+            below += equal
+            j = end
+        auc[c] = u / (2.0 * n_pos * n_neg)
+        ap[c] = precision_sum / n_pos

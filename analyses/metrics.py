@@ -4,9 +4,13 @@ A *scorer* hands out blocks of the (items, classes) score matrix; nothing here e
 holds the whole matrix unless it is small. Two passes cover every metric:
 
 - a row pass (item blocks x all classes) for ranks, predictions, top-2 margins and
-  positive/negative histograms;
-- a column pass (class blocks x all items) for per-class ROC-AUC and average precision,
-  which need each class's scores over every item in one sorted array.
+  each class's positive scores;
+- a second row pass that places every score among its class's sorted positives, which
+  gives each class's ROC-AUC and average precision exactly without sorting all n scores
+  per class.
+
+Bootstrap resamples need whole sorted columns instead: a column pass (class blocks x all
+items) sorts each class once and weighs the items of every resample.
 
 Tie rules are those of :mod:`analyses.kernels` (scikit-learn's).
 """
@@ -24,6 +28,8 @@ TOP_K = 5
 # Bytes of float32 scores one block may hold (row blocks and column blocks alike).
 BLOCK_BYTES = 64 * 2**20
 COLUMN_BLOCK_BYTES = 256 * 2**20
+# Above this many positive (item, class) pairs, AUC and AP sort whole columns instead.
+MAX_COUNTED_POSITIVES = 4_000_000
 
 
 @dataclass
@@ -141,7 +147,7 @@ def _row_blocks(n_items: int, n_classes: int):
         yield start, min(n_items, start + rows)
 
 
-def rank_pass(scorer, targets: Targets) -> dict[str, np.ndarray]:
+def rank_pass(scorer, targets: Targets, keep_positives: bool = False) -> dict[str, np.ndarray]:
     """Predictions, top-2 margins and (single-label) ranks of the true class.
 
     Returns
@@ -149,17 +155,27 @@ def rank_pass(scorer, targets: Targets) -> dict[str, np.ndarray]:
     dict
         ``predictions`` (n,) int32, ``margins`` (n,) float32 (NaN with one class),
         ``correct`` (n,) bool (top class among the item's labels) and, for
-        single-label targets, ``ranks`` (n,) int32 (0 = top).
+        single-label targets, ``ranks`` (n,) int32 (0 = top). With ``keep_positives``
+        also ``positive_classes`` and ``positive_scores``: the class and score of
+        every (item, class it carries) pair.
     """
     n = scorer.n_items
     predictions = np.empty(n, np.int32)
     margins = np.empty(n, np.float32)
     ranks = None if targets.multilabel else np.empty(n, np.int32)
+    positive_classes, positive_scores = [], []
     for start, stop in _row_blocks(n, scorer.n_classes):
         scores = scorer.block(start, stop)
         kernels.top2(scores, predictions[start:stop], margins[start:stop])
         if ranks is not None:
             kernels.true_class_ranks(scores, targets.labels[start:stop], ranks[start:stop])
+        if keep_positives:
+            if targets.multilabel:
+                rows, classes = np.nonzero(targets.label_matrix[start:stop])
+            else:
+                rows, classes = np.arange(stop - start), targets.labels[start:stop]
+            positive_classes.append(classes.astype(np.int64))
+            positive_scores.append(scores[rows, classes])
     if targets.multilabel:
         correct = targets.label_matrix[np.arange(n), predictions]
     else:
@@ -167,7 +183,42 @@ def rank_pass(scorer, targets: Targets) -> dict[str, np.ndarray]:
     out = {"predictions": predictions, "margins": margins, "correct": correct}
     if ranks is not None:
         out["ranks"] = ranks
+    if keep_positives:
+        out["positive_classes"] = np.concatenate(positive_classes)
+        out["positive_scores"] = np.concatenate(positive_scores)
     return out
+
+
+def counted_auc_ap(scorer, n_classes: int, positive_classes: np.ndarray, positive_scores: np.ndarray):
+    """Per-class ROC-AUC and average precision by placing scores among the positives.
+
+    Parameters
+    ----------
+    scorer : scorer
+        Source of score blocks; must give the same values as the pass that collected
+        the positives.
+    n_classes : int
+        Number of classes.
+    positive_classes, positive_scores : np.ndarray
+        Class and score of every positive (item, class) pair, from :func:`rank_pass`.
+
+    Returns
+    -------
+    auc, ap : np.ndarray
+        (n_classes,) float64; NaN where a class has no positive or no negative.
+    """
+    order = np.lexsort((positive_scores, positive_classes))
+    positives_sorted = np.ascontiguousarray(positive_scores[order])
+    ptr = np.zeros(n_classes + 1, np.int64)
+    np.cumsum(np.bincount(positive_classes, minlength=n_classes), out=ptr[1:])
+    slots = np.zeros(positives_sorted.size + n_classes, np.int64)
+    ties = np.zeros(positives_sorted.size, np.int64)
+    for start, stop in _row_blocks(scorer.n_items, n_classes):
+        kernels.count_against_positives(scorer.block(start, stop), ptr, positives_sorted, slots, ties)
+    auc = np.empty(n_classes)
+    ap = np.empty(n_classes)
+    kernels.auc_ap_from_counts(ptr, positives_sorted, slots, ties, scorer.n_items, auc, ap)
+    return auc, ap
 
 
 def bootstrap_weights(n_items: int, resamples: int, seed: int = 0) -> np.ndarray:
@@ -180,7 +231,9 @@ def bootstrap_weights(n_items: int, resamples: int, seed: int = 0) -> np.ndarray
 
 
 def class_auc_ap(scorer, targets: Targets, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class ROC-AUC and average precision, class block by class block.
+    """Per-class ROC-AUC and average precision under item weights, class block by class block.
+
+    Each class's scores over all items are sorted once and weighed for every resample.
 
     Parameters
     ----------
@@ -266,10 +319,18 @@ def classification_metrics(scorer, targets: Targets, class_names: list[str], boo
         raise InputError("no items to score")
     if targets.n_items != n or targets.n_classes != n_classes:
         raise InputError(f"scores are {n} x {n_classes} but targets {targets.n_items} x {targets.n_classes}")
+    ranked = rank_pass(scorer, targets, keep_positives=True)
+    if ranked["positive_scores"].size <= MAX_COUNTED_POSITIVES:
+        auc, ap = counted_auc_ap(scorer, n_classes, ranked["positive_classes"], ranked["positive_scores"])
+    else:  # dense multi-label: per-chunk counters would outgrow sorting whole columns
+        auc, ap = (m[0] for m in class_auc_ap(scorer, targets))
     weights = np.ones((1, n), np.float32)
     if bootstrap > 0:
         weights = np.concatenate([weights, bootstrap_weights(n, bootstrap, seed)])
-    auc, ap = class_auc_ap(scorer, targets, weights)
+        boot_auc, boot_ap = class_auc_ap(scorer, targets, weights[1:])
+        auc, ap = np.vstack([auc, boot_auc]), np.vstack([ap, boot_ap])
+    else:
+        auc, ap = auc[None], ap[None]
     series = {"roc_auc_macro": _macro(auc), "pr_auc_macro": _macro(ap)}
     support = targets.support()
     per_class = {
@@ -277,7 +338,6 @@ def classification_metrics(scorer, targets: Targets, class_names: list[str], boo
         for c, name in enumerate(class_names)
     }
     if not targets.multilabel:
-        ranked = rank_pass(scorer, targets)
         topk = np.empty((weights.shape[0], TOP_K))
         f1w = np.empty(weights.shape[0])
         kernels.weighted_rank_metrics(

@@ -228,3 +228,19 @@ def test_prompt_ensemble_averages_unit_vectors():
 def test_targets_reject_labels_out_of_range():
     with pytest.raises(InputError):
         metrics.Targets.single([0, 5], 3)
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_counting_and_sorting_give_the_same_auc_ap(single, multilabel, monkeypatch):
+    scores, labels = single
+    if multilabel:
+        targets = metrics.Targets.multi(np.random.default_rng(4).random((N, C)) < 0.3)
+    else:
+        targets = metrics.Targets.single(labels, C)
+    counted = metrics.classification_metrics(metrics.ArrayScorer(scores), targets, NAMES)
+    monkeypatch.setattr(metrics, "MAX_COUNTED_POSITIVES", 0)
+    sorted_ = metrics.classification_metrics(metrics.ArrayScorer(scores), targets, NAMES)
+    for key in ("roc_auc_macro", "pr_auc_macro"):
+        assert sorted_[key] == pytest.approx(counted[key], abs=1e-12)
+    for name in NAMES:
+        assert sorted_["per_class"][name] == pytest.approx(counted["per_class"][name], abs=1e-12)
