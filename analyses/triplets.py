@@ -175,7 +175,7 @@ def run_triplets(store, prompt_set: str, space: str = "joint", ontology: str | O
     if isinstance(ontology_map, (str, os.PathLike)):
         ontology_map = read_ontology_map(ontology_map)
     if ontology_map and scope == "ontology":
-        raise InputError("--ontology-map applies to scope 'classes' only")
+        raise InputError("an ontology map applies to scope 'classes' only")
     with opened(store) as st:
         if prompt_set not in st.prompt_sets:
             raise InputError(f"store has no prompt set {prompt_set!r} (has: {', '.join(st.prompt_sets) or 'none'})")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from analyses.triplets import enumerate_triplets, run_triplets, score_triplets, tree_distances
+from embedstore.datasets import TINYSOL_CLASSES as DATASET_CLASSES
 from embedstore.errors import InputError
 from embedstore.ontology import Ontology, load_ontology, map_classes
 
@@ -89,12 +90,13 @@ def test_matches_brute_force_on_hdio_subsets(protocol):
         assert (n.sum(), correct.sum()) == (len(expected), right)
 
 
-def test_tinysol_reference_gives_237_triplets():
+@pytest.mark.parametrize("classes", [TINYSOL_CLASSES, DATASET_CLASSES], ids=["table names", "dataset reader"])
+def test_tinysol_reference_gives_237_triplets(classes):
     onto = load_ontology("hdio")
-    distance, related = tree_distances(onto, map_classes(onto, TINYSOL_CLASSES))
+    distance, related = tree_distances(onto, map_classes(onto, classes))
     assert len(enumerate_triplets(distance, related, "reference")) == 237
     expected, _ = brute_force(distance, related, np.zeros((14, 14)), "paper")
-    assert len(enumerate_triplets(distance, related, "paper")) == len(expected)
+    assert len(enumerate_triplets(distance, related, "paper")) == len(expected) == 686
 
 
 # -- through a store -------------------------------------------------------------------
