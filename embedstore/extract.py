@@ -173,8 +173,7 @@ def run_extract(
             progress(chunk.stop, n_rows, failed_count)
     if not journal.complete:
         raise InputError(f"the dataset gave {journal.next_row} of {n_rows} clips")
-    journal.finalize(prompt_sets, dtype=dtype,
-                     provenance={"resumed": resume and first_row > 0} if resume else None)
+    journal.finalize(prompt_sets, dtype=dtype, provenance={"resumed_at_row": first_row} if first_row else None)
     return _summary(journal.out, first_row, start_time)
 
 
