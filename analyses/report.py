@@ -121,9 +121,12 @@ def run_experiments(stores, results_dir: Path, options: ReportOptions | None = N
     summaries, skipped, keys = [], [], set()
     for store in stores:
         with opened(store) as st:
-            key = st.model
-            while key in keys:  # two stores of one model: keep both columns apart
-                key += "+"
+            # Two stores of one model (other datasets, other checkpoints) keep their columns apart.
+            key = st.model if st.model not in keys else f"{st.model}@{st.dataset}"
+            base, copy = key, 1
+            while key in keys:
+                copy += 1
+                key = f"{base}#{copy}"
             keys.add(key)
             summary = store_summary(st, key)
             summaries.append(summary)

@@ -97,8 +97,11 @@ def test_existing_folder_is_kept_unless_overwrite(stores, tmp_path):
     with pytest.raises(InputError, match="not empty; pass --overwrite"):
         build_report([stores[1]], out, ReportOptions(umap=False))
     assert (out / "keep.txt").read_text() == "mine"
-    build_report([stores[1]], out, ReportOptions(umap=False), overwrite=True)
+    report = build_report([stores[1], stores[1]], out, ReportOptions(umap=False), overwrite=True)
     assert not (out / "keep.txt").exists() and (out / "report.html").exists()
+    # The same model twice keeps two columns.
+    assert [s["key"] for s in report["stores"]] == ["toy_muscall", "toy_muscall@tinysol"]
+    assert (out / "results" / "toy_muscall-tinysol__tinysol__zeroshot__label__joint.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
 
 
