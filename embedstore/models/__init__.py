@@ -1,0 +1,80 @@
+"""Model registry: names -> loaders that return :class:`~embedstore.models.base.Encoder` s.
+
+Importing this package does not import torch; each loader imports its model code when
+called. See :mod:`embedstore.models.base` for the loader signature.
+"""
+
+from __future__ import annotations
+
+from embedstore.errors import InputError
+from embedstore.models.base import PRECISIONS, Encoder
+
+HF_PREFIX = "hf:"
+
+
+def _published_clap(name):
+    def loader(checkpoint, device, precision, cache_dir, tokenizer=None):
+        from embedstore.models.clap import load_published
+
+        return load_published(name, checkpoint, device, precision, cache_dir, tokenizer)
+
+    loader.__doc__ = f"LAION-CLAP checkpoint {name!r} (see embedstore.models.clap.PUBLISHED)."
+    return loader
+
+
+#: name -> loader(checkpoint, device, precision, cache_dir[, tokenizer=...]) -> Encoder
+MODELS = {
+    "clap-music": _published_clap("clap-music"),
+    "clap-music-speech": _published_clap("clap-music-speech"),
+    "clap-general": _published_clap("clap-general"),
+}
+
+
+def list_models() -> list[str]:
+    """Registered model names, plus the ``hf:<hub id or directory>`` form."""
+    return sorted(MODELS) + [HF_PREFIX + "<hub id or directory>"]
+
+
+def load_model(name: str, checkpoint=None, device: str = "cpu", precision: str = "fp32",
+               cache_dir=None, tokenizer=None) -> Encoder:
+    """Load a registered model, or a transformers ``ClapModel`` given as ``hf:<id or dir>``.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`MODELS`, or ``"hf:"`` followed by a hub id or a local directory.
+    checkpoint : path-like, optional
+        A local weights file to use instead of the published one.
+    device : str
+        Torch device, e.g. ``"cpu"`` or ``"cuda:0"``.
+    precision : {"fp32", "fp16", "bf16"}
+    cache_dir : path-like, optional
+        Where fetched files go (default ``$EMBEDSTORE_CACHE`` or ``~/.cache/embedstore``).
+    tokenizer : path-like, optional
+        A local tokenizer directory, for models whose text tower needs one.
+
+    Raises
+    ------
+    InputError
+        Unknown name, bad precision, unreadable or mismatched checkpoint.
+    ModelUnavailable
+        Needed files are neither local nor fetchable.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    extra = {} if tokenizer is None else {"tokenizer": tokenizer}
+    if name.startswith(HF_PREFIX):
+        if checkpoint is not None:
+            raise InputError("hf: models take their weights from the hub id or directory, "
+                             "not --checkpoint")
+        from embedstore.models.clap import load_hf
+
+        return load_hf(name[len(HF_PREFIX):], device, precision, cache_dir, **extra)
+    if name not in MODELS:
+        raise InputError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+    try:
+        return MODELS[name](checkpoint, device, precision, cache_dir, **extra)
+    except TypeError as err:
+        if extra and "tokenizer" in str(err):
+            raise InputError(f"model {name!r} does not take a --tokenizer") from None
+        raise
