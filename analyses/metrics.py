@@ -17,6 +17,8 @@ Tie rules are those of :mod:`analyses.kernels` (scikit-learn's).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +32,34 @@ BLOCK_BYTES = 64 * 2**20
 COLUMN_BLOCK_BYTES = 256 * 2**20
 # Above this many positive (item, class) pairs, AUC and AP sort whole columns instead.
 MAX_COUNTED_POSITIVES = 4_000_000
+# Below this many scores the kernels run on one thread: waking the others costs more
+# than the work, and much more on a busy machine.
+PARALLEL_MIN_SCORES = 1_000_000
+
+
+def _threads_by_size(func):
+    """Run ``func(scorer, ...)`` with one numba thread when the score matrix is small."""
+
+    @functools.wraps(func)
+    def wrapper(scorer, *args, **kwargs):
+        if scorer.n_items * scorer.n_classes >= PARALLEL_MIN_SCORES:
+            return func(scorer, *args, **kwargs)
+        with _one_thread():
+            return func(scorer, *args, **kwargs)
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def _one_thread():
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 @dataclass
@@ -147,6 +177,7 @@ def _row_blocks(n_items: int, n_classes: int):
         yield start, min(n_items, start + rows)
 
 
+@_threads_by_size
 def rank_pass(scorer, targets: Targets, keep_positives: bool = False) -> dict[str, np.ndarray]:
     """Predictions, top-2 margins and (single-label) ranks of the true class.
 
@@ -189,6 +220,7 @@ def rank_pass(scorer, targets: Targets, keep_positives: bool = False) -> dict[st
     return out
 
 
+@_threads_by_size
 def counted_auc_ap(scorer, n_classes: int, positive_classes: np.ndarray, positive_scores: np.ndarray):
     """Per-class ROC-AUC and average precision by placing scores among the positives.
 
@@ -230,6 +262,7 @@ def bootstrap_weights(n_items: int, resamples: int, seed: int = 0) -> np.ndarray
     return weights
 
 
+@_threads_by_size
 def class_auc_ap(scorer, targets: Targets, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-class ROC-AUC and average precision under item weights, class block by class block.
 
@@ -289,6 +322,7 @@ def _number_or_none(value) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
+@_threads_by_size
 def classification_metrics(scorer, targets: Targets, class_names: list[str], bootstrap: int = 0, seed: int = 0) -> dict:
     """Zero-shot style metrics of a scorer against the items' classes.
 
@@ -372,6 +406,7 @@ def histogram_edges(bins: int) -> np.ndarray:
     return np.linspace(-1.0, 1.0, bins + 1)
 
 
+@_threads_by_size
 def similarity_histograms(scorer, targets: Targets, bins: int = 100) -> dict:
     """Positive vs negative item-class similarities: histograms and overlap figures.
 
