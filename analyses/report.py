@@ -235,9 +235,9 @@ def _sections(report: dict, figures: dict) -> list[Section]:
     zs = Section("Zero-shot classification (Figure 2)",
                  f"Each clip takes the class whose prompt ensemble is nearest ({space} space).")
     for metric in ZEROSHOT_COLUMNS:
-        rows = [[ps] + [_fmt((_get(merged, k, "zeroshot", ps, space) or {}).get(metric)) for k in keys]
-                for ps in sets]
-        zs.tables.append((metric, ["prompt set", *keys], rows))
+        values = [[(_get(merged, k, "zeroshot", ps, space) or {}).get(metric) for k in keys] for ps in sets]
+        if any(v is not None for row in values for v in row):  # multi-label stores have no top-k or F1
+            zs.tables.append((metric, ["prompt set", *keys], [[ps, *map(_fmt, row)] for ps, row in zip(sets, values)]))
     zs.figures += [(f"{k}: metrics per prompt set", figures[k, "metrics", ""]) for k in keys if (k, "metrics", "") in figures]
     out.append(zs)
 
@@ -295,7 +295,10 @@ def _sections(report: dict, figures: dict) -> list[Section]:
     audio_spaces = ordered_spaces({s for k in keys for s in merged.get(k, {}).get("centroids", {}).get("audio", {})})
     cent.tables.append(("", ["metric", *(f"{k} {s}" for k in keys for s in audio_spaces)],
                         [[m] + [_fmt((_get(merged, k, "centroids", "audio", s) or {}).get(m))
-                                for k in keys for s in audio_spaces] for m in CENTROID_COLUMNS]))
+                                for k in keys for s in audio_spaces]
+                         for m in CENTROID_COLUMNS
+                         if any((_get(merged, k, "centroids", "audio", s) or {}).get(m) is not None
+                                for k in keys for s in audio_spaces)]))
     out.append(cent)
 
     if any((k, "umap", "") in figures for k in keys):

@@ -130,3 +130,25 @@ def test_report_command_with_umap(stores, tmp_path):
     assert "figures/toy_muscall__umap.png" in (out / "report.html").read_text()
     again = CliRunner().invoke(app, ["report", str(stores[1]), "--out", str(out)])
     assert again.exit_code == 1 and "--overwrite" in again.output and "Traceback" not in again.output
+
+
+def test_multilabel_store_reports_the_auc_keys_only(tmp_path):
+    import numpy as np
+
+    from embedstore.store import create_store
+
+    rng = np.random.default_rng(4)
+    classes = ["violin", "flute", "oboe", "tuba"]
+    labels = rng.random((40, 4)) < 0.4
+    labels[np.arange(40), np.arange(40) % 4] = True
+    path = tmp_path / "ml.h5"
+    with create_store(path, model="ml", dataset="mix", classes=classes) as w:
+        w.set_items([f"i{k}" for k in range(40)], label_matrix=labels)
+        w.add_audio("joint", rng.normal(size=(40, 8)))
+        w.add_prompt_set("label", classes, np.arange(4), {"joint": rng.normal(size=(4, 8))})
+    report = build_report([path], tmp_path / "rep", ReportOptions(umap=False))
+    zeroshot = report["results"]["ml"]["zeroshot"]["label"]["joint"]
+    assert zeroshot.get("top1") is None and 0 <= zeroshot["roc_auc_macro"] <= 1
+    markdown = (tmp_path / "rep" / "report.md").read_text()
+    assert "**roc_auc_macro**" in markdown and "**top1**" not in markdown
+    assert report["results"]["ml"]["triplets-paper"]["label"]["joint"]["n_triplets"] > 0
