@@ -40,9 +40,8 @@ def _load_model(name, checkpoint, tokenizer, device, precision):
     require_torch()
     from embedstore.models import load_model
 
-    options = {} if tokenizer is None else {"tokenizer": str(tokenizer)}
-    return load_model(name, checkpoint=None if checkpoint is None else str(checkpoint),
-                      device=device, precision=precision, **options)
+    return load_model(name, checkpoint=checkpoint, device=device, precision=precision,
+                      tokenizer=tokenizer)
 
 
 @app.command()
