@@ -393,3 +393,32 @@ def test_extract_text_command_checks_the_weights(cli, clip_folder, tmp_path):
         assert st.prompt_set("mine").prompts == ["a high tone", "a low tone", "a deep hum", "noise"]
     again = cli("extract-text", store, "--prompts", "solo", "--checkpoint", ckpt_a)
     assert again.exit_code != 0 and "--replace" in again.stderr
+
+
+@pytest.mark.slow
+def test_real_clap_architecture_through_the_pipeline(tmp_path):
+    """HTSAT-tiny with random weights, loaded by the registry, through run_extract (minutes on CPU)."""
+    import clap_fixtures
+
+    from embedstore.models import load_model
+
+    clap_fixtures.import_laion_clap()
+    tokenizer = clap_fixtures.write_tokenizer(tmp_path / "tokenizer")
+    checkpoint = clap_fixtures.write_clap_checkpoint(
+        clap_fixtures.build_laion_clap("HTSAT-tiny", tokenizer), tmp_path / "tiny.pt")
+    with pytest.warns(UserWarning, match="not the published"):
+        model = load_model("clap-music", checkpoint=checkpoint, tokenizer=tokenizer)
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    data = load_dataset("folder", write_clips(folder, n_good=3))
+    summary = run_extract(model, data, [build_prompt_set("track", data.classes)], tmp_path / "s.h5",
+                          batch_size=2, long_mode="first")
+    assert summary.items == 3 and len(summary.failed) == 3
+    store = read_store(tmp_path / "s.h5")
+    assert store["audio"]["prejoint"].shape == (3, 768) and store["audio"]["joint"].shape == (3, 512)
+    windows = np.concatenate([prepare(folder / item_id, sample_rate=48000, window_seconds=10.0,
+                                      long_mode="first", int16=True) for item_id in store["ids"]])
+    direct = model.embed_audio(windows)
+    for space in ("joint", "prejoint"):
+        np.testing.assert_allclose(store["audio"][space], direct[space], rtol=1e-4, atol=1e-5)
+    assert store["provenance"]["checkpoint_sha256"] == model.provenance()["checkpoint"]["sha256"]

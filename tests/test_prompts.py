@@ -171,3 +171,14 @@ def test_bad_prompt_files_raise_one_line_errors(tmp_path, name, text, message):
 def test_missing_prompt_file(tmp_path):
     with pytest.raises(InputError, match="not found"):
         build_prompt_set(tmp_path / "nope.txt", ["dog"])
+
+
+def test_the_dataset_readers_tinysol_class_names_get_every_set():
+    from embedstore.datasets import TINYSOL_CLASSES
+
+    specs = default_prompt_specs(TINYSOL_CLASSES)
+    assert [s.name for s in specs] == builtin_prompt_sets()
+    by_name = {s.name: s for s in specs}
+    assert by_name["definition"].prompts == build_prompt_set("definition", TINYSOL).prompts
+    assert by_name["track"].prompts[10] == "A clarinet in b-flat track"
+    assert sorted(c for c in by_name["ontology"].classes if c >= 0) == list(range(14))
