@@ -73,8 +73,9 @@ def fetch(url: str, destination, expected_sha256: str | None, what: str, hint: s
         When offline, on a network error, or on a digest mismatch.
     """
     destination = Path(destination)
-    host = urllib.parse.urlsplit(url).hostname or "huggingface.co"
-    if not online(host):
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or "huggingface.co"
+    if parts.scheme != "file" and not online(host):
         raise ModelUnavailable(f"{what} is not in {destination.parent} and {host} cannot be "
                                f"reached; {hint}")
     destination.parent.mkdir(parents=True, exist_ok=True)

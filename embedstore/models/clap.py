@@ -1,0 +1,541 @@
+"""LAION-CLAP encoders: published ``.pt`` checkpoints and transformers ``ClapModel`` s.
+
+Both routes end in the same place: a transformers :class:`~transformers.ClapModel`
+(HTSAT audio tower, RoBERTa text tower) fed by a log-mel front end that reproduces
+laion_clap's torchlibrosa one number for number. A published checkpoint is read safely
+(``weights_only=True``), its keys are mapped to transformers' layout (the mapping of
+transformers' ``convert_clap_original_pytorch_to_hf.py``, made strict), and the
+architecture is read from its own tensors. Nothing is fetched at construction unless a
+file is missing and the network answers.
+
+Spaces, from one forward pass per batch:
+
+* audio ``prejoint``: HTSAT's pooled latent (laion_clap's ``audio_branch(...)["embedding"]``),
+  768-d for HTSAT-tiny, 1024-d for HTSAT-base;
+* text ``prejoint``: RoBERTa's pooler output (dense + tanh on ``<s>``), which is what
+  laion_clap feeds its text projection;
+* ``joint``: the two-layer projection of each, L2-normalised (512-d).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from embedstore.errors import InputError, ModelUnavailable
+from embedstore.models import hub
+from embedstore.models.base import PRECISIONS, Encoder
+
+HUB_URL = "https://huggingface.co/lukewys/laion_clap/resolve/main/"
+TOKENIZER_ID = "roberta-base"
+CONTEXT_LENGTH = 77  # laion_clap pads and truncates every text to 77 tokens
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class Published:
+    """A checkpoint published by LAION (on the hub repo ``lukewys/laion_clap``)."""
+
+    file: str
+    audio_model: str
+    sha256: str | None  # None: no trustworthy digest known; the file's own is still recorded
+
+
+PUBLISHED = {
+    "clap-music": Published("music_audioset_epoch_15_esc_90.14.pt", "HTSAT-base",
+                            "fae3e9c087f2909c28a09dc31c8dfcdacbc42ba44c70e972b58c1bd1caf6dedd"),
+    "clap-music-speech": Published("music_speech_audioset_epoch_15_esc_89.98.pt", "HTSAT-base", None),
+    "clap-general": Published("630k-audioset-best.pt", "HTSAT-tiny", None),
+}
+
+
+# --------------------------------------------------------------------------- front end
+
+@dataclasses.dataclass(frozen=True)
+class MelConfig:
+    """laion_clap's audio front end (the ``audio_cfg`` of its HTSAT model configs)."""
+
+    sample_rate: int = 48000
+    n_fft: int = 1024
+    hop_length: int = 480
+    n_mels: int = 64
+    fmin: float = 50.0
+    fmax: float = 14000.0
+    clip_samples: int = 480000
+
+
+def slaney_mel_filters(config: MelConfig) -> np.ndarray:
+    """librosa's default mel filterbank (Slaney scale and area norm), shape (n_fft//2+1, n_mels).
+
+    This is the ``melW`` torchlibrosa's ``LogmelFilterBank`` holds.
+    """
+    from transformers.audio_utils import mel_filter_bank
+
+    return mel_filter_bank(num_frequency_bins=config.n_fft // 2 + 1, num_mel_filters=config.n_mels,
+                           min_frequency=config.fmin, max_frequency=config.fmax,
+                           sampling_rate=config.sample_rate, norm="slaney", mel_scale="slaney")
+
+
+def stft_kernels(n_fft: int) -> np.ndarray:
+    """torchlibrosa's STFT as convolution kernels: (2 * (n_fft//2+1), 1, n_fft) float32.
+
+    Rows are the real then imaginary parts of the windowed DFT basis, built the way
+    torchlibrosa builds them (powers of the root of unity, periodic Hann window), so that
+    the spectrogram matches laion_clap's to the last bit rather than to FFT rounding
+    (about 1e-4 dB, which deep random-weight towers amplify).
+    """
+    index = np.arange(n_fft)
+    basis = np.power(np.exp(-2j * np.pi / n_fft), np.outer(index, index))[:, : n_fft // 2 + 1]
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * index / n_fft)
+    kernels = basis * window[:, None]
+    return np.concatenate([kernels.real.T, kernels.imag.T])[:, None, :].astype(np.float32)
+
+
+class LogMel(torch.nn.Module):
+    """torchlibrosa's ``Spectrogram`` + ``LogmelFilterBank`` as laion_clap's HTSAT sets them.
+
+    Centred frames with reflect padding, power spectrum (see :func:`stft_kernels`), mel
+    projection, then ``10 * log10(max(mel, 1e-10))`` (``ref=1``, no ``top_db``).
+    Input (B, samples) -> output (B, 1, frames, n_mels), always computed in float32.
+    """
+
+    def __init__(self, config: MelConfig):
+        super().__init__()
+        self.config = config
+        self.register_buffer("kernels", torch.from_numpy(stft_kernels(config.n_fft)), persistent=False)
+        self.register_buffer("mel_filters",
+                             torch.from_numpy(slaney_mel_filters(config).astype(np.float32)),
+                             persistent=False)
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        half = self.config.n_fft // 2
+        padded = F.pad(waveforms.float()[:, None], (half, half), mode="reflect")
+        parts = F.conv1d(padded, self.kernels, stride=self.config.hop_length)
+        n_bins = half + 1
+        power = parts[:, :n_bins].square() + parts[:, n_bins:].square()  # (B, freq, frames)
+        mel = power.transpose(1, 2) @ self.mel_filters
+        return (10.0 * torch.log10(mel.clamp(min=1e-10)))[:, None]
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def _numpy_safe_globals():
+    """The numpy types published LAION checkpoints pickle next to their tensors (plain
+    scalars and dtypes, rebuilt from bytes: no code runs)."""
+    core = getattr(np, "_core", None) or np.core
+    allowed = [(core.multiarray.scalar, "numpy.core.multiarray.scalar"), core.multiarray.scalar,
+               np.dtype]
+    allowed += [getattr(np.dtypes, n) for n in ("Float64DType", "Float32DType", "Int64DType")
+                if hasattr(np, "dtypes") and hasattr(np.dtypes, n)]
+    return allowed
+
+
+def read_checkpoint(path) -> dict[str, torch.Tensor]:
+    """The state dict of a laion_clap ``.pt`` file, without the ``module.`` prefix.
+
+    Accepts ``{"state_dict": {...}}`` and bare state dicts. Loads with
+    ``weights_only=True``: a file that needs arbitrary unpickling is refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} does not exist")
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for unreadable or unsafe files
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"cannot read checkpoint {path} safely: {first_line}") from None
+    state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{path} is not a CLAP checkpoint (no state dict of tensors)")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+# Parts of a laion_clap state dict that the embedding path never uses: the training-time
+# MLPs, the AudioSet tagging head, cached attention masks and index tables (rebuilt by
+# transformers), and torchlibrosa's fixed STFT/mel weights (checked, then recomputed).
+_UNUSED = re.compile(r"^(audio_transform|text_transform)\.|^audio_branch\.(tscam_conv|head)\."
+                     r"|\.attn_mask$|\.relative_position_index$|^text_branch\.embeddings\.position_ids$"
+                     r"|^audio_branch\.(spectrogram_extractor|logmel_extractor)\.")
+_RENAMES = [("text_branch", "text_model"), ("audio_branch", "audio_model.audio_encoder"),
+            ("attn", "attention.self"), ("self.proj", "output.dense"),
+            ("mlp.fc1", "intermediate.dense"), ("mlp.fc2", "output.dense"),
+            ("norm1", "layernorm_before"), ("norm2", "layernorm_after"), ("bn0", "batch_norm")]
+
+
+def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map laion_clap keys to transformers ``ClapModel`` keys (splitting fused ``qkv``)."""
+    converted = {}
+    for key, value in state.items():
+        if _UNUSED.search(key):
+            continue
+        for old, new in _RENAMES:
+            key = key.replace(old, new)
+        key = re.sub(r"_projection\.0\.", "_projection.linear1.", key)
+        key = re.sub(r"_projection\.2\.", "_projection.linear2.", key)
+        if ".qkv." in key:
+            for part, chunk in zip(("query", "key", "value"), value.chunk(3, dim=0)):
+                converted[key.replace("qkv", part)] = chunk
+        else:
+            converted[key] = value
+    return converted
+
+
+def _count(state, pattern: str) -> int:
+    found = {int(m.group(1)) for k in state for m in [re.match(pattern, k)] if m}
+    return max(found) + 1 if found else 0
+
+
+def infer_config(state: dict[str, torch.Tensor]):
+    """A ``ClapConfig`` read from a laion_clap state dict's own tensor shapes.
+
+    The text tower is RoBERTa (laion_clap always builds it from roberta-base's config),
+    so only attention heads (64-wide, as in RoBERTa) and the norm epsilon are taken from
+    that family rather than from tensors.
+    """
+    from transformers import ClapConfig
+
+    required = ["audio_branch.patch_embed.proj.weight", "audio_branch.bn0.weight",
+                "audio_projection.0.weight", "text_projection.0.weight",
+                "text_branch.embeddings.word_embeddings.weight"]
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise InputError(f"not a LAION-CLAP HTSAT/RoBERTa checkpoint: no {missing[0]}")
+    if any(k.startswith(("audio_branch.mel_conv", "audio_branch.fusion_model",
+                         "audio_branch.patch_embed.fusion_model")) for k in state):
+        raise InputError("fusion CLAP checkpoints are not supported: use a non-fusion checkpoint")
+
+    n_stages = _count(state, r"audio_branch\.layers\.(\d+)\.")
+    depths = [_count(state, rf"audio_branch\.layers\.{i}\.blocks\.(\d+)\.") for i in range(n_stages)]
+    heads = [state[f"audio_branch.layers.{i}.blocks.0.attn.relative_position_bias_table"].shape[1]
+             for i in range(n_stages)]
+    table_rows = state["audio_branch.layers.0.blocks.0.attn.relative_position_bias_table"].shape[0]
+    window = (int(round(table_rows ** 0.5)) + 1) // 2
+    patch = state["audio_branch.patch_embed.proj.weight"]
+    embed_dim = patch.shape[0]
+    fc1 = state["audio_branch.layers.0.blocks.0.mlp.fc1.weight"]
+    audio_projection = state["audio_projection.0.weight"]
+    spec_size = 256
+    mask_key = "audio_branch.layers.0.blocks.1.attn_mask"
+    if mask_key in state:  # (windows, w*w, w*w) over the first stage's (spec/4)^2 patch grid
+        spec_size = int(round(state[mask_key].shape[0] ** 0.5)) * window * patch.shape[-1]
+    audio = dict(patch_embeds_hidden_size=embed_dim, depths=depths, num_attention_heads=heads,
+                 window_size=window, patch_size=patch.shape[-1], patch_stride=[patch.shape[-1]] * 2,
+                 patch_embed_input_channels=patch.shape[1],
+                 num_mel_bins=state["audio_branch.bn0.weight"].shape[0], spec_size=spec_size,
+                 hidden_size=audio_projection.shape[1], mlp_ratio=fc1.shape[0] / embed_dim,
+                 enable_fusion=False)
+    if "audio_branch.head.weight" in state:
+        audio["num_classes"] = state["audio_branch.head.weight"].shape[0]
+
+    words = state["text_branch.embeddings.word_embeddings.weight"]
+    hidden = words.shape[1]
+    text = dict(vocab_size=words.shape[0], hidden_size=hidden,
+                num_hidden_layers=_count(state, r"text_branch\.encoder\.layer\.(\d+)\."),
+                num_attention_heads=hidden // 64,
+                intermediate_size=state["text_branch.encoder.layer.0.intermediate.dense.weight"].shape[0],
+                max_position_embeddings=state["text_branch.embeddings.position_embeddings.weight"].shape[0],
+                type_vocab_size=state["text_branch.embeddings.token_type_embeddings.weight"].shape[0],
+                layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    return ClapConfig(audio_config=audio, text_config=text,
+                      projection_dim=audio_projection.shape[0])
+
+
+def _check_front_end(state: dict[str, torch.Tensor], config: MelConfig, source: str) -> None:
+    """Refuse a checkpoint whose stored mel filterbank is not the one we compute."""
+    stored = state.get("audio_branch.logmel_extractor.melW")
+    if stored is None:
+        return
+    ours = torch.from_numpy(slaney_mel_filters(config)).float()
+    if stored.shape != ours.shape or not torch.allclose(stored.float(), ours, rtol=1e-4, atol=1e-7):
+        raise InputError(f"{source}: its mel filterbank differs from laion_clap's default "
+                         f"({config.n_mels} bands, {config.fmin:g}-{config.fmax:g} Hz at "
+                         f"{config.sample_rate} Hz); this front end is not supported")
+
+
+def build_clap_model(state: dict[str, torch.Tensor], source: str):
+    """A transformers ``ClapModel`` holding exactly the checkpoint's weights.
+
+    Raises InputError naming the first missing or unexpected key, or a shape mismatch.
+    """
+    from transformers import ClapModel
+
+    config = infer_config(state)
+    converted = convert_state_dict(state)
+    model = ClapModel(config).eval()
+    expected = model.state_dict()
+    # transformers rebuilds these deterministic index buffers itself
+    derived = {k for k in expected
+               if k.endswith(("position_ids", "token_type_ids", "relative_position_index"))}
+    missing = sorted(set(expected) - set(converted) - derived)
+    unexpected = sorted(set(converted) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (first: {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[0]})")
+        raise InputError(f"{source} does not match a LAION-CLAP model: " + ", ".join(parts))
+    for key, value in converted.items():
+        if expected[key].shape != value.shape:
+            raise InputError(f"{source}: {key} has shape {tuple(value.shape)}, the architecture "
+                             f"read from the checkpoint needs {tuple(expected[key].shape)}")
+    model.load_state_dict(converted, strict=False)
+    return model
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+def load_tokenizer(tokenizer_dir=None, hub_id: str = TOKENIZER_ID):
+    """The RoBERTa tokenizer: from ``tokenizer_dir``, else the Hugging Face cache, else fetched.
+
+    Raises
+    ------
+    ModelUnavailable
+        When no local copy exists and the hub cannot be reached.
+    """
+    from transformers import AutoTokenizer
+
+    if tokenizer_dir is not None:
+        if not Path(tokenizer_dir).is_dir():
+            raise InputError(f"tokenizer directory {tokenizer_dir} does not exist")
+        try:
+            return AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True), str(tokenizer_dir)
+        except (OSError, ValueError) as err:
+            raise InputError(f"cannot load a tokenizer from {tokenizer_dir}: "
+                             f"{str(err).splitlines()[0]}") from None
+    try:
+        return AutoTokenizer.from_pretrained(hub_id, local_files_only=True), f"hf-cache:{hub_id}"
+    except (OSError, ValueError):
+        pass
+    hint = (f"fetch the '{hub_id}' tokenizer files (vocab.json, merges.txt, tokenizer_config.json) "
+            f"into a directory and pass it with --tokenizer DIR")
+    if not hub.online():
+        raise ModelUnavailable(f"the {hub_id} tokenizer is not in the Hugging Face cache and the "
+                               f"hub cannot be reached; {hint}")
+    try:
+        return AutoTokenizer.from_pretrained(hub_id), f"hub:{hub_id}"
+    except (OSError, ValueError) as err:
+        raise ModelUnavailable(f"fetching the {hub_id} tokenizer failed "
+                               f"({str(err).splitlines()[0]}); {hint}") from None
+
+
+# --------------------------------------------------------------------------- encoder
+
+class ClapEncoder(Encoder):
+    """A LAION-CLAP model behind the :class:`~embedstore.models.base.Encoder` contract."""
+
+    int16_roundtrip = True
+
+    def __init__(self, name, model, tokenizer, mel: MelConfig, device="cpu", precision="fp32",
+                 checkpoint_info: dict | None = None, tokenizer_source: str = ""):
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        try:
+            self.device = torch.device(device)
+            self.model = model.to(device=self.device, dtype=DTYPES[precision]).eval()
+        except (RuntimeError, ValueError) as err:
+            raise InputError(f"cannot use device {device!r}: {str(err).splitlines()[0]}") from None
+        self.name = name
+        self.precision = precision
+        self.dtype = DTYPES[precision]
+        self.tokenizer = tokenizer
+        self.mel = mel
+        self.front_end = LogMel(mel).to(self.device)
+        self.sample_rate = mel.sample_rate
+        self.window_seconds = mel.clip_samples / mel.sample_rate
+        audio_width = model.config.audio_config.hidden_size
+        text_width = model.config.text_config.hidden_size
+        joint = model.config.projection_dim
+        self.audio_dims = {"prejoint": audio_width, "joint": joint}
+        self.text_dims = {"prejoint": text_width, "joint": joint}
+        self.max_tokens = min(CONTEXT_LENGTH, model.config.text_config.max_position_embeddings - 2)
+        self._checkpoint = checkpoint_info or {}
+        self._tokenizer_source = tokenizer_source
+        vocab = model.config.text_config.vocab_size
+        if len(tokenizer) > vocab:
+            raise InputError(f"the tokenizer has {len(tokenizer)} tokens but the checkpoint's text "
+                             f"tower only {vocab}: wrong tokenizer")
+
+    def _outputs(self, prejoint: torch.Tensor, projection) -> dict[str, np.ndarray]:
+        joint = F.normalize(projection(prejoint).float(), dim=-1)
+        return {"prejoint": prejoint.float().cpu().numpy(), "joint": joint.cpu().numpy()}
+
+    def embed_audio(self, windows: np.ndarray) -> dict[str, np.ndarray]:
+        windows = np.asarray(windows)
+        if windows.ndim != 2 or windows.shape[1] != self.window_samples:
+            raise InputError(f"{self.name} embeds (batch, {self.window_samples}) windows at "
+                             f"{self.sample_rate} Hz, got shape {windows.shape}")
+        with torch.inference_mode():
+            waveforms = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
+            features = self.front_end(waveforms.to(self.device)).to(self.dtype)
+            is_longer = torch.zeros(len(windows), 1, dtype=torch.bool, device=self.device)
+            pooled = self.model.audio_model(input_features=features, is_longer=is_longer).pooler_output
+            return self._outputs(pooled, self.model.audio_projection)
+
+    def embed_text(self, texts: list[str]) -> dict[str, np.ndarray]:
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise InputError("embed_text takes a list of strings")
+        tokens = self.tokenizer(list(texts), padding="max_length", truncation=True,
+                                max_length=self.max_tokens, return_tensors="pt")
+        with torch.inference_mode():
+            pooled = self.model.text_model(input_ids=tokens["input_ids"].to(self.device),
+                                           attention_mask=tokens["attention_mask"].to(self.device)
+                                           ).pooler_output
+            return self._outputs(pooled, self.model.text_projection)
+
+    def provenance(self) -> dict:
+        import transformers
+
+        audio = self.model.config.audio_config
+        text = self.model.config.text_config
+        return {
+            "model": self.name,
+            "family": "laion-clap",
+            "architecture": {
+                "audio": {"type": "HTSAT", "patch_embeds_hidden_size": audio.patch_embeds_hidden_size,
+                          "depths": list(audio.depths), "num_attention_heads": list(audio.num_attention_heads),
+                          "window_size": audio.window_size, "spec_size": audio.spec_size,
+                          "hidden_size": audio.hidden_size},
+                "text": {"type": "RoBERTa", "vocab_size": text.vocab_size, "hidden_size": text.hidden_size,
+                         "num_hidden_layers": text.num_hidden_layers,
+                         "num_attention_heads": text.num_attention_heads,
+                         "intermediate_size": text.intermediate_size,
+                         "max_tokens": self.max_tokens},
+                "projection_dim": self.model.config.projection_dim,
+            },
+            "checkpoint": dict(self._checkpoint),
+            "tokenizer": self._tokenizer_source,
+            "front_end": {**dataclasses.asdict(self.mel), "window": "hann", "center": True,
+                          "pad_mode": "reflect", "power": 2.0, "mel_scale": "slaney",
+                          "log": "10*log10(max(mel, 1e-10))", "int16_roundtrip": True},
+            "precision": self.precision,
+            "device": str(self.device),
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                         "numpy": np.__version__, "python": platform.python_version()},
+        }
+
+
+# --------------------------------------------------------------------------- loaders
+
+def load_checkpoint_file(name: str, path, device="cpu", precision="fp32", tokenizer=None,
+                         expected_sha256: str | None = None, source: str = "user") -> ClapEncoder:
+    """A :class:`ClapEncoder` from a laion_clap ``.pt`` file.
+
+    A user-given file whose digest differs from ``expected_sha256`` loads with a warning;
+    its digest is always recorded in the provenance.
+    """
+    path = Path(path)
+    digest = hub.sha256_file(path) if path.is_file() else None
+    state = read_checkpoint(path)
+    mel = MelConfig()
+    _check_front_end(state, mel, str(path))
+    model = build_clap_model(state, str(path))
+    del state
+    verified = None if expected_sha256 is None else digest == expected_sha256
+    if verified is False:
+        warnings.warn(f"{path.name} has SHA-256 {digest}, not the published {expected_sha256} "
+                      f"of {name}; using it anyway", stacklevel=2)
+    tok, tok_source = load_tokenizer(tokenizer)
+    info = {"file": path.name, "sha256": digest, "expected_sha256": expected_sha256,
+            "verified": verified, "source": source}
+    return ClapEncoder(name, model, tok, mel, device, precision, info, tok_source)
+
+
+def load_published(name: str, checkpoint=None, device="cpu", precision="fp32", cache_dir=None,
+                   tokenizer=None) -> ClapEncoder:
+    """Registry loader for the published checkpoints in :data:`PUBLISHED`.
+
+    ``checkpoint`` (a user's file) wins; otherwise the file is taken from the cache, or
+    fetched into it (digest-checked) when the hub answers.
+    """
+    entry = PUBLISHED[name]
+    if checkpoint is not None:
+        return load_checkpoint_file(name, checkpoint, device, precision, tokenizer, entry.sha256)
+    cached = hub.cache_dir(cache_dir) / "laion_clap" / entry.file
+    source = "cache"
+    if not cached.is_file():
+        hint = f"download {HUB_URL}{entry.file} and pass it with --checkpoint PATH"
+        hub.fetch(HUB_URL + entry.file, cached, entry.sha256, entry.file, hint)
+        source = "hub"
+    elif entry.sha256 is not None and hub.sha256_file(cached) != entry.sha256:
+        raise ModelUnavailable(f"cached {cached} does not have the published SHA-256 of {name}; "
+                               f"delete it or pass a file with --checkpoint PATH")
+    return load_checkpoint_file(name, cached, device, precision, tokenizer, entry.sha256, source)
+
+
+def load_hf(spec: str, device="cpu", precision="fp32", cache_dir=None, tokenizer=None) -> ClapEncoder:
+    """A transformers ``ClapModel`` from a local directory or a hub id (``hf:<spec>``).
+
+    The model is fed laion_clap's own front end (see :class:`LogMel`), with its rate,
+    FFT, hop, band and clip settings read from ``preprocessor_config.json`` when present.
+    """
+    from transformers import ClapModel
+
+    local = Path(spec).is_dir()
+    hub_cache = None if cache_dir is None else str(hub.cache_dir(cache_dir) / "hf")
+    kwargs = {"cache_dir": hub_cache}
+    if not local:
+        try:
+            model = ClapModel.from_pretrained(spec, local_files_only=True, **kwargs)
+        except (OSError, ValueError):
+            if not hub.online():
+                raise ModelUnavailable(f"hf:{spec} is not a local directory nor in the Hugging Face "
+                                       f"cache, and the hub cannot be reached; download it and "
+                                       f"use hf:<directory>") from None
+            try:
+                model = ClapModel.from_pretrained(spec, **kwargs)
+            except (OSError, ValueError) as err:
+                raise ModelUnavailable(f"cannot fetch hf:{spec} ({str(err).splitlines()[0]})") from None
+    else:
+        try:
+            model = ClapModel.from_pretrained(spec, local_files_only=True)
+        except (OSError, ValueError) as err:
+            raise InputError(f"{spec} does not hold a ClapModel: {str(err).splitlines()[0]}") from None
+    model.eval()
+    mel = _mel_config_from(spec, local, hub_cache)
+    tok, tok_source = load_tokenizer(tokenizer if tokenizer is not None else (spec if local else None),
+                                     hub_id=spec if not local else TOKENIZER_ID)
+    weights = [p for p in Path(spec).glob("*.safetensors")] if local else []
+    info = {"file": f"hf:{spec}", "sha256": hub.sha256_file(weights[0]) if len(weights) == 1 else None,
+            "expected_sha256": None, "verified": None, "source": "local" if local else "hub"}
+    return ClapEncoder(f"hf:{spec}", model, tok, mel, device, precision, info, tok_source)
+
+
+def _mel_config_from(spec: str, local: bool, hub_cache) -> MelConfig:
+    import json
+
+    path = Path(spec) / "preprocessor_config.json" if local else None
+    if not local:
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(spec, "preprocessor_config.json", cache_dir=hub_cache,
+                                        local_files_only=True))
+        except Exception:  # no processor config cached: laion_clap's defaults
+            path = None
+    if path is None or not path.is_file():
+        return MelConfig()
+    cfg = json.loads(path.read_text())
+    rate = cfg.get("sampling_rate", 48000)
+    return MelConfig(sample_rate=rate, n_fft=cfg.get("fft_window_size", 1024),
+                     hop_length=cfg.get("hop_length", 480), n_mels=cfg.get("feature_size", 64),
+                     fmin=cfg.get("frequency_min", 50.0), fmax=cfg.get("frequency_max", 14000.0),
+                     clip_samples=int(cfg.get("max_length_s", 10) * rate))
+
+
+def save_hf(encoder: ClapEncoder, directory) -> Path:
+    """Write an encoder's model and tokenizer as a transformers directory (``hf:<dir>``)."""
+    directory = Path(directory)
+    encoder.model.to(torch.float32).save_pretrained(str(directory))
+    encoder.tokenizer.save_pretrained(str(directory))
+    encoder.model.to(encoder.dtype)
+    return directory
