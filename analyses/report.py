@@ -495,6 +495,17 @@ def build_report(stores, out_dir, options: ReportOptions | None = None, overwrit
     if not stores:
         raise InputError("give at least one store")
     options = options or ReportOptions()
+    # Settings that would make every store skip an experiment fail here, before any work.
+    from analyses.centroids import HOLDOUTS
+    from embedstore.ontology import load_ontology, read_ontology_map
+
+    if options.holdout not in HOLDOUTS:
+        raise InputError(f"holdout must be one of {', '.join(HOLDOUTS)}, got {options.holdout!r}")
+    if options.bins < 1:
+        raise InputError(f"bins must be 1 or more, got {options.bins}")
+    load_ontology(options.ontology)
+    if options.ontology_map:
+        read_ontology_map(options.ontology_map)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir} exists and is not a folder")

@@ -114,6 +114,10 @@ def test_failure_leaves_nothing_behind(stores, tmp_path):
     assert list(tmp_path.iterdir()) == [bad]
     with pytest.raises(InputError, match="no prompt set 'nope'"):
         build_report([stores[0]], out, ReportOptions(prompt_sets=["nope"], umap=False))
+    with pytest.raises(InputError, match="unknown ontology 'nowhere'"):
+        build_report([stores[0]], out, ReportOptions(ontology="nowhere"))
+    with pytest.raises(InputError, match="holdout must be one of"):
+        build_report([stores[0]], out, ReportOptions(holdout="half"))
     assert list(tmp_path.iterdir()) == [bad]
 
 
