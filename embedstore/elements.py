@@ -56,9 +56,11 @@ def read_tag(obj: h5py.HLObject) -> tuple[str, str]:
     try:
         etype = obj.attrs[TYPE_ATTR]
         version = obj.attrs[VERSION_ATTR]
+        return _as_str(etype), _as_str(version)
     except KeyError:
         raise StoreDamaged(f"{obj.name} has no {TYPE_ATTR}/{VERSION_ATTR} attributes") from None
-    return _as_str(etype), _as_str(version)
+    except (OSError, UnicodeDecodeError):
+        raise StoreDamaged(f"{obj.name} has unreadable {TYPE_ATTR}/{VERSION_ATTR} attributes") from None
 
 
 def check_version(name: str, version: str, supported: str) -> None:
@@ -76,8 +78,15 @@ def check_version(name: str, version: str, supported: str) -> None:
         raise StoreDamaged(f"{name} has an invalid version {version!r}")
 
 
+# Element types stored as HDF5 groups; every other type is a dataset.
+GROUP_TYPES = {"items", "dataframe", "spaces", "prompt-sets", "prompt-set", "failed-items"}
+
+
 def expect(obj: h5py.HLObject, encoding_type: str) -> None:
     """Check that ``obj`` is tagged as ``encoding_type`` at a version we read."""
+    is_group = encoding_type in GROUP_TYPES
+    if isinstance(obj, h5py.Group) != is_group:
+        raise StoreDamaged(f"{obj.name} should be a {'group' if is_group else 'dataset'}")
     etype, version = read_tag(obj)
     if etype != encoding_type:
         raise StoreDamaged(f"{obj.name} is tagged {etype!r}, expected {encoding_type!r}")
@@ -239,3 +248,5 @@ def read_element(ds: h5py.Dataset, expected: str | tuple[str, ...] | None = None
         return READERS[etype](ds)
     except OSError as exc:
         raise StoreDamaged(f"cannot read {ds.name}: {exc}") from None
+    except UnicodeDecodeError:
+        raise StoreDamaged(f"{ds.name} holds text that is not valid UTF-8") from None

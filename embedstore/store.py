@@ -17,6 +17,7 @@ import getpass
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import uuid
@@ -115,11 +116,15 @@ class Store:
         self._metadata_names = self._read_column_order(items)
         for col in self._metadata_names:
             ds = items["metadata"][col]
-            if ds.shape[:1] != (self.n_items,):
-                raise StoreDamaged(f"{ds.name} has {ds.shape[0]} rows, expected {self.n_items}")
+            kind = el.read_tag(ds)[0]
+            if kind not in ("string-array", "numeric-array"):
+                raise StoreDamaged(f"{ds.name} is tagged {kind!r}, expected a string-array or numeric-array column")
+            el.expect(ds, kind)
+            if ds.shape != (self.n_items,):
+                raise StoreDamaged(f"{ds.name} has shape {ds.shape}, expected ({self.n_items},)")
         el.expect(f["audio"], "spaces")
         for space, ds in f["audio"].items():
-            self._check_embedding(ds, self.n_items)
+            self._check_embedding(ds, self.n_items, f"/audio/{space}")
         el.expect(f["text"], "prompt-sets")
         for name in f["text"]:
             self._read_prompt_set(name)
@@ -171,9 +176,10 @@ class Store:
             if n and (labels.min() < 0 or labels.max() >= c):
                 raise StoreDamaged(f"{ds.name} holds class indices outside 0..{c - 1}")
 
-    def _check_embedding(self, ds, rows: int) -> None:
+    def _check_embedding(self, ds, rows: int, where: str) -> None:
+        # ``ds`` is None where a damaged link no longer resolves.
         if not isinstance(ds, h5py.Dataset):
-            raise StoreDamaged(f"{ds.name} should be a dataset")
+            raise StoreDamaged(f"{where} should be a dataset")
         el.expect(ds, "embedding")
         if ds.ndim != 2 or ds.shape[0] != rows:
             raise StoreDamaged(f"{ds.name} has shape {ds.shape}, expected {rows} rows of vectors")
@@ -186,15 +192,15 @@ class Store:
         prompts = el.read_element(g["prompts"], "string-array")
         classes = np.asarray(el.read_element(g["class"], "label-index"), dtype=np.int32)
         if classes.shape != (len(prompts),):
-            raise StoreDamaged(f"{g.name}/class has {classes.shape[0]} rows for {len(prompts)} prompts")
+            raise StoreDamaged(f"{g.name}/class has shape {classes.shape} for {len(prompts)} prompts")
         if len(classes) and (classes.min() < -1 or classes.max() >= len(self.classes)):
             raise StoreDamaged(f"{g.name}/class holds class indices outside -1..{len(self.classes) - 1}")
         terms = el.read_element(g["terms"], "string-array") if "terms" in g else None
         if terms is not None and len(terms) != len(prompts):
             raise StoreDamaged(f"{g.name}/terms has {len(terms)} rows for {len(prompts)} prompts")
         el.expect(g["spaces"], "spaces")
-        for ds in g["spaces"].values():
-            self._check_embedding(ds, len(prompts))
+        for space, ds in g["spaces"].items():
+            self._check_embedding(ds, len(prompts), f"{g.name}/spaces/{space}")
         return PromptSet(name, prompts, classes, sorted(g["spaces"].keys()), terms)
 
     # -- public accessors ------------------------------------------------------------
@@ -306,7 +312,8 @@ def _open_h5(path: Path) -> h5py.File:
         return h5py.File(path, "r", locking=False)
     except (OSError, RuntimeError) as exc:
         first = _first_line(exc).lower()
-        if "truncated" not in first and ("lock" in first or "already open" in first):
+        # "\block": a lock, not the "superblock" of a damaged file.
+        if "truncated" not in first and re.search(r"\block|already open", first):
             raise InputError(f"{path} is open elsewhere in a way that blocks reading ({_first_line(exc)})") from None
         raise StoreDamaged(f"{path}: damaged or truncated HDF5 file ({_first_line(exc)})") from None
 

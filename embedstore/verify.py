@@ -12,6 +12,10 @@ from embedstore.errors import StoreDamaged
 from embedstore.store import open_store
 
 
+# Element types written without a SHA-256 attribute.
+UNDIGESTED = ("json", "json-lines")
+
+
 @dataclass
 class VerifyReport:
     """What ``verify_store`` found: ``problems`` is empty when the store is intact."""
@@ -53,8 +57,9 @@ def _check(obj, report: VerifyReport) -> None:
         report.problems.append(f"{obj.name}: untagged element (no {el.TYPE_ATTR})")
         return
     if not isinstance(obj, h5py.Dataset) or el.DIGEST_ATTR not in obj.attrs:
-        if isinstance(obj, h5py.Dataset) and el._as_str(obj.attrs[el.TYPE_ATTR]) == "embedding":
-            report.problems.append(f"{obj.name}: embedding without a recorded digest")
+        # Every dataset but the JSON records (provenance, history) carries a digest.
+        if isinstance(obj, h5py.Dataset) and el._as_str(obj.attrs[el.TYPE_ATTR]) not in UNDIGESTED:
+            report.problems.append(f"{obj.name}: array without a recorded digest")
         return
     report.arrays_checked += 1
     try:
@@ -63,6 +68,10 @@ def _check(obj, report: VerifyReport) -> None:
         report.problems.append(f"{obj.name}: unreadable data, checksum or truncation ({el._as_str(str(exc)).splitlines()[0]})")
         return
     if obj.dtype.kind == "O":
-        value = [el._as_str(v) for v in value]
+        try:
+            value = [el._as_str(v) for v in value]
+        except UnicodeDecodeError:
+            report.problems.append(f"{obj.name}: holds text that is not valid UTF-8")
+            return
     if el.digest(value) != el._as_str(obj.attrs[el.DIGEST_ATTR]):
         report.problems.append(f"{obj.name}: content differs from its recorded SHA-256")
