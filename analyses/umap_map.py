@@ -132,7 +132,9 @@ def plot_umap(result: dict, path) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
     if len(categories) <= 30:
-        ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        legend = ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        for handle in legend.legend_handles:  # one marker size in the legend, whatever the plot's
+            handle.set_sizes([40])
     fig.tight_layout()
     try:
         write_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
