@@ -14,9 +14,9 @@ import html
 import json
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from analyses.embeddings import class_prompt_sets, opened
 from analyses.spaces import ordered_spaces
@@ -94,6 +94,47 @@ def store_summary(st, key: str) -> dict:
     }
 
 
+def plan_experiments(st, prompt_sets: list[str], options: ReportOptions):
+    """Every experiment for one open store, in report order.
+
+    Yields
+    ------
+    (experiment, prompt_set, space, function, keyword arguments)
+        ``function(st, **kwargs)`` computes the result.
+    """
+    from analyses.centroids import run_centroids
+    from analyses.confidence import run_confidence
+    from analyses.histograms import run_histograms
+    from analyses.triplets import run_triplets
+    from analyses.zeroshot import run_zeroshot
+
+    space = options.space
+    for name in prompt_sets:
+        yield "zeroshot", name, space, run_zeroshot, {"prompt_set": name, "space": space}
+        yield "histograms", name, space, run_histograms, {"prompt_set": name, "space": space, "bins": options.bins}
+        yield "confidence", name, space, run_confidence, {"prompt_set": name, "space": space}
+        for text_space in ordered_spaces(st.prompt_set(name).spaces):
+            for protocol in PROTOCOLS:
+                yield f"triplets-{protocol}", name, text_space, run_triplets, {
+                    "prompt_set": name, "space": text_space, "ontology": options.ontology,
+                    "ontology_map": options.ontology_map, "protocol": protocol}
+    # A prompt set with per-prompt ontology terms: every ontology node is a term.
+    for name in [s for s in st.prompt_sets if st.prompt_set(s).terms]:
+        for text_space in ordered_spaces(st.prompt_set(name).spaces):
+            for protocol in PROTOCOLS:
+                yield f"triplets-{protocol}", name, text_space, run_triplets, {
+                    "prompt_set": name, "space": text_space, "ontology": options.ontology,
+                    "protocol": protocol, "scope": "ontology"}
+    for audio_space in ordered_spaces(st.audio_spaces):
+        yield "centroids", "audio", audio_space, run_centroids, {"space": audio_space, "holdout": options.holdout}
+    yield "histograms", "centroids", space, run_histograms, {"centroids": True, "space": space, "bins": options.bins}
+    if options.umap:
+        from analyses.umap_map import run_umap
+
+        shown = prompt_sets[0] if prompt_sets else None
+        yield "umap", shown or "audio", space, run_umap, {"space": space, "prompt_set": shown, "seed": options.seed}
+
+
 def run_experiments(stores, results_dir: Path, options: ReportOptions | None = None,
                     progress: Callable[[str], None] | None = None) -> tuple[list[dict], list[dict]]:
     """Run every experiment on every store; one JSON file per result in ``results_dir``.
@@ -109,12 +150,6 @@ def run_experiments(stores, results_dir: Path, options: ReportOptions | None = N
     skipped : list of dict
         {store, experiment, prompt_set, space, reason} per experiment left out.
     """
-    from analyses.centroids import run_centroids
-    from analyses.confidence import run_confidence
-    from analyses.histograms import run_histograms
-    from analyses.triplets import run_triplets
-    from analyses.zeroshot import run_zeroshot
-
     options = options or ReportOptions()
     say = progress or (lambda message: None)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -134,48 +169,17 @@ def run_experiments(stores, results_dir: Path, options: ReportOptions | None = N
             missing = [s for s in sets if s not in st.prompt_sets]
             if missing:
                 raise InputError(f"{summary['path']} has no prompt set {missing[0]!r}")
-            space = options.space
-
-            def record(experiment, prompt_set, space_name, compute):
-                say(f"{key}: {experiment} {prompt_set} ({space_name})")
-                try:
-                    result = compute()
-                except InputError as exc:
-                    skipped.append({"store": key, "experiment": experiment, "prompt_set": prompt_set,
-                                            "space": space_name, "reason": str(exc)})
-                    return
+            for experiment, prompt_set, space, run, kwargs in plan_experiments(st, sets, options):
+                say(f"{key}: {experiment} {prompt_set} ({space})")
                 meta = {"store": key, "model": st.model, "dataset": st.dataset, "experiment": experiment,
-                        "prompt_set": prompt_set, "space": space_name}
-                _write_json(results_dir / result_name(key, st.dataset, experiment, prompt_set, space_name),
+                        "prompt_set": prompt_set, "space": space}
+                try:
+                    result = run(st, **kwargs)
+                except InputError as exc:
+                    skipped.append({**meta, "reason": str(exc)})
+                    continue
+                _write_json(results_dir / result_name(key, st.dataset, experiment, prompt_set, space),
                             {"meta": meta, "result": result})
-
-            for name in sets:
-                record("zeroshot", name, space, lambda: run_zeroshot(st, name, space=space))
-                record("histograms", name, space, lambda: run_histograms(st, prompt_set=name, space=space,
-                                                                         bins=options.bins))
-                record("confidence", name, space, lambda: run_confidence(st, name, space=space))
-                for text_space in ordered_spaces(st.prompt_set(name).spaces):
-                    for protocol in PROTOCOLS:
-                        record(f"triplets-{protocol}", name, text_space,
-                               lambda: run_triplets(st, name, space=text_space, ontology=options.ontology,
-                                                    ontology_map=options.ontology_map, protocol=protocol))
-            # An ontology prompt set (per-prompt ontology terms): every node is a term.
-            for name in [s for s in st.prompt_sets if st.prompt_set(s).terms]:
-                for text_space in ordered_spaces(st.prompt_set(name).spaces):
-                    for protocol in PROTOCOLS:
-                        record(f"triplets-{protocol}", name, text_space,
-                               lambda: run_triplets(st, name, space=text_space, ontology=options.ontology,
-                                                    protocol=protocol, scope="ontology"))
-            for audio_space in ordered_spaces(st.audio_spaces):
-                record("centroids", "audio", audio_space,
-                       lambda: run_centroids(st, space=audio_space, holdout=options.holdout))
-            record("histograms", "centroids", space, lambda: run_histograms(st, centroids=True, space=space,
-                                                                            bins=options.bins))
-            if options.umap:
-                from analyses.umap_map import run_umap
-
-                record("umap", sets[0] if sets else "audio", space,
-                       lambda: run_umap(st, space=space, prompt_set=sets[0] if sets else None, seed=options.seed))
     return summaries, skipped
 
 

@@ -84,7 +84,7 @@ def run_umap(store, space: str = "joint", prompt_set: str | None = None, color: 
     if points.shape[0] < 4:
         raise InputError(f"UMAP needs at least 4 points, the store gives {points.shape[0]}")
 
-    import umap  # noqa: PLC0415 - seconds to import; only this command needs it
+    import umap  # seconds to import; only this command needs it
 
     reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, points.shape[0] - 1), min_dist=min_dist,
                         metric="cosine", random_state=seed, n_jobs=1)

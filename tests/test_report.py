@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from semantic_stores import CHECKPOINT_SHA256, make_tinysol_store
 from typer.testing import CliRunner
 
 from analyses.centroids import run_centroids
@@ -11,7 +12,6 @@ from analyses.triplets import run_triplets
 from analyses.zeroshot import run_zeroshot
 from cli.main import app
 from embedstore.errors import InputError, NotAStore
-from semantic_stores import CHECKPOINT_SHA256, make_tinysol_store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

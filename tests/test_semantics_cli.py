@@ -3,12 +3,12 @@
 import json
 
 import pytest
+from semantic_stores import make_tinysol_store
 from typer.testing import CliRunner
 
 from analyses.spaces import run_spaces
 from analyses.triplets import run_triplets
 from cli.main import app
-from semantic_stores import make_tinysol_store
 
 runner = CliRunner()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -65,8 +65,8 @@ def brute_force(distance, related, similarity, protocol):
         if protocol == "paper":
             keep = (not related[a, n]) or distance[a, n] > distance[a, p]
         else:
-            sim = lambda j: distance[a, j] if related[a, j] else -1  # noqa: E731
-            keep = p > a and n > a and sim(p) > sim(n)
+            as_similarity = np.where(related[a], distance[a], -1)
+            keep = p > a and n > a and as_similarity[p] > as_similarity[n]
         if keep:
             kept.append((a, p, n))
             right += similarity[a, p] > similarity[a, n]
