@@ -1,0 +1,324 @@
+"""LAION-CLAP encoders against the `laion_clap` package's own functions, on random weights.
+
+Random weights make unrelated vectors nearly parallel, so closeness is measured per item
+as ||ours - reference|| / (median distance between the reference's items), < 1e-3.
+"""
+
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from clap_fixtures import (build_laion_clap, import_laion_clap, random_windows,  # noqa: E402
+                           write_clap_checkpoint, write_tokenizer)
+from embedstore.errors import EmbedstoreError, InputError, ModelUnavailable  # noqa: E402
+from embedstore.models import list_models, load_model  # noqa: E402
+from embedstore.models import clap as clap_models  # noqa: E402
+from embedstore.models import hub  # noqa: E402
+
+TEXTS = ["the sound of a violin", "a recording of a flute", "this is a cello",
+         "the sound of a trumpet", "accordion"]
+TOLERANCE = 1e-3
+
+
+def relative_errors(ours: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per-item error over the median pairwise distance between reference items."""
+    pairs = np.linalg.norm(reference[:, None] - reference[None], axis=-1)
+    typical = np.median(pairs[np.triu_indices(len(reference), 1)])
+    assert typical > 0
+    return np.linalg.norm(ours - reference, axis=1) / typical
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    return write_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="module")
+def laion_tiny(tokenizer_dir, tmp_path_factory):
+    """laion_clap's HTSAT-tiny CLAP with random weights, and its published-layout checkpoint."""
+    import_laion_clap()
+    reference = build_laion_clap("HTSAT-tiny", tokenizer_dir)
+    path = write_clap_checkpoint(reference, tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+    return reference, path
+
+
+@pytest.fixture(scope="module")
+def windows():
+    return random_windows(4, 480000, seed=3)
+
+
+@pytest.fixture(scope="module")
+def ours_tiny(laion_tiny, tokenizer_dir):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_model("clap-general", checkpoint=laion_tiny[1], tokenizer=tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def reference_audio(laion_tiny, windows):
+    reference, _ = laion_tiny
+    joint = reference.get_audio_embedding_from_data(windows)
+    with torch.no_grad():
+        batch = {"waveform": torch.from_numpy(windows),
+                 "longer": torch.zeros(len(windows), 1, dtype=torch.bool)}
+        prejoint = reference.model.audio_branch(batch, device="cpu")["embedding"].numpy()
+    return {"joint": joint, "prejoint": prejoint}
+
+
+@pytest.fixture(scope="module")
+def reference_text(laion_tiny):
+    reference, _ = laion_tiny
+    joint = reference.get_text_embedding(TEXTS)
+    tokens = reference.tokenizer(TEXTS)
+    with torch.no_grad():
+        prejoint = reference.model.text_branch(input_ids=tokens["input_ids"],
+                                               attention_mask=tokens["attention_mask"]
+                                               )["pooler_output"].numpy()
+    return {"joint": joint, "prejoint": prejoint}
+
+
+# ---------------------------------------------------------------- equivalence
+
+@pytest.mark.parametrize("space", ["joint", "prejoint"])
+def test_audio_matches_laion_clap(ours_tiny, windows, reference_audio, space):
+    ours = ours_tiny.embed_audio(windows)
+    assert ours[space].dtype == np.float32
+    assert ours[space].shape == reference_audio[space].shape == (4, ours_tiny.audio_dims[space])
+    assert relative_errors(ours[space], reference_audio[space]).max() < TOLERANCE
+
+
+@pytest.mark.parametrize("space", ["joint", "prejoint"])
+def test_text_matches_laion_clap(ours_tiny, reference_text, space):
+    ours = ours_tiny.embed_text(TEXTS)
+    assert ours[space].shape == reference_text[space].shape == (5, ours_tiny.text_dims[space])
+    assert relative_errors(ours[space], reference_text[space]).max() < TOLERANCE
+
+
+def test_dims_and_normalisation(ours_tiny, windows):
+    assert ours_tiny.audio_dims == {"prejoint": 768, "joint": 512}  # HTSAT-tiny
+    assert ours_tiny.text_dims == {"prejoint": 768, "joint": 512}
+    assert ours_tiny.sample_rate == 48000 and ours_tiny.window_samples == 480000
+    assert ours_tiny.int16_roundtrip
+    audio = ours_tiny.embed_audio(windows[:2])
+    np.testing.assert_allclose(np.linalg.norm(audio["joint"], axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(np.linalg.norm(audio["prejoint"], axis=1), 1.0, atol=1e-3)
+
+
+def test_batching_does_not_change_vectors(ours_tiny, windows):
+    whole = ours_tiny.embed_audio(windows)["prejoint"]
+    one_by_one = np.concatenate([ours_tiny.embed_audio(windows[i:i + 1])["prejoint"]
+                                 for i in range(len(windows))])
+    assert relative_errors(one_by_one, whole).max() < TOLERANCE
+
+
+def test_hf_path_matches_original_after_conversion(ours_tiny, windows, reference_audio,
+                                                   reference_text, tmp_path):
+    directory = clap_models.save_hf(ours_tiny, tmp_path / "converted")
+    converted = load_model(f"hf:{directory}")
+    assert converted.name == f"hf:{directory}"
+    for space in ("joint", "prejoint"):
+        audio = converted.embed_audio(windows)[space]
+        text = converted.embed_text(TEXTS)[space]
+        assert relative_errors(audio, reference_audio[space]).max() < TOLERANCE
+        assert relative_errors(text, reference_text[space]).max() < TOLERANCE
+    assert converted.provenance()["checkpoint"]["sha256"] is not None
+
+
+def test_bf16_stays_close_to_fp32(laion_tiny, tokenizer_dir, windows, reference_audio):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        half = load_model("clap-general", checkpoint=laion_tiny[1], tokenizer=tokenizer_dir,
+                          precision="bf16")
+    joint = half.embed_audio(windows[:2])["joint"]
+    assert joint.dtype == np.float32
+    cosines = np.sum(joint * reference_audio["joint"][:2], axis=1)
+    assert cosines.min() > 0.99  # bf16 keeps ~3 significant digits
+    assert half.provenance()["precision"] == "bf16"
+
+
+# ---------------------------------------------------------------- front end
+
+def test_log_mel_is_torchlibrosa_exactly(windows):
+    stft = pytest.importorskip("torchlibrosa.stft")
+    spectrogram = stft.Spectrogram(n_fft=1024, hop_length=480, win_length=1024, window="hann",
+                                   center=True, pad_mode="reflect", freeze_parameters=True)
+    logmel = stft.LogmelFilterBank(sr=48000, n_fft=1024, n_mels=64, fmin=50, fmax=14000, ref=1.0,
+                                   amin=1e-10, top_db=None, freeze_parameters=True)
+    x = torch.from_numpy(windows[:2])
+    with torch.no_grad():
+        expected = logmel(spectrogram(x))
+        ours = clap_models.LogMel(clap_models.MelConfig())(x)
+    assert ours.shape == expected.shape == (2, 1, 1001, 64)
+    assert (ours - expected).abs().max() < 1e-4  # dB, on values up to ~40 dB
+
+
+def test_mel_filters_are_librosa_slaney():
+    librosa = pytest.importorskip("librosa")
+    expected = librosa.filters.mel(sr=48000, n_fft=1024, n_mels=64, fmin=50, fmax=14000).T
+    np.testing.assert_allclose(clap_models.slaney_mel_filters(clap_models.MelConfig()), expected,
+                               rtol=1e-5, atol=1e-8)
+
+
+def test_embed_audio_rejects_wrong_window_length(ours_tiny):
+    with pytest.raises(InputError, match="480000"):
+        ours_tiny.embed_audio(np.zeros((1, 48000), np.float32))
+
+
+# ---------------------------------------------------------------- checkpoint reading
+
+def test_architecture_read_from_tensors(laion_tiny):
+    state = clap_models.read_checkpoint(laion_tiny[1])
+    assert not any(k.startswith("module.") for k in state)
+    config = clap_models.infer_config(state)
+    assert list(config.audio_config.depths) == [2, 2, 6, 2]
+    assert list(config.audio_config.num_attention_heads) == [4, 8, 16, 32]
+    assert config.audio_config.patch_embeds_hidden_size == 96
+    assert config.audio_config.hidden_size == 768
+    # the tiny text tower is not roberta-base: 2 layers, 96-wide MLP, 399 tokens
+    assert config.text_config.num_hidden_layers == 2
+    assert config.text_config.intermediate_size == 96
+    assert config.text_config.vocab_size == 399
+    assert config.text_config.max_position_embeddings == 80
+
+
+def test_bare_state_dict_without_stale_position_ids_loads(laion_tiny, tokenizer_dir, tmp_path,
+                                                         reference_text):
+    state = clap_models.read_checkpoint(laion_tiny[1])
+    state.pop("text_branch.embeddings.position_ids")
+    torch.save(state, tmp_path / "bare.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        encoder = load_model("clap-general", checkpoint=tmp_path / "bare.pt", tokenizer=tokenizer_dir)
+    text = encoder.embed_text(TEXTS)["joint"]
+    assert relative_errors(text, reference_text["joint"]).max() < TOLERANCE
+
+
+@pytest.mark.parametrize("change, message", [
+    ("drop", "missing keys"), ("add", "unexpected keys"), ("reshape", "has shape"),
+    ("fusion", "fusion"),
+])
+def test_mismatched_checkpoint_fails_loudly(laion_tiny, tokenizer_dir, tmp_path, change, message):
+    state = {f"module.{k}": v for k, v in clap_models.read_checkpoint(laion_tiny[1]).items()}
+    if change == "drop":
+        del state["module.audio_branch.layers.1.blocks.0.mlp.fc2.weight"]
+    elif change == "add":
+        state["module.text_branch.encoder.extra.weight"] = torch.zeros(3)
+    elif change == "reshape":
+        state["module.audio_projection.2.bias"] = torch.zeros(7)
+    else:
+        state["module.audio_branch.fusion_model.local_att.0.weight"] = torch.zeros(3)
+    torch.save({"state_dict": state}, tmp_path / "bad.pt")
+    with pytest.raises(InputError, match=message):
+        load_model("clap-general", checkpoint=tmp_path / "bad.pt", tokenizer=tokenizer_dir)
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_unsafe_pickle_is_refused(tmp_path, capsys):
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "evil": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(InputError, match="safely"):
+        clap_models.read_checkpoint(tmp_path / "evil.pt")
+    assert "must never run" not in capsys.readouterr().out
+
+
+def test_numpy_scalars_in_published_layout_are_accepted(laion_tiny, tmp_path):
+    state = torch.load(laion_tiny[1], weights_only=True)
+    state["best_score"] = np.float64(90.14)  # what LAION's training loop pickles
+    torch.save(state, tmp_path / "with_numpy.pt")
+    assert "audio_branch.bn0.weight" in clap_models.read_checkpoint(tmp_path / "with_numpy.pt")
+
+
+def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError):
+        clap_models.read_checkpoint(tmp_path / "junk.pt")
+    with pytest.raises(InputError, match="does not exist"):
+        load_model("clap-music", checkpoint=tmp_path / "missing.pt")
+
+
+# ---------------------------------------------------------------- digests, cache, offline
+
+def test_user_checkpoint_with_other_digest_warns_and_records_it(laion_tiny, tokenizer_dir):
+    with pytest.warns(UserWarning, match="not the published"):
+        encoder = load_model("clap-music", checkpoint=laion_tiny[1], tokenizer=tokenizer_dir)
+    record = encoder.provenance()["checkpoint"]
+    assert record["sha256"] == hub.sha256_file(laion_tiny[1])
+    assert record["expected_sha256"] == clap_models.PUBLISHED["clap-music"].sha256
+    assert record["verified"] is False
+
+
+def test_offline_without_checkpoint_names_the_file_and_option(tmp_path):
+    with pytest.raises(ModelUnavailable) as info:
+        load_model("clap-music", cache_dir=tmp_path)
+    message = str(info.value)
+    assert "music_audioset_epoch_15_esc_90.14.pt" in message and "--checkpoint" in message
+    assert "\n" not in message
+    assert not list(tmp_path.rglob("*.pt*"))
+
+
+def test_cached_file_with_wrong_digest_is_refused(tmp_path, laion_tiny):
+    cached = tmp_path / "laion_clap" / clap_models.PUBLISHED["clap-music"].file
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(laion_tiny[1].read_bytes())
+    with pytest.raises(ModelUnavailable, match="SHA-256"):
+        load_model("clap-music", cache_dir=tmp_path)
+
+
+def test_missing_tokenizer_offline_names_what_to_fetch(laion_tiny):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ModelUnavailable) as info:
+            load_model("clap-general", checkpoint=laion_tiny[1])
+    assert "roberta-base" in str(info.value) and "--tokenizer" in str(info.value)
+
+
+def test_fetch_verifies_digest_and_never_leaves_a_partial_file(tmp_path):
+    source = tmp_path / "published.bin"
+    source.write_bytes(b"weights" * 1000)
+    digest = hub.sha256_file(source)
+    url = source.as_uri()
+    wrong = tmp_path / "cache" / "wrong.bin"
+    with pytest.raises(ModelUnavailable, match="refusing"):
+        hub.fetch(url, wrong, "0" * 64, "wrong.bin", "hint")
+    assert not wrong.exists() and not list(wrong.parent.iterdir())
+    right = hub.fetch(url, tmp_path / "cache" / "right.bin", digest, "right.bin", "hint")
+    assert right.read_bytes() == source.read_bytes()
+    with pytest.raises(ModelUnavailable, match="hint"):
+        hub.fetch((tmp_path / "absent.bin").as_uri(), tmp_path / "cache" / "x.bin", None, "x", "hint")
+
+
+# ---------------------------------------------------------------- registry
+
+def test_registry_names_and_errors():
+    names = list_models()
+    for name in ("clap-music", "clap-music-speech", "clap-general"):
+        assert name in names
+    assert any(n.startswith("hf:") for n in names)
+    with pytest.raises(InputError, match="unknown model"):
+        load_model("no-such-model")
+    with pytest.raises(InputError, match="precision"):
+        load_model("clap-music", precision="fp8")
+    with pytest.raises(EmbedstoreError):
+        load_model("hf:/no/such/dir/anywhere")
+
+
+def test_importing_the_registry_does_not_import_torch():
+    code = "import sys, embedstore.models, embedstore.models.base; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.stdout.strip() == "False"
