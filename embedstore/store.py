@@ -14,11 +14,11 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import getpass
+import io
 import json
 import os
 import platform
 import re
-import shutil
 import socket
 import uuid
 from dataclasses import dataclass
@@ -30,7 +30,7 @@ import numpy as np
 
 from embedstore import __version__
 from embedstore import elements as el
-from embedstore.fileio import fsync_dir, temp_path
+from embedstore.fileio import write_atomic
 from embedstore.errors import (
     EmbedstoreError,
     InputError,
@@ -545,34 +545,34 @@ def _check_name(name: str, what: str) -> None:
 
 @contextlib.contextmanager
 def _atomic_file(path: Path, prepare) -> Iterator[h5py.File]:
-    """Yield an HDF5 file at a temporary name; rename it onto ``path`` on success."""
+    """Yield an HDF5 file built in memory; on success write it under a temporary name
+    and rename it onto ``path``.
+
+    HDF5 never sees a disk error: after a failed write (disk full, file size limit) the
+    library can crash the process on its next flush. Plain Python I/O puts the finished
+    image on disk instead, where such errors are clean :class:`WriteFailed`.
+    """
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise InputError(f"{path.parent}: no such directory")
-    tmp = temp_path(path)
+    image = io.BytesIO()
     try:
-        prepare(tmp)
-        f = h5py.File(tmp, "r+", locking=False)
+        prepare(image)
+        f = h5py.File(image, "r+")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise WriteFailed(f"cannot write {path}: {_first_line(exc)}") from None
     try:
         yield f
-        f.flush()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
         f.close()
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
     except BaseException as exc:
         with contextlib.suppress(Exception):
             f.close()
-        tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise WriteFailed(
                 f"writing {path} failed ({_first_line(exc)}); any earlier file there was left unchanged"
             ) from None
         raise
+    write_atomic(path, lambda fh: fh.write(image.getbuffer()))
 
 
 @contextlib.contextmanager
@@ -616,8 +616,8 @@ def create_store(
         raise InputError("a store needs at least one class")
     replaced = path.exists()
 
-    def prepare(tmp: Path) -> None:
-        with h5py.File(tmp, "w", libver=("earliest", "v110"), locking=False) as f:
+    def prepare(image: io.BytesIO) -> None:
+        with h5py.File(image, "w", libver=("earliest", "v110")) as f:
             el.tag(f, FORMAT_TYPE, FORMAT_VERSION)
             f.attrs["model"] = str(model)
             f.attrs["dataset"] = str(dataset)
@@ -650,7 +650,7 @@ def edit_store(path: str | os.PathLike) -> Iterator[StoreWriter]:
     path = Path(path)
     open_store(path).close()  # refuse to edit something that is not a sound store
 
-    with _atomic_file(path, lambda tmp: shutil.copyfile(path, tmp)) as f:
+    with _atomic_file(path, lambda image: image.write(path.read_bytes())) as f:
         writer = StoreWriter(f, [{"action": "edit"}])
         yield writer
         writer._finish()
