@@ -28,6 +28,7 @@ def train(
     width: int = typer.Option(8, "--width", help="Channels of the ResNet stem (MusCALL's conv_out_channels; the authors use 16)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt (same CSV and settings)."),
     name: str = typer.Option("muscall-trained", "--name", help="Model name recorded in config.json."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads (default: torch's choice; 1 is often fastest on a busy machine)."),
 ):
     """Train a MusCALL-style model: its log-mel ResNet audio tower and projections against the frozen all-MiniLM-L6-v2 text tower, with a checkpoint every epoch.
 
@@ -64,7 +65,7 @@ def train(
                 f"epoch {record.epoch:3d}  train loss {record.train_loss:.3f}  {validation}  "
                 f"({record.seconds:.1f} s)", highlight=False)
 
-        result = fit(table, out, config, resume=resume, name=name,
+        result = fit(table, out, config, resume=resume, name=name, threads=threads,
                      on_step=on_step, on_epoch=on_epoch)
 
     if result.resumed_from:

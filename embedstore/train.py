@@ -203,8 +203,8 @@ def retrieval_recall(audio_joint: np.ndarray, text_joint: np.ndarray, captions: 
 
 
 def fit(table: CaptionTable, out_dir, config: TrainConfig, *, resume: bool = False,
-        name: str = "muscall-trained", on_step: Callable | None = None,
-        on_epoch: Callable | None = None) -> FitResult:
+        name: str = "muscall-trained", threads: int | None = None,
+        on_step: Callable | None = None, on_epoch: Callable | None = None) -> FitResult:
     """Train, checkpointing every epoch, and export the final model to ``out_dir``.
 
     Parameters
@@ -220,6 +220,9 @@ def fit(table: CaptionTable, out_dir, config: TrainConfig, *, resume: bool = Fal
         Without it an existing checkpoint is an error.
     name : str
         Model name recorded in ``config.json``.
+    threads : int, optional
+        Torch CPU threads (default: torch's choice). On a busy machine one thread can be
+        many times faster than several, which spin waiting for each other.
     on_step : callable, optional
         ``on_step(epoch, step, n_steps, loss)`` after every optimiser step.
     on_epoch : callable, optional
@@ -239,6 +242,8 @@ def fit(table: CaptionTable, out_dir, config: TrainConfig, *, resume: bool = Fal
         raise InputError(f"{checkpoint_path} exists: pass --resume to continue it, or another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(config.seed)
     text_head, tokenizer = load_minilm()
     text_hidden = text_head.model.config.hidden_size
@@ -299,6 +304,8 @@ def fit(table: CaptionTable, out_dir, config: TrainConfig, *, resume: bool = Fal
             losses.append(loss.item())
             if on_step:
                 on_step(epoch + 1, step + 1, steps_per_epoch, losses[-1])
+        _recalibrate_batchnorm(model, clips, [table.paths[rows[0]] for rows in train_clips],
+                               config)
         record = EpochRecord(
             epoch + 1, float(np.mean(losses)), *_validate(model, batch_loss, val_rows, table, config),
             lr=float(scheduler.get_last_lr()[0]), logit_scale=float(model.scale().item()),
@@ -342,6 +349,32 @@ def _validate(model, batch_loss, val_rows, table, config):
     text_joint = F.normalize(torch.cat(text), dim=-1).numpy()
     recall = retrieval_recall(audio_joint, text_joint, [table.captions[r] for r in val_rows])
     return float(np.mean(losses)), recall[1], recall[5]
+
+
+def _recalibrate_batchnorm(model, clips, paths, config, max_clips: int = 2048) -> None:
+    """Recompute batch-norm statistics over (up to ``max_clips``) training clips.
+
+    With small batches and fast-moving weights, the running averages kept during training
+    lag far behind the batch statistics the model was trained with, and the model in
+    eval mode (as it is used for embedding) can collapse; exact statistics of the final
+    weights fix that.
+    """
+    import torch
+
+    norms = [m for m in model.audio_backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the recalibration batches
+    model.audio_backbone.train()
+    with torch.no_grad():
+        # large batches: the average of small-batch variances underestimates the variance
+        for batch in _batches(np.arange(min(len(paths), max_clips)), max(config.batch_size, 128)):
+            model.audio_backbone(torch.from_numpy(
+                _batch_windows(clips, [paths[i] for i in batch], config)))
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.audio_backbone.eval()
 
 
 def _rows_by_clip(table: CaptionTable, selected: np.ndarray) -> list[np.ndarray]:

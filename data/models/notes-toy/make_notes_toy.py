@@ -119,6 +119,7 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
 
     dataset = load_dataset("notes")
@@ -136,7 +137,7 @@ def main(argv=None) -> None:
 
     started = time.perf_counter()
     fit(table, work / "model", config, resume=(work / "model" / "checkpoint.pt").exists(),
-        name="notes-toy", on_epoch=report)
+        name="notes-toy", threads=args.threads, on_epoch=report)
     train_seconds = time.perf_counter() - started
     evaluation = evaluate(work / "model", dataset, held_out)
     evaluation["train_seconds"] = round(train_seconds, 1)
