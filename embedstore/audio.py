@@ -73,14 +73,16 @@ def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
     Raises
     ------
     AudioError
-        With ``reason`` one of: missing file, is a directory, empty file, not readable,
-        not decodable audio, no samples, non-finite samples.
+        With ``reason`` one of: missing file, is a directory, not a regular file, empty
+        file, not readable, not decodable audio, no samples, non-finite samples.
     """
     path = Path(path)
     if path.is_dir():
         raise AudioError(path, "is a directory")
     if not path.exists():
         raise AudioError(path, "missing file")
+    if not path.is_file():  # a FIFO or device would block or never end
+        raise AudioError(path, "not a regular file")
     if not os.access(path, os.R_OK):
         raise AudioError(path, "not readable (permission denied)")
     if path.stat().st_size == 0:
@@ -186,6 +188,9 @@ def prepare(path: str | Path, *, sample_rate: int = CLAP_SAMPLE_RATE,
     """
     samples, sr = load_audio(path)
     mono = resample(to_mono(samples), sr, sample_rate)
+    if len(mono) == 0:  # e.g. 3 samples at 192 kHz hold less than one sample at 16 kHz
+        raise AudioError(path, f"too short: {len(samples)} sample(s) at {sr} Hz give none at "
+                               f"{sample_rate} Hz")
     if int16:
         mono = int16_roundtrip(mono)
     return windows(mono, window_length(sample_rate, window_seconds), long_mode).astype(

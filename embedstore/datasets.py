@@ -448,7 +448,7 @@ def load_folder(root: str | Path, labels_csv: str | Path) -> Dataset:
             raise InputError(f"{labels_csv} lists {rel!r} twice")
         seen.add(rel)
         path = root / rel
-        if not path.is_file():
+        if not path.exists():  # a directory or unreadable file is the run's to record as failed
             missing.append(rel)
         entries.append((rel, path, labels, {c.strip(): (row[c] or "").strip() for c in extra}))
     if missing:

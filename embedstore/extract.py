@@ -345,8 +345,9 @@ def embed_prompt_sets(model, specs: list[PromptSpec], batch_size: int) -> list[d
 class ClipReader:
     """Map-style dataset for a torch DataLoader: index i -> ``(row, windows, reason)``.
 
-    Decoding errors (unreadable, empty, non-finite) come back as ``windows=None`` and
-    their reason, so one bad clip never stops the run.
+    Decoding errors (unreadable, empty, non-finite, or any exception the decoder or
+    resampler raises on one file) come back as ``windows=None`` and their reason, so one
+    bad clip never stops the run.
     """
 
     def __init__(self, paths: list[str], first_row: int, frontend: dict):
@@ -365,6 +366,9 @@ class ClipReader:
             return row, prepare(self.paths[index], **self.frontend), ""
         except InputError as exc:
             return row, None, str(exc)
+        except Exception as exc:  # a decoder or resampler failing on one odd file
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            return row, None, f"cannot use audio {self.paths[index]}: {type(exc).__name__} {detail}".rstrip()
 
 
 def _as_is(sample):
