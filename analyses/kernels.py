@@ -17,12 +17,14 @@ Tie rules, fixed here once for every analysis:
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 
 def _set_numba_cache_dir() -> None:
     # cache=True writes next to this file; when the install is read-only, numba needs
-    # another place, and NUMBA_CACHE_DIR is only read when numba is first imported.
+    # another place. NUMBA_CACHE_DIR is read when numba is first imported, so a numba
+    # imported earlier (by umap, say) gets the setting directly.
     if "NUMBA_CACHE_DIR" in os.environ or os.access(Path(__file__).parent, os.W_OK):
         return
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "embedstore" / "numba"
@@ -31,6 +33,8 @@ def _set_numba_cache_dir() -> None:
     except OSError:
         return  # numba then compiles without caching
     os.environ["NUMBA_CACHE_DIR"] = str(cache)
+    if "numba" in sys.modules:
+        sys.modules["numba"].config.CACHE_DIR = str(cache)
 
 
 _set_numba_cache_dir()
@@ -135,14 +139,18 @@ def positive_negative_histograms(scores, labels, label_matrix, multilabel, edges
 
 
 @njit(cache=True, parallel=True)
-def negatives_below_positives(scores, labels, label_matrix, multilabel, positives_sorted):
+def negatives_below_positives(scores, labels, label_matrix, multilabel, positives_sorted, bucket_starts, low, buckets_per_unit):
     """Twice the Mann-Whitney count of one block's negatives against all positives.
 
     For every negative score ``v``: ``2 * #{positives > v} + #{positives == v}``, summed
-    (an integer, so the overlap AUC stays exact at any scale).
+    (an integer, so the overlap AUC stays exact at any scale). ``bucket_starts[k]`` is the
+    number of positives below ``low + k / buckets_per_unit``: it narrows each binary
+    search to a few positives.
     """
     n, c = scores.shape
     n_pos = positives_sorted.shape[0]
+    n_buckets = bucket_starts.shape[0] - 1
+    high = positives_sorted[n_pos - 1]
     chunks = max(1, min(64, n // 64))
     part = np.zeros(chunks, np.int64)
     for ch in prange(chunks):
@@ -152,7 +160,16 @@ def negatives_below_positives(scores, labels, label_matrix, multilabel, positive
                 if _is_positive(i, j, labels, label_matrix, multilabel):
                     continue
                 v = scores[i, j]
-                left = np.searchsorted(positives_sorted, v, side="left")
+                if v < low:
+                    acc += 2 * n_pos
+                    continue
+                if v > high:
+                    continue
+                b = min(int((np.float64(v) - low) * buckets_per_unit), n_buckets - 1)
+                # one bucket of slack either side absorbs rounding in b
+                first = bucket_starts[max(b - 1, 0)]
+                last = bucket_starts[min(b + 2, n_buckets)]
+                left = first + np.searchsorted(positives_sorted[first:last], v, side="left")
                 right = left
                 if left < n_pos and positives_sorted[left] == v:  # ties are rare: search again only then
                     right = np.searchsorted(positives_sorted, v, side="right")

@@ -432,9 +432,16 @@ def similarity_histograms(scorer, targets: Targets, bins: int = 100) -> dict:
     twice_u = 0
     if n_pos and n_neg:
         # Second pass: the same blocks again, each negative against every positive.
+        low, high = float(positives_sorted[0]), float(positives_sorted[-1])
+        n_buckets = int(np.clip(n_pos // 4, 1, 2**16))
+        buckets_per_unit = n_buckets / (high - low) if high > low else 0.0
+        bucket_starts = np.searchsorted(positives_sorted, np.linspace(low, high, n_buckets + 1)).astype(np.int64)
         for start, stop in _row_blocks(n, scorer.n_classes):
             labels, label_matrix, multilabel = targets.rows(start, stop)
-            twice_u += int(kernels.negatives_below_positives(scorer.block(start, stop), labels, label_matrix, multilabel, positives_sorted))
+            twice_u += int(kernels.negatives_below_positives(
+                scorer.block(start, stop), labels, label_matrix, multilabel,
+                positives_sorted, bucket_starts, low, buckets_per_unit,
+            ))
     p = pos_counts / max(n_pos, 1)
     q = neg_counts / max(n_neg, 1)
 

@@ -244,3 +244,17 @@ def test_counting_and_sorting_give_the_same_auc_ap(single, multilabel, monkeypat
         assert sorted_[key] == pytest.approx(counted[key], abs=1e-12)
     for name in NAMES:
         assert sorted_["per_class"][name] == pytest.approx(counted["per_class"][name], abs=1e-12)
+
+
+def test_numba_cache_falls_back_to_user_dir_when_package_is_read_only(tmp_path, monkeypatch):
+    import numba
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", "")  # records the variable, so teardown restores it
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(kernels.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(numba.config, "CACHE_DIR", numba.config.CACHE_DIR)
+    kernels._set_numba_cache_dir()
+    expected = tmp_path / "embedstore" / "numba"
+    assert expected.is_dir()
+    assert kernels.os.environ["NUMBA_CACHE_DIR"] == str(expected) == numba.config.CACHE_DIR
