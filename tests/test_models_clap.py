@@ -27,11 +27,17 @@ TEXTS = ["the sound of a violin", "a recording of a flute", "this is a cello",
 TOLERANCE = 1e-3
 
 
-def relative_errors(ours: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Per-item error over the median pairwise distance between reference items."""
-    pairs = np.linalg.norm(reference[:, None] - reference[None], axis=-1)
-    typical = np.median(pairs[np.triu_indices(len(reference), 1)])
+def typical_distance(vectors: np.ndarray) -> float:
+    """Median distance between distinct items."""
+    pairs = np.linalg.norm(vectors[:, None] - vectors[None], axis=-1)
+    typical = float(np.median(pairs[np.triu_indices(len(vectors), 1)]))
     assert typical > 0
+    return typical
+
+
+def relative_errors(ours: np.ndarray, reference: np.ndarray, typical: float | None = None) -> np.ndarray:
+    """Per-item error over the median pairwise distance between reference items."""
+    typical = typical_distance(reference) if typical is None else typical
     return np.linalg.norm(ours - reference, axis=1) / typical
 
 
@@ -56,7 +62,7 @@ def laion_tiny(tokenizer_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def windows():
-    return random_windows(4, 480000, seed=3)
+    return random_windows(3, 480000, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +70,11 @@ def ours_tiny(laion_tiny, tokenizer_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return load_model("clap-general", checkpoint=laion_tiny[1], tokenizer=tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def ours_audio(ours_tiny, windows):
+    return ours_tiny.embed_audio(windows)
 
 
 @pytest.fixture(scope="module")
@@ -92,11 +103,10 @@ def reference_text(laion_tiny):
 # ---------------------------------------------------------------- equivalence
 
 @pytest.mark.parametrize("space", ["joint", "prejoint"])
-def test_audio_matches_laion_clap(ours_tiny, windows, reference_audio, space):
-    ours = ours_tiny.embed_audio(windows)
-    assert ours[space].dtype == np.float32
-    assert ours[space].shape == reference_audio[space].shape == (4, ours_tiny.audio_dims[space])
-    assert relative_errors(ours[space], reference_audio[space]).max() < TOLERANCE
+def test_audio_matches_laion_clap(ours_tiny, ours_audio, reference_audio, space):
+    assert ours_audio[space].dtype == np.float32
+    assert ours_audio[space].shape == reference_audio[space].shape == (3, ours_tiny.audio_dims[space])
+    assert relative_errors(ours_audio[space], reference_audio[space]).max() < TOLERANCE
 
 
 @pytest.mark.parametrize("space", ["joint", "prejoint"])
@@ -106,21 +116,19 @@ def test_text_matches_laion_clap(ours_tiny, reference_text, space):
     assert relative_errors(ours[space], reference_text[space]).max() < TOLERANCE
 
 
-def test_dims_and_normalisation(ours_tiny, windows):
+def test_dims_and_normalisation(ours_tiny, ours_audio):
     assert ours_tiny.audio_dims == {"prejoint": 768, "joint": 512}  # HTSAT-tiny
     assert ours_tiny.text_dims == {"prejoint": 768, "joint": 512}
     assert ours_tiny.sample_rate == 48000 and ours_tiny.window_samples == 480000
     assert ours_tiny.int16_roundtrip
-    audio = ours_tiny.embed_audio(windows[:2])
-    np.testing.assert_allclose(np.linalg.norm(audio["joint"], axis=1), 1.0, atol=1e-5)
-    assert not np.allclose(np.linalg.norm(audio["prejoint"], axis=1), 1.0, atol=1e-3)
+    np.testing.assert_allclose(np.linalg.norm(ours_audio["joint"], axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(np.linalg.norm(ours_audio["prejoint"], axis=1), 1.0, atol=1e-3)
 
 
-def test_batching_does_not_change_vectors(ours_tiny, windows):
-    whole = ours_tiny.embed_audio(windows)["prejoint"]
-    one_by_one = np.concatenate([ours_tiny.embed_audio(windows[i:i + 1])["prejoint"]
-                                 for i in range(len(windows))])
-    assert relative_errors(one_by_one, whole).max() < TOLERANCE
+def test_batching_does_not_change_vectors(ours_tiny, windows, ours_audio):
+    alone = ours_tiny.embed_audio(windows[1:2])["prejoint"]
+    whole = ours_audio["prejoint"]
+    assert relative_errors(alone, whole[1:2], typical_distance(whole)).max() < TOLERANCE
 
 
 def test_hf_path_matches_original_after_conversion(ours_tiny, windows, reference_audio,
@@ -128,11 +136,12 @@ def test_hf_path_matches_original_after_conversion(ours_tiny, windows, reference
     directory = clap_models.save_hf(ours_tiny, tmp_path / "converted")
     converted = load_model(f"hf:{directory}")
     assert converted.name == f"hf:{directory}"
+    audio = converted.embed_audio(windows[:2])
+    text = converted.embed_text(TEXTS)
     for space in ("joint", "prejoint"):
-        audio = converted.embed_audio(windows)[space]
-        text = converted.embed_text(TEXTS)[space]
-        assert relative_errors(audio, reference_audio[space]).max() < TOLERANCE
-        assert relative_errors(text, reference_text[space]).max() < TOLERANCE
+        typical = typical_distance(reference_audio[space])
+        assert relative_errors(audio[space], reference_audio[space][:2], typical).max() < TOLERANCE
+        assert relative_errors(text[space], reference_text[space]).max() < TOLERANCE
     assert converted.provenance()["checkpoint"]["sha256"] is not None
 
 
@@ -141,9 +150,9 @@ def test_bf16_stays_close_to_fp32(laion_tiny, tokenizer_dir, windows, reference_
         warnings.simplefilter("ignore")
         half = load_model("clap-general", checkpoint=laion_tiny[1], tokenizer=tokenizer_dir,
                           precision="bf16")
-    joint = half.embed_audio(windows[:2])["joint"]
+    joint = half.embed_audio(windows[:1])["joint"]
     assert joint.dtype == np.float32
-    cosines = np.sum(joint * reference_audio["joint"][:2], axis=1)
+    cosines = np.sum(joint * reference_audio["joint"][:1], axis=1)
     assert cosines.min() > 0.99  # bf16 keeps ~3 significant digits
     assert half.provenance()["precision"] == "bf16"
 
