@@ -30,16 +30,31 @@ def write_atomic(path: Path, write) -> None:
 
     Either the complete new file is at ``path`` or the old one (if any) is untouched.
     """
-    path = Path(path)
-    tmp = temp_path(path)
+    write_atomic_many({Path(path): write})
+
+
+def write_atomic_many(writers: dict[Path, object]) -> None:
+    """Write several files as one: all are complete on disk before any is renamed into place.
+
+    ``writers`` maps each path to a ``write(binary_file)`` callable. When any write fails,
+    no earlier file at those paths is changed.
+    """
+    temps = {Path(path): temp_path(Path(path)) for path in writers}
     try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        for path, write in writers.items():
+            with open(temps[Path(path)], "wb") as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+        for path, tmp in temps.items():
+            os.replace(tmp, path)
     except OSError as exc:
-        raise WriteFailed(f"cannot write {path}: {exc.strerror or exc}; nothing was replaced") from None
+        names = " and ".join(str(p) for p in temps)
+        raise WriteFailed(f"cannot write {names}: {exc.strerror or exc}; nothing was replaced") from None
     finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+        for tmp in temps.values():
+            # On a read-only file system even unlinking a missing file fails (EROFS).
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+    for folder in {p.parent for p in temps}:
+        fsync_dir(folder)

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from embedstore.errors import InputError, StoreExists
-from embedstore.fileio import write_atomic
+from embedstore.fileio import write_atomic_many
 from embedstore.store import create_store, open_store
 
 
@@ -228,8 +228,6 @@ def export_space(
             names = [st.classes[c] if c >= 0 else "" for c in ps.classes]
             header, rows = ("prompt", "class"), zip(ps.prompts, names)
         rows = list(rows)
-    _write_checked(npy, lambda fh: np.save(fh, vectors, allow_pickle=False))
-
     def write_csv(fh):
         import io
 
@@ -240,15 +238,8 @@ def export_space(
         text_fh.flush()
         text_fh.detach()
 
-    try:
-        _write_checked(csv_path, write_csv)
-    except BaseException:
-        npy.unlink(missing_ok=True)
-        raise
+    if not prefix.parent.exists():
+        raise InputError(f"{prefix.parent}: no such directory")
+    # Both files or neither: a failed .csv must not leave a new .npy beside an old .csv.
+    write_atomic_many({npy: lambda fh: np.save(fh, vectors, allow_pickle=False), csv_path: write_csv})
     return npy, csv_path
-
-
-def _write_checked(path: Path, write) -> None:
-    if not path.parent.exists():
-        raise InputError(f"{path.parent}: no such directory")
-    write_atomic(path, write)

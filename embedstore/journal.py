@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from embedstore.errors import InputError, StoreExists, StoreIncomplete
+from embedstore.errors import InputError, StoreExists, StoreIncomplete, WriteFailed
 from embedstore.fileio import write_atomic
 from embedstore.store import create_store, journal_dir, open_store
 
@@ -154,7 +154,10 @@ class Journal:
             return journal
         if out.exists() and not overwrite:
             raise StoreExists(f"{out} exists; pass --overwrite to replace it")
-        jdir.mkdir(parents=True, exist_ok=True)
+        try:
+            jdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WriteFailed(f"cannot create {jdir}: {exc.strerror or exc}") from None
         identity["run_id"] = uuid.uuid4().hex
         write_atomic(jdir / HEADER, lambda fh: fh.write(json.dumps(identity).encode()))
         return cls(out, identity)
