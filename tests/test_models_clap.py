@@ -157,6 +157,41 @@ def test_bf16_stays_close_to_fp32(laion_tiny, tokenizer_dir, windows, reference_
     assert half.provenance()["precision"] == "bf16"
 
 
+@pytest.fixture(scope="module")
+def laion_base(tokenizer_dir, tmp_path_factory):
+    """HTSAT-base, the audio tower of the music checkpoints the study used (1024-d pre-joint)."""
+    import_laion_clap()
+    reference = build_laion_clap("HTSAT-base", tokenizer_dir, seed=5)
+    path = write_clap_checkpoint(reference, tmp_path_factory.mktemp("ckpt") / "base.pt")
+    return reference, path
+
+
+def test_htsat_base_architecture_is_read_from_its_tensors(laion_base, tokenizer_dir):
+    config = clap_models.infer_config(clap_models.read_checkpoint(laion_base[1]))
+    assert config.audio_config.patch_embeds_hidden_size == 128
+    assert list(config.audio_config.depths) == [2, 2, 12, 2]
+    assert config.audio_config.hidden_size == 1024
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        encoder = load_model("clap-music", checkpoint=laion_base[1], tokenizer=tokenizer_dir)
+    assert encoder.audio_dims == {"prejoint": 1024, "joint": 512}
+
+
+@pytest.mark.slow
+def test_htsat_base_audio_matches_laion_clap(laion_base, tokenizer_dir):
+    reference, path = laion_base
+    windows = random_windows(2, 480000, seed=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = load_model("clap-music", checkpoint=path, tokenizer=tokenizer_dir).embed_audio(windows)
+    joint = reference.get_audio_embedding_from_data(windows)
+    with torch.no_grad():
+        batch = {"waveform": torch.from_numpy(windows), "longer": torch.zeros(2, 1, dtype=torch.bool)}
+        prejoint = reference.model.audio_branch(batch, device="cpu")["embedding"].numpy()
+    assert relative_errors(ours["joint"], joint).max() < TOLERANCE
+    assert relative_errors(ours["prejoint"], prejoint).max() < TOLERANCE
+
+
 # ---------------------------------------------------------------- front end
 
 def test_log_mel_is_torchlibrosa_exactly(windows):
