@@ -21,7 +21,9 @@ from rich.text import Text
 
 from cli.common import console, err_console, handle_errors
 from cli.main import app
+from embedstore.models import MODELS
 
+MODEL_HELP = f"A registered model ({', '.join(sorted(MODELS))}) or hf:<hub id or local directory>."
 PROMPTS_HELP = ("A built-in prompt set (track, definition, definition-nolabel, lorem, recording, "
                 "solo, negative, family, ontology) or a .txt/.csv/.json file; repeat for several.")
 
@@ -48,7 +50,7 @@ def _load_model(name, checkpoint, tokenizer, device, precision):
 @handle_errors
 def extract(
     out: Path = typer.Option(..., "--out", "-o", help="The store to write (an .h5 file)."),
-    model: str = typer.Option(..., "--model", "-m", help="Registry name of the model (see `embedstore models`) or hf:<repo id>."),
+    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights file instead of the published one."),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Local tokenizer folder for the text tower."),
     dataset: str = typer.Option("tinysol", "--dataset", "-d", help="tinysol, notes (the bundled notes) or folder."),
@@ -127,7 +129,7 @@ def _print_summary(summary) -> None:
 def extract_text(
     store: Path = typer.Argument(..., help="An existing store."),
     prompts: List[str] = typer.Option(..., "--prompts", "-p", help=PROMPTS_HELP),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registry name of the model; default: the store's."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " Default: the store's model."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights file; must be the one that made the store."),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Local tokenizer folder for the text tower."),
     device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda, cuda:1, mps."),
