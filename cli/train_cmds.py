@@ -26,6 +26,7 @@ def train(
     loss: str = typer.Option("clip", "--loss", help="clip (symmetric InfoNCE) or weighted_clip (weighted by caption similarity)."),
     window_seconds: float = typer.Option(2.0, "--window-seconds", help="Audio window length the model is built for."),
     width: int = typer.Option(8, "--width", help="Channels of the ResNet stem (MusCALL's conv_out_channels; the authors use 16)."),
+    pitch_shift: float = typer.Option(0.0, "--pitch-shift", help="Augment training clips by resampling them up to +- this many semitones (0: off)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt (same CSV and settings)."),
     name: str = typer.Option("muscall-trained", "--name", help="Model name recorded in config.json."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads (default: torch's choice; 1 is often fastest on a busy machine)."),
@@ -41,7 +42,7 @@ def train(
 
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
                          seed=seed, loss=loss, window_seconds=window_seconds,
-                         conv_out_channels=width)
+                         conv_out_channels=width, pitch_shift=pitch_shift)
     config.validate()
     table = read_captions(csv, root, val_fraction=val_fraction, seed=seed)
     n_val = int(table.is_val.sum())

@@ -54,6 +54,7 @@ class TrainConfig:
     seed: int = 0
     loss: str = "clip"  # or "weighted_clip"
     gain_db: float = 6.0  # training clips get a random gain in +-gain_db
+    pitch_shift: float = 0.0  # and, when positive, a random resampling by +-pitch_shift semitones
     window_seconds: float = 2.0
     sample_rate: int = 16000
     n_mels: int = 64
@@ -410,8 +411,21 @@ def _batch_windows(clips, paths, config: TrainConfig, rng=None) -> np.ndarray:
             windows.append(clip_windows[0])
             continue
         window = clip_windows[rng.integers(len(clip_windows))]
+        if config.pitch_shift > 0:
+            window = resample_pitch(window, rng.uniform(-1, 1) * config.pitch_shift)
         windows.append(window * np.float32(10 ** (rng.uniform(-1, 1) * config.gain_db / 20)))
     return np.stack(windows).astype(np.float32)
+
+
+def resample_pitch(window: np.ndarray, semitones: float) -> np.ndarray:
+    """Shift pitch (and, with it, duration and formants) by reading ``window`` faster or slower.
+
+    This is how a sample-based synthesiser plays notes between its recorded ones, so it
+    stands in for unseen pitches of such instruments. The length is kept: a faster read
+    ends in silence, a slower one is cut.
+    """
+    positions = np.arange(len(window)) * 2.0 ** (semitones / 12.0)
+    return np.interp(positions, np.arange(len(window)), window, right=0.0).astype(np.float32)
 
 
 def _caption_features(text_head, tokenizer, captions: list[str], batch_size: int = 64):

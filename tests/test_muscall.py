@@ -244,3 +244,20 @@ def test_contrastive_loss_matches_numpy():
     expected = ((weight * by_audio).sum() / weight.sum() + (weight * by_text).sum() / weight.sum()) / 2
     got = muscall.contrastive_loss(torch.tensor(logits), torch.tensor(similarity)).item()
     assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_registry_loads_muscall_with_a_tokenizer_folder(tmp_path):
+    from embedstore.models import list_models, load_model
+
+    assert {"muscall", "notes-toy"} <= set(list_models())
+    saved = write_authors_experiment(tmp_path / "exp")
+    (tmp_path / "exp" / "tokenizer").rename(tmp_path / "clip-tokenizer")
+    with pytest.raises(ModelUnavailable, match="tokenizer"):
+        load_model("muscall", checkpoint=str(tmp_path / "exp"),
+                   cache_dir=str(tmp_path / "empty-cache"))
+    encoder = load_model("muscall", checkpoint=str(tmp_path / "exp"),
+                         tokenizer=str(tmp_path / "clip-tokenizer"))
+    audio = np.full((1, 8000), 0.05, dtype=np.float32)
+    with torch.no_grad():
+        expected = saved.audio_backbone(torch.from_numpy(audio)).numpy()
+    np.testing.assert_allclose(encoder.embed_audio(audio)["prejoint"], expected, rtol=1e-5, atol=1e-5)

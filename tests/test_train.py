@@ -106,6 +106,20 @@ def test_retrieval_recall_matches_sklearn():
             top_k_accuracy_score(np.arange(30), scores, k=k, labels=np.arange(30)))
 
 
+@pytest.mark.parametrize("semitones", [12.0, -12.0, 3.0])
+def test_resample_pitch_moves_the_spectral_peak(semitones):
+    from embedstore.train import resample_pitch
+
+    t = np.arange(RATE) / RATE
+    shifted = resample_pitch(np.sin(2 * np.pi * 440 * t).astype(np.float32), semitones)
+    assert shifted.shape == (RATE,) and shifted.dtype == np.float32
+    spectrum = np.abs(np.fft.rfft(shifted * np.hanning(RATE)))
+    expected = 440 * 2 ** (semitones / 12)
+    assert abs(np.argmax(spectrum) - expected) <= 2.0  # one second: 1 Hz bins
+    if semitones > 0:  # read faster: the clip ends early, then silence
+        assert np.all(shifted[int(RATE / 2 ** (semitones / 12)) + 1:] == 0)
+
+
 def test_retrieval_recall_counts_duplicate_captions_as_hits():
     audio = np.eye(3)
     text = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])

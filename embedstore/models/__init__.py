@@ -22,11 +22,27 @@ def _published_clap(name):
     return loader
 
 
+def _muscall(checkpoint, device, precision, cache_dir, tokenizer=None):
+    """MusCALL: the authors' checkpoint + config.yaml, or a folder from `embedstore train`."""
+    from embedstore.models.muscall import load_muscall
+
+    return load_muscall(checkpoint, device, precision, cache_dir, tokenizer)
+
+
+def _notes_toy(checkpoint, device, precision, cache_dir):
+    """The small toy model bundled in data/models/notes-toy (not a research model)."""
+    from embedstore.models.muscall import load_notes_toy
+
+    return load_notes_toy(checkpoint, device, precision, cache_dir)
+
+
 #: name -> loader(checkpoint, device, precision, cache_dir[, tokenizer=...]) -> Encoder
 MODELS = {
     "clap-music": _published_clap("clap-music"),
     "clap-music-speech": _published_clap("clap-music-speech"),
     "clap-general": _published_clap("clap-general"),
+    "muscall": _muscall,
+    "notes-toy": _notes_toy,
 }
 
 

@@ -506,8 +506,13 @@ class _BatchTokenizer:
         return batch["input_ids"], batch["attention_mask"]
 
 
-def _authors_tokenizer(kind: str, search_dir: Path, cache_dir: str | None):
-    """The CLIP or BERT tokenizer of an authors' experiment, from local files only."""
+def _authors_tokenizer(kind: str, search_dir: Path, cache_dir: str | None,
+                       tokenizer_dir: str | None = None):
+    """The CLIP or BERT tokenizer of an authors' experiment, from local files only.
+
+    Looked for in ``tokenizer_dir`` (when given), ``search_dir/tokenizer``, then the
+    Hugging Face cache.
+    """
     from transformers import BertTokenizer, CLIPTokenizer
 
     cls, hub_name = {
@@ -516,7 +521,8 @@ def _authors_tokenizer(kind: str, search_dir: Path, cache_dir: str | None):
     }.get(kind, (None, None))
     if cls is None:
         raise ModelUnavailable(f"unknown MusCALL tokenizer {kind!r} in config.yaml")
-    for source in (search_dir / "tokenizer", hub_name):
+    folders = [Path(tokenizer_dir)] if tokenizer_dir else []
+    for source in (*folders, search_dir / "tokenizer", hub_name):
         if isinstance(source, Path) and not source.is_dir():
             continue
         try:
@@ -640,7 +646,8 @@ def _load_strict(model: nn.Module, state: dict, source: Path) -> None:
     model.load_state_dict(state)
 
 
-def load_authors_checkpoint(path, device="cpu", precision="fp32", cache_dir=None, name="muscall"):
+def load_authors_checkpoint(path, device="cpu", precision="fp32", cache_dir=None,
+                            tokenizer=None, name="muscall"):
     """Load a checkpoint written by the authors' MusCALL trainer.
 
     Parameters
@@ -648,8 +655,10 @@ def load_authors_checkpoint(path, device="cpu", precision="fp32", cache_dir=None
     path : str or Path
         ``checkpoint.pth.tar`` / ``best_model.pth.tar``, or the experiment directory holding
         them (``best_model.pth.tar`` preferred); the experiment's ``config.yaml`` must sit
-        beside the checkpoint. A CLIP (or BERT) tokenizer is read from a ``tokenizer/``
-        folder there or from the Hugging Face cache, never downloaded.
+        beside the checkpoint.
+    tokenizer : path, optional
+        Folder with the CLIP (or BERT) tokenizer files; otherwise a ``tokenizer/`` folder
+        beside the checkpoint or the Hugging Face cache. Never downloaded.
     """
     import yaml
 
@@ -670,7 +679,7 @@ def load_authors_checkpoint(path, device="cpu", precision="fp32", cache_dir=None
     text_config = model_config["text"]
     text_settings = dataset_config.get("text") or {}
     tokenizer = _authors_tokenizer(text_settings.get("tokenizer", "cliptokenizer"),
-                                   path.parent, cache_dir)
+                                   path.parent, cache_dir, tokenizer)
     text_head = None
     if text_config["model"] == "CLIPTextModel":
         from transformers import CLIPTextConfig, CLIPTextModel
@@ -725,7 +734,8 @@ def load_model_dir(path, device="cpu", precision="fp32", name=None):
                           model_config, weights_path, extra, device, precision)
 
 
-def load_muscall(checkpoint=None, device="cpu", precision="fp32", cache_dir=None) -> Encoder:
+def load_muscall(checkpoint=None, device="cpu", precision="fp32", cache_dir=None,
+                 tokenizer=None) -> Encoder:
     """Registry loader for ``muscall``: the authors' checkpoints or ``embedstore train`` output."""
     if checkpoint is None:
         raise ModelUnavailable(
@@ -734,8 +744,11 @@ def load_muscall(checkpoint=None, device="cpu", precision="fp32", cache_dir=None
         )
     path = Path(checkpoint)
     if (path / CONFIG_FILE).is_file():
+        if tokenizer is not None:
+            raise InputError("a model from `embedstore train` uses the tokenizer of "
+                             f"{MINILM_PACKAGE}, not --tokenizer")
         return load_model_dir(path, device, precision, name="muscall")
-    return load_authors_checkpoint(path, device, precision, cache_dir)
+    return load_authors_checkpoint(path, device, precision, cache_dir, tokenizer)
 
 
 def load_notes_toy(checkpoint=None, device="cpu", precision="fp32", cache_dir=None) -> Encoder:

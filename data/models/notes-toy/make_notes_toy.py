@@ -119,6 +119,8 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--pitch-shift", type=float, default=5.0,
+                        help="training augmentation: random resampling by +- this many semitones")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
 
@@ -128,7 +130,7 @@ def main(argv=None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     captions_csv = work / "captions.csv"
     write_captions_csv(captions_csv, dataset.items, held_out, args.seed)
-    config = TrainConfig(epochs=args.epochs, seed=args.seed)
+    config = TrainConfig(epochs=args.epochs, seed=args.seed, pitch_shift=args.pitch_shift)
     table = read_captions(captions_csv)
 
     def report(record):
