@@ -220,6 +220,11 @@ def test_embed_audio_rejects_wrong_window_length(ours_tiny):
         ours_tiny.embed_audio(np.zeros((1, 48000), np.float32))
 
 
+def test_empty_batches_give_empty_arrays(ours_tiny):
+    assert ours_tiny.embed_audio(np.zeros((0, 480000), np.float32))["prejoint"].shape == (0, 768)
+    assert ours_tiny.embed_text([])["joint"].shape == (0, 512)
+
+
 # ---------------------------------------------------------------- checkpoint reading
 
 def test_architecture_read_from_tensors(laion_tiny):

@@ -365,6 +365,10 @@ class ClapEncoder(Encoder):
             raise InputError(f"the tokenizer has {len(tokenizer)} tokens but the checkpoint's text "
                              f"tower only {vocab}: wrong tokenizer")
 
+    @staticmethod
+    def _empty(dims: dict[str, int]) -> dict[str, np.ndarray]:
+        return {space: np.zeros((0, width), np.float32) for space, width in dims.items()}
+
     def _outputs(self, prejoint: torch.Tensor, projection) -> dict[str, np.ndarray]:
         joint = F.normalize(projection(prejoint).float(), dim=-1)
         return {"prejoint": prejoint.float().cpu().numpy(), "joint": joint.cpu().numpy()}
@@ -374,6 +378,8 @@ class ClapEncoder(Encoder):
         if windows.ndim != 2 or windows.shape[1] != self.window_samples:
             raise InputError(f"{self.name} embeds (batch, {self.window_samples}) windows at "
                              f"{self.sample_rate} Hz, got shape {windows.shape}")
+        if len(windows) == 0:
+            return self._empty(self.audio_dims)
         with torch.inference_mode():
             waveforms = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
             features = self.front_end(waveforms.to(self.device)).to(self.dtype)
@@ -384,6 +390,8 @@ class ClapEncoder(Encoder):
     def embed_text(self, texts: list[str]) -> dict[str, np.ndarray]:
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise InputError("embed_text takes a list of strings")
+        if len(texts) == 0:
+            return self._empty(self.text_dims)
         tokens = self.tokenizer(list(texts), padding="max_length", truncation=True,
                                 max_length=self.max_tokens, return_tensors="pt")
         with torch.inference_mode():
