@@ -173,7 +173,7 @@ def run_extract(
             progress(chunk.stop, n_rows, failed_count)
     if not journal.complete:
         raise InputError(f"the dataset gave {journal.next_row} of {n_rows} clips")
-    journal.finalize(prompt_sets, dtype=dtype, provenance={"resumed_at_row": first_row} if first_row else None)
+    journal.finalize(prompt_sets, dtype=dtype, provenance={"resumed": first_row} if first_row else None)
     return _summary(journal.out, first_row, start_time)
 
 
@@ -439,7 +439,7 @@ def extraction_provenance(model, dataset, *, batch_size: int, long_mode: str,
             "pooling": "mean of window vectors per space; joint re-normalised",
             "padding": "last audio batch zero-padded to batch_size",
         },
-        "library_versions": library_versions(),
+        "library_versions": extraction_library_versions(),
         "command": list(sys.argv if command is None else command),
     }
 
@@ -455,10 +455,10 @@ def checkpoint_digest(encoder_provenance: dict) -> str | None:
     return None
 
 
-def library_versions() -> dict[str, str | None]:
-    """Installed versions of the libraries that shape the vectors."""
+def extraction_library_versions() -> dict[str, str | None]:
+    """Installed versions of the extraction stack (the store records the core libraries itself)."""
     versions = {}
-    for package in ("embedstore", "torch", "transformers", "numpy", "soundfile", "soxr"):
+    for package in ("torch", "transformers", "tokenizers", "safetensors", "soundfile", "soxr"):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:

@@ -221,7 +221,8 @@ def test_prompt_sets_and_provenance_are_stored(dataset, tmp_path):
     assert prov["encoder"]["name"] == "test-tiny"
     assert prov["frontend"]["sample_rate"] == 16000 and prov["frontend"]["long_mode"] == "mean"
     assert prov["extraction"]["batch_size"] == 4
-    assert prov["library_versions"]["torch"]
+    assert prov["library_versions"]["torch"] and prov["library_versions"]["soxr"]
+    assert prov["versions"]["numpy"]  # the store's own record of the core libraries
     assert prov["dataset"] == {"name": "folder", "root": str(dataset.root), "items": 13}
 
 
@@ -358,6 +359,7 @@ def test_resume_after_kill_9_gives_the_uninterrupted_vectors(cli, clip_folder, t
     for space in a["audio"]:
         np.testing.assert_array_equal(a["audio"][space], b["audio"][space])
     assert not journal.exists()
+    assert b["provenance"]["resumed"] >= 3 and "resumed" not in a["provenance"]
 
 
 def test_command_errors_are_one_line(cli, clip_folder, tmp_path):
