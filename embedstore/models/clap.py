@@ -442,7 +442,10 @@ def load_checkpoint_file(name: str, path, device="cpu", precision="fp32", tokeni
     its digest is always recorded in the provenance.
     """
     path = Path(path)
-    digest = hub.sha256_file(path) if path.is_file() else None
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} does not exist")
+    tok, tok_source = load_tokenizer(tokenizer)  # before the slow part, so it fails fast
+    digest = hub.sha256_file(path)
     state = read_checkpoint(path)
     mel = MelConfig()
     _check_front_end(state, mel, str(path))
@@ -452,7 +455,6 @@ def load_checkpoint_file(name: str, path, device="cpu", precision="fp32", tokeni
     if verified is False:
         warnings.warn(f"{path.name} has SHA-256 {digest}, not the published {expected_sha256} "
                       f"of {name}; using it anyway", stacklevel=2)
-    tok, tok_source = load_tokenizer(tokenizer)
     info = {"file": path.name, "sha256": digest, "expected_sha256": expected_sha256,
             "verified": verified, "source": source}
     return ClapEncoder(name, model, tok, mel, device, precision, info, tok_source)
