@@ -294,8 +294,9 @@ def build_clap_model(state: dict[str, torch.Tensor], source: str):
 
 # --------------------------------------------------------------------------- tokenizer
 
-def load_tokenizer(tokenizer_dir=None, hub_id: str = TOKENIZER_ID):
-    """The RoBERTa tokenizer: from ``tokenizer_dir``, else the Hugging Face cache, else fetched.
+def load_tokenizer(tokenizer_dir=None, hub_id: str = TOKENIZER_ID, hub_cache=None):
+    """The text tower's tokenizer: from ``tokenizer_dir``, else the Hugging Face cache (or
+    ``hub_cache``), else fetched from the hub.
 
     Raises
     ------
@@ -310,10 +311,11 @@ def load_tokenizer(tokenizer_dir=None, hub_id: str = TOKENIZER_ID):
         try:
             return AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True), str(tokenizer_dir)
         except (OSError, ValueError) as err:
-            raise InputError(f"cannot load a tokenizer from {tokenizer_dir}: "
-                             f"{str(err).splitlines()[0]}") from None
+            raise InputError(f"cannot load a tokenizer from {tokenizer_dir} "
+                             f"({str(err).splitlines()[0]}); pass one with --tokenizer DIR") from None
     try:
-        return AutoTokenizer.from_pretrained(hub_id, local_files_only=True), f"hf-cache:{hub_id}"
+        return (AutoTokenizer.from_pretrained(hub_id, local_files_only=True, cache_dir=hub_cache),
+                f"hf-cache:{hub_id}")
     except (OSError, ValueError):
         pass
     hint = (f"fetch the '{hub_id}' tokenizer files (vocab.json, merges.txt, tokenizer_config.json) "
@@ -322,7 +324,7 @@ def load_tokenizer(tokenizer_dir=None, hub_id: str = TOKENIZER_ID):
         raise ModelUnavailable(f"the {hub_id} tokenizer is not in the Hugging Face cache and the "
                                f"hub cannot be reached; {hint}")
     try:
-        return AutoTokenizer.from_pretrained(hub_id), f"hub:{hub_id}"
+        return AutoTokenizer.from_pretrained(hub_id, cache_dir=hub_cache), f"hub:{hub_id}"
     except (OSError, ValueError) as err:
         raise ModelUnavailable(f"fetching the {hub_id} tokenizer failed "
                                f"({str(err).splitlines()[0]}); {hint}") from None
@@ -513,7 +515,7 @@ def load_hf(spec: str, device="cpu", precision="fp32", cache_dir=None, tokenizer
     model.eval()
     mel = _mel_config_from(spec, local, hub_cache)
     tok, tok_source = load_tokenizer(tokenizer if tokenizer is not None else (spec if local else None),
-                                     hub_id=spec if not local else TOKENIZER_ID)
+                                     hub_id=TOKENIZER_ID if local else spec, hub_cache=hub_cache)
     weights = [p for p in Path(spec).glob("*.safetensors")] if local else []
     info = {"file": f"hf:{spec}", "sha256": hub.sha256_file(weights[0]) if len(weights) == 1 else None,
             "expected_sha256": None, "verified": None, "source": "local" if local else "hub"}
