@@ -139,18 +139,15 @@ def positive_negative_histograms(scores, labels, label_matrix, multilabel, edges
 
 
 @njit(cache=True, parallel=True)
-def negatives_below_positives(scores, labels, label_matrix, multilabel, positives_sorted, bucket_starts, low, buckets_per_unit):
+def negatives_below_positives(scores, labels, label_matrix, multilabel, positives_sorted, table, low, per_unit):
     """Twice the Mann-Whitney count of one block's negatives against all positives.
 
     For every negative score ``v``: ``2 * #{positives > v} + #{positives == v}``, summed
-    (an integer, so the overlap AUC stays exact at any scale). ``bucket_starts[k]`` is the
-    number of positives below ``low + k / buckets_per_unit``: it narrows each binary
-    search to a few positives.
+    (an integer, so the overlap AUC stays exact at any scale). ``table``, ``low`` and
+    ``per_unit`` index the positives as in :func:`_count_below`.
     """
     n, c = scores.shape
     n_pos = positives_sorted.shape[0]
-    n_buckets = bucket_starts.shape[0] - 1
-    high = positives_sorted[n_pos - 1]
     chunks = max(1, min(64, n // 64))
     part = np.zeros(chunks, np.int64)
     for ch in prange(chunks):
@@ -160,16 +157,7 @@ def negatives_below_positives(scores, labels, label_matrix, multilabel, positive
                 if _is_positive(i, j, labels, label_matrix, multilabel):
                     continue
                 v = scores[i, j]
-                if v < low:
-                    acc += 2 * n_pos
-                    continue
-                if v > high:
-                    continue
-                b = min(int((np.float64(v) - low) * buckets_per_unit), n_buckets - 1)
-                # one bucket of slack either side absorbs rounding in b
-                first = bucket_starts[max(b - 1, 0)]
-                last = bucket_starts[min(b + 2, n_buckets)]
-                left = first + np.searchsorted(positives_sorted[first:last], v, side="left")
+                left = _count_below(positives_sorted, v, table, low, per_unit)
                 right = left
                 if left < n_pos and positives_sorted[left] == v:  # ties are rare: search again only then
                     right = np.searchsorted(positives_sorted, v, side="right")
@@ -331,35 +319,64 @@ def centroid_cosines(dots, first_row, first_class, labels, label_matrix, multila
             out[i, j] = d / np.sqrt(norm2) if norm2 > 0.0 else 0.0
 
 
+@njit(cache=True, inline="always")
+def _count_below(sorted_values, v, table, low, per_unit):
+    """How many of ``sorted_values`` lie strictly below ``v``.
+
+    ``table[k]`` counts the values below ``low + k / per_unit`` (``low`` the smallest
+    value): it leaves a window of a few values to scan, where a binary search would
+    mispredict a branch at every step.
+    """
+    n = sorted_values.shape[0]
+    if n == 0 or v < low:
+        return 0
+    if v > sorted_values[n - 1]:
+        return n
+    n_buckets = table.shape[0] - 1
+    b = min(int((np.float64(v) - low) * per_unit), n_buckets - 1)
+    # one bucket of slack either side absorbs rounding in b
+    j = table[max(b - 1, 0)]
+    last = table[min(b + 2, n_buckets)]
+    if last - j > 16:  # crowded bucket: bisect it
+        while j < last:
+            mid = (j + last) >> 1
+            if sorted_values[mid] < v:
+                j = mid + 1
+            else:
+                last = mid
+        return j
+    while j < last and sorted_values[j] < v:
+        j += 1
+    return j
+
+
 @njit(cache=True, parallel=True)
-def count_against_positives(scores, ptr, positives_sorted, slots, ties):
+def count_against_positives(scores_t, first_class, ptr, positives_sorted, table_ptr, tables, lows, per_unit, slots, ties):
     """Place one block's scores among each class's sorted positive scores.
 
-    Class ``c``'s positives are ``positives_sorted[ptr[c]:ptr[c + 1]]`` (ascending). A
-    score equal to a positive adds to ``ties[ptr[c] + j]``, ``j`` the first index of
-    that value; any other score adds to ``slots[ptr[c] + c + j]``, ``j`` the number of
-    positives below it. Together they give every class's ROC-AUC and average precision
-    (:func:`auc_ap_from_counts`) without sorting all n scores of each class.
+    ``scores_t`` is (classes in block, items): row ``k`` holds class ``first_class + k``.
+    Class ``c``'s positives are ``positives_sorted[ptr[c]:ptr[c + 1]]`` (ascending), with
+    its bucket table ``tables[table_ptr[c]:table_ptr[c + 1]]``, ``lows[c]`` and
+    ``per_unit[c]`` (see :func:`_count_below`). A score equal to a positive adds to
+    ``ties[ptr[c] + j]``, ``j`` the first index of that value; any other score adds to
+    ``slots[ptr[c] + c + j]``, ``j`` the number of positives below it. Together they
+    give every class's ROC-AUC and average precision (:func:`auc_ap_from_counts`)
+    without sorting all n scores of each class. Classes own disjoint parts of ``slots``
+    and ``ties``, so threads split the classes.
     """
-    n, c = scores.shape
-    chunks = max(1, min(4, n // 64))
-    slot_part = np.zeros((chunks, slots.shape[0]), np.int64)
-    tie_part = np.zeros((chunks, ties.shape[0]), np.int64)
-    for ch in prange(chunks):
-        for i in range(ch * n // chunks, (ch + 1) * n // chunks):
-            for j in range(c):
-                row = positives_sorted[ptr[j]:ptr[j + 1]]
-                v = scores[i, j]
-                lo = np.searchsorted(row, v, side="left")
-                if lo < row.shape[0] and row[lo] == v:
-                    tie_part[ch, ptr[j] + lo] += 1
-                else:
-                    slot_part[ch, ptr[j] + j + lo] += 1
-    for ch in range(chunks):
-        for k in range(slots.shape[0]):
-            slots[k] += slot_part[ch, k]
-        for k in range(ties.shape[0]):
-            ties[k] += tie_part[ch, k]
+    nc, n = scores_t.shape
+    for k in prange(nc):
+        c = first_class + k
+        row = positives_sorted[ptr[c]:ptr[c + 1]]
+        table = tables[table_ptr[c]:table_ptr[c + 1]]
+        n_pos = row.shape[0]
+        for i in range(n):
+            v = scores_t[k, i]
+            j = _count_below(row, v, table, lows[c], per_unit[c])
+            if j < n_pos and row[j] == v:
+                ties[ptr[c] + j] += 1
+            else:
+                slots[ptr[c] + c + j] += 1
 
 
 @njit(cache=True, parallel=True)

@@ -220,6 +220,27 @@ def rank_pass(scorer, targets: Targets, keep_positives: bool = False) -> dict[st
     return out
 
 
+def bucket_table(sorted_values: np.ndarray, per_value: int = 4, max_buckets: int = 2**18):
+    """Equal-width buckets over ``sorted_values`` for :func:`analyses.kernels._count_below`.
+
+    Returns
+    -------
+    table : np.ndarray
+        (buckets + 1,) int64: how many values lie below each bucket's lower edge.
+    low : float
+        The smallest value (0 when there is none).
+    per_unit : float
+        Buckets per unit of value (0 when all values are equal).
+    """
+    if sorted_values.size == 0:
+        return np.zeros(2, np.int64), 0.0, 0.0
+    low, high = float(sorted_values[0]), float(sorted_values[-1])
+    n_buckets = int(np.clip(per_value * sorted_values.size, 1, max_buckets))
+    per_unit = n_buckets / (high - low) if high > low else 0.0
+    table = np.searchsorted(sorted_values, np.linspace(low, high, n_buckets + 1)).astype(np.int64)
+    return table, low, per_unit
+
+
 @_threads_by_size
 def counted_auc_ap(scorer, n_classes: int, positive_classes: np.ndarray, positive_scores: np.ndarray):
     """Per-class ROC-AUC and average precision by placing scores among the positives.
@@ -245,8 +266,18 @@ def counted_auc_ap(scorer, n_classes: int, positive_classes: np.ndarray, positiv
     np.cumsum(np.bincount(positive_classes, minlength=n_classes), out=ptr[1:])
     slots = np.zeros(positives_sorted.size + n_classes, np.int64)
     ties = np.zeros(positives_sorted.size, np.int64)
+    tables = [bucket_table(positives_sorted[ptr[c]:ptr[c + 1]]) for c in range(n_classes)]
+    table_ptr = np.zeros(n_classes + 1, np.int64)
+    np.cumsum([t[0].size for t in tables], out=table_ptr[1:])
+    flat_tables = np.concatenate([t[0] for t in tables])
+    lows = np.array([t[1] for t in tables])
+    per_unit = np.array([t[2] for t in tables])
     for start, stop in _row_blocks(scorer.n_items, n_classes):
-        kernels.count_against_positives(scorer.block(start, stop), ptr, positives_sorted, slots, ties)
+        # class-major, so each class's positives stay in cache while its scores stream by
+        scores_t = np.ascontiguousarray(scorer.block(start, stop).T)
+        kernels.count_against_positives(
+            scores_t, 0, ptr, positives_sorted, table_ptr, flat_tables, lows, per_unit, slots, ties
+        )
     auc = np.empty(n_classes)
     ap = np.empty(n_classes)
     kernels.auc_ap_from_counts(ptr, positives_sorted, slots, ties, scorer.n_items, auc, ap)
@@ -432,15 +463,11 @@ def similarity_histograms(scorer, targets: Targets, bins: int = 100) -> dict:
     twice_u = 0
     if n_pos and n_neg:
         # Second pass: the same blocks again, each negative against every positive.
-        low, high = float(positives_sorted[0]), float(positives_sorted[-1])
-        n_buckets = int(np.clip(n_pos // 4, 1, 2**16))
-        buckets_per_unit = n_buckets / (high - low) if high > low else 0.0
-        bucket_starts = np.searchsorted(positives_sorted, np.linspace(low, high, n_buckets + 1)).astype(np.int64)
+        table, low, per_unit = bucket_table(positives_sorted, max_buckets=2**16)  # table stays in L2
         for start, stop in _row_blocks(n, scorer.n_classes):
             labels, label_matrix, multilabel = targets.rows(start, stop)
             twice_u += int(kernels.negatives_below_positives(
-                scorer.block(start, stop), labels, label_matrix, multilabel,
-                positives_sorted, bucket_starts, low, buckets_per_unit,
+                scorer.block(start, stop), labels, label_matrix, multilabel, positives_sorted, table, low, per_unit
             ))
     p = pos_counts / max(n_pos, 1)
     q = neg_counts / max(n_neg, 1)

@@ -100,14 +100,14 @@ def _per_class_table(title: str, result: dict) -> Table:
 def zeroshot(
     store: Path = typer.Argument(..., help=STORE_HELP),
     prompts: List[str] = typer.Option(
-        [], "--prompts", help="Prompt set to evaluate; repeatable (default: every set whose prompts all name classes)."
+        [], "--prompts", metavar="SET", help="Prompt set to evaluate; repeatable (default: every set whose prompts all name classes)."
     ),
-    space: str = typer.Option("joint", "--space", help=SPACE_HELP),
+    space: str = typer.Option("joint", "--space", metavar="SPACE", help=SPACE_HELP),
     bootstrap: int = typer.Option(0, "--bootstrap", metavar="N", help=BOOTSTRAP_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resampling."),
     per_class: bool = typer.Option(False, "--per-class", help="Also print F1, ROC-AUC and PR-AUC for every class."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the metrics bar chart (one bar per prompt set) here (.png)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
+    plot: Optional[Path] = typer.Option(None, "--plot", metavar="PATH.png", help="Write the metrics bar chart (one bar per prompt set) here (.png)."),
 ) -> None:
     """Zero-shot classification of every clip by its nearest class prompt (ensemble), per prompt set."""
     from analyses.embeddings import class_prompt_sets
@@ -141,15 +141,15 @@ def zeroshot(
 @handle_errors
 def centroids(
     store: Path = typer.Argument(..., help=STORE_HELP),
-    space: str = typer.Option("joint", "--space", help=SPACE_HELP),
+    space: str = typer.Option("joint", "--space", metavar="SPACE", help=SPACE_HELP),
     holdout: str = typer.Option(
-        "none", "--holdout",
+        "none", "--holdout", metavar="none|loo",
         help="none: each clip counts in its own class mean, as in the study; loo: leave it out (the fair variant).",
     ),
     bootstrap: int = typer.Option(0, "--bootstrap", metavar="N", help=BOOTSTRAP_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resampling."),
     per_class: bool = typer.Option(False, "--per-class", help="Also print F1, ROC-AUC and PR-AUC for every class."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP),
+    json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
 ) -> None:
     """Audio-only labels: classify each clip by the nearest class mean of the audio vectors."""
     from analyses.centroids import run_centroids
@@ -171,12 +171,12 @@ def centroids(
 @handle_errors
 def histograms(
     store: Path = typer.Argument(..., help=STORE_HELP),
-    prompts: Optional[str] = typer.Option(None, "--prompts", help="Prompt set giving the labels."),
+    prompts: Optional[str] = typer.Option(None, "--prompts", metavar="SET", help="Prompt set giving the labels."),
     centroids: bool = typer.Option(False, "--centroids", help="Use the audio class centroids as labels instead."),
-    space: str = typer.Option("joint", "--space", help=SPACE_HELP),
+    space: str = typer.Option("joint", "--space", metavar="SPACE", help=SPACE_HELP),
     bins: int = typer.Option(100, "--bins", help="Equal-width bins over cosine similarity -1..1."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the two histograms here (.png)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
+    plot: Optional[Path] = typer.Option(None, "--plot", metavar="PATH.png", help="Write the two histograms here (.png)."),
 ) -> None:
     """Positive vs negative clip-label similarities: histograms, their overlap AUC and Bhattacharyya coefficient."""
     from analyses.histograms import run_histograms
@@ -211,10 +211,10 @@ def histograms(
 @handle_errors
 def confidence(
     store: Path = typer.Argument(..., help=STORE_HELP),
-    prompts: str = typer.Option(..., "--prompts", help="Prompt set giving the class vectors."),
-    space: str = typer.Option("joint", "--space", help=SPACE_HELP),
-    json_path: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write box plots of the margins here (.png)."),
+    prompts: str = typer.Option(..., "--prompts", metavar="SET", help="Prompt set giving the class vectors."),
+    space: str = typer.Option("joint", "--space", metavar="SPACE", help=SPACE_HELP),
+    json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
+    plot: Optional[Path] = typer.Option(None, "--plot", metavar="PATH.png", help="Write box plots of the margins here (.png)."),
 ) -> None:
     """Confidence margins: each clip's top-1 minus top-2 class similarity, split by correct and wrong."""
     from analyses.confidence import run_confidence

@@ -258,3 +258,19 @@ def test_numba_cache_falls_back_to_user_dir_when_package_is_read_only(tmp_path, 
     expected = tmp_path / "embedstore" / "numba"
     assert expected.is_dir()
     assert kernels.os.environ["NUMBA_CACHE_DIR"] == str(expected) == numba.config.CACHE_DIR
+
+
+@pytest.mark.parametrize("kind", ["spread", "clustered", "constant", "one"])
+def test_bucketed_count_below_matches_searchsorted(kind):
+    rng = np.random.default_rng(6)
+    values = {
+        "spread": rng.normal(size=300),
+        "clustered": np.r_[np.zeros(100), rng.normal(size=50) * 1e-6, np.ones(40), 5.0],
+        "constant": np.full(20, 0.25),
+        "one": np.array([0.5]),
+    }[kind]
+    values = np.sort(values.astype(np.float32))
+    table, low, per_unit = metrics.bucket_table(values)
+    queries = np.r_[values, rng.normal(size=500), values.min() - 1, values.max() + 1, np.nextafter(values, np.inf)]
+    for v in queries.astype(np.float32):
+        assert kernels._count_below(values, v, table, low, per_unit) == np.searchsorted(values, v, side="left")
