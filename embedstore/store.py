@@ -129,7 +129,11 @@ class Store:
         for name in f["text"]:
             self._read_prompt_set(name)
         self.provenance = el.read_element(f["provenance"], "json")
+        if not isinstance(self.provenance, dict):
+            raise StoreDamaged(f"{self.path}: /provenance is not a JSON object")
         self.history = el.read_element(f["history"], "json-lines")
+        if not all(isinstance(event, dict) for event in self.history):
+            raise StoreDamaged(f"{self.path}: /history holds a line that is not a JSON object")
         failed = f["failed"]
         el.expect(failed, "failed-items")
         paths = el.read_element(failed["path"], "string-array")
