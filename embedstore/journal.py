@@ -128,6 +128,7 @@ class Journal:
             "spaces": dict(spaces),
             "items": _jsonable(items),
         }
+        _discard_leftovers(jdir)
         if jdir.is_dir() and (jdir / HEADER).exists():
             if not resume:
                 raise StoreExists(
@@ -144,7 +145,7 @@ class Journal:
             _same_weights(saved["provenance"], identity["provenance"], out)
             journal = cls(out, saved)
             if out.exists() and journal._finalized():
-                shutil.rmtree(jdir, ignore_errors=True)
+                _remove_dir(jdir)
                 journal.already_done = True
             return journal
         if out.exists() and resume and not overwrite:
@@ -243,7 +244,7 @@ class Journal:
                 )
             for row, reason in sorted(failed):
                 w.add_failed(items["paths"][row], reason)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        _remove_dir(self.dir)
         return self.out
 
 
@@ -266,3 +267,22 @@ def _jsonable(items: dict) -> dict:
     out["paths"] = [str(p) for p in out.get("paths", [""] * len(out["ids"]))]
     out["ids"] = [str(i) for i in out["ids"]]
     return out
+
+
+def _remove_dir(jdir: Path) -> None:
+    """Remove a journal so that a kill part-way never leaves a half-deleted one behind.
+
+    The folder is first renamed (atomic) to a name that :func:`_discard_leftovers`
+    deletes on sight, then deleted.
+    """
+    trash = jdir.with_name(jdir.name + ".remove")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(jdir, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _discard_leftovers(jdir: Path) -> None:
+    """Delete what a killed run can leave: a journal being removed, or one without its header."""
+    shutil.rmtree(jdir.with_name(jdir.name + ".remove"), ignore_errors=True)
+    if jdir.is_dir() and not (jdir / HEADER).exists():
+        shutil.rmtree(jdir, ignore_errors=True)

@@ -426,8 +426,6 @@ def test_real_clap_architecture_through_the_pipeline(tmp_path):
     assert store["provenance"]["checkpoint_sha256"] == model.provenance()["checkpoint"]["sha256"]
 
 
-@pytest.mark.xfail(strict=True, reason="cli.common.fail prints the message as rich markup, which eats "
-                   "'[extract]'; fixed once fail() escapes it (rich.markup.escape)")
 def test_missing_torch_gives_the_install_hint(cli, clip_folder, tmp_path, monkeypatch):
     import importlib.util
 
