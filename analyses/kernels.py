@@ -39,8 +39,8 @@ def _set_numba_cache_dir() -> None:
 
 _set_numba_cache_dir()
 
-import numpy as np  # noqa: E402
-from numba import njit, prange  # noqa: E402
+import numpy as np
+from numba import njit, prange
 
 
 @njit(cache=True, parallel=True)

@@ -76,19 +76,19 @@ class Targets:
     n_classes: int
 
     @classmethod
-    def single(cls, labels, n_classes: int) -> "Targets":
+    def single(cls, labels, n_classes: int) -> Targets:
         labels = np.ascontiguousarray(labels, dtype=np.int32)
         if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
             raise InputError(f"labels must lie in 0..{n_classes - 1}")
         return cls(labels, np.zeros((0, 0), bool), False, n_classes)
 
     @classmethod
-    def multi(cls, label_matrix) -> "Targets":
+    def multi(cls, label_matrix) -> Targets:
         label_matrix = np.ascontiguousarray(label_matrix, dtype=bool)
         return cls(np.zeros(0, np.int32), label_matrix, True, label_matrix.shape[1])
 
     @classmethod
-    def from_store(cls, store) -> "Targets":
+    def from_store(cls, store) -> Targets:
         if store.multilabel:
             return cls.multi(store.label_matrix)
         return cls.single(store.labels, len(store.classes))

@@ -12,10 +12,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from embedstore.fileio import write_atomic  # noqa: E402
+from embedstore.fileio import write_atomic
 
 METRIC_LABELS = {
     "top1": "top-1",

@@ -72,7 +72,12 @@ def cpu_seconds(who=resource.RUSAGE_SELF) -> float:
 
 
 def run_reference(audio, text, labels) -> dict:
-    from sklearn.metrics import average_precision_score, f1_score, roc_auc_score, top_k_accuracy_score
+    from sklearn.metrics import (
+        average_precision_score,
+        f1_score,
+        roc_auc_score,
+        top_k_accuracy_score,
+    )
     from sklearn.metrics.pairwise import cosine_similarity
 
     n_classes = text.shape[0]
@@ -145,7 +150,7 @@ def child(side: str, n_items: int, n_classes: int, dim: int) -> None:
 
 def measure(side: str, shape: tuple) -> dict:
     cmd = [sys.executable, __file__, "--child", side, *map(str, shape)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{side} at {shape} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -208,8 +213,8 @@ def row(result: dict) -> str:
 
 
 def stages(result: dict) -> str:
-    n, c, d = result["shape"]
-    line = lambda side: ", ".join(f"{k} {v:.2f} s" for k, v in result[side]["stages"].items())  # noqa: E731
+    n, c, _d = result["shape"]
+    line = lambda side: ", ".join(f"{k} {v:.2f} s" for k, v in result[side]["stages"].items())
     return f"- {n:,} x {c:,}: reference: {line('reference')}; ours: {line('ours')}"
 
 

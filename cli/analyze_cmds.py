@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.table import Table
@@ -60,7 +59,7 @@ def _check_counts(bootstrap: int = 0, bins: int = 1) -> None:
         raise InputError(f"--bins must be 1 or more, got {bins}")
 
 
-def _check_plot_path(plot: Optional[Path]) -> None:
+def _check_plot_path(plot: Path | None) -> None:
     # Fail before the work, not after it.
     if plot is not None and plot.suffix.lower() != ".png":
         raise InputError(f"--plot writes PNG; give a path ending in .png, not {plot.name!r}")
@@ -99,15 +98,15 @@ def _per_class_table(title: str, result: dict) -> Table:
 @handle_errors
 def zeroshot(
     store: Path = typer.Argument(..., help=STORE_HELP),
-    prompts: List[str] = typer.Option(
+    prompts: list[str] = typer.Option(
         [], "--prompts", metavar="SET", help="Prompt set to evaluate; repeatable (default: every set whose prompts all name classes)."
     ),
     space: str = typer.Option("joint", "--space", metavar="SPACE", help=SPACE_HELP),
     bootstrap: int = typer.Option(0, "--bootstrap", metavar="N", help=BOOTSTRAP_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resampling."),
     per_class: bool = typer.Option(False, "--per-class", help="Also print F1, ROC-AUC and PR-AUC for every class."),
-    json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
-    plot: Optional[Path] = typer.Option(None, "--plot", metavar="PATH.png", help="Write the metrics bar chart (one bar per prompt set) here (.png)."),
+    json_path: Path | None = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
+    plot: Path | None = typer.Option(None, "--plot", metavar="PATH.png", help="Write the metrics bar chart (one bar per prompt set) here (.png)."),
 ) -> None:
     """Zero-shot classification of every clip by its nearest class prompt (ensemble), per prompt set."""
     from analyses.embeddings import class_prompt_sets
@@ -149,7 +148,7 @@ def centroids(
     bootstrap: int = typer.Option(0, "--bootstrap", metavar="N", help=BOOTSTRAP_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resampling."),
     per_class: bool = typer.Option(False, "--per-class", help="Also print F1, ROC-AUC and PR-AUC for every class."),
-    json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
+    json_path: Path | None = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
 ) -> None:
     """Audio-only labels: classify each clip by the nearest class mean of the audio vectors."""
     from analyses.centroids import run_centroids
@@ -171,12 +170,12 @@ def centroids(
 @handle_errors
 def histograms(
     store: Path = typer.Argument(..., help=STORE_HELP),
-    prompts: Optional[str] = typer.Option(None, "--prompts", metavar="SET", help="Prompt set giving the labels."),
+    prompts: str | None = typer.Option(None, "--prompts", metavar="SET", help="Prompt set giving the labels."),
     centroids: bool = typer.Option(False, "--centroids", help="Use the audio class centroids as labels instead."),
     space: str = typer.Option("joint", "--space", metavar="SPACE", help=SPACE_HELP),
     bins: int = typer.Option(100, "--bins", help="Equal-width bins over cosine similarity -1..1."),
-    json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
-    plot: Optional[Path] = typer.Option(None, "--plot", metavar="PATH.png", help="Write the two histograms here (.png)."),
+    json_path: Path | None = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
+    plot: Path | None = typer.Option(None, "--plot", metavar="PATH.png", help="Write the two histograms here (.png)."),
 ) -> None:
     """Positive vs negative clip-label similarities: histograms, their overlap AUC and Bhattacharyya coefficient."""
     from analyses.histograms import run_histograms
@@ -213,8 +212,8 @@ def confidence(
     store: Path = typer.Argument(..., help=STORE_HELP),
     prompts: str = typer.Option(..., "--prompts", metavar="SET", help="Prompt set giving the class vectors."),
     space: str = typer.Option("joint", "--space", metavar="SPACE", help=SPACE_HELP),
-    json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
-    plot: Optional[Path] = typer.Option(None, "--plot", metavar="PATH.png", help="Write box plots of the margins here (.png)."),
+    json_path: Path | None = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
+    plot: Path | None = typer.Option(None, "--plot", metavar="PATH.png", help="Write box plots of the margins here (.png)."),
 ) -> None:
     """Confidence margins: each clip's top-1 minus top-2 class similarity, split by correct and wrong."""
     from analyses.confidence import run_confidence

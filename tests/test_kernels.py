@@ -5,7 +5,12 @@ Scores are rounded to one decimal and rows duplicated so that ties are everywher
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, f1_score, roc_auc_score, top_k_accuracy_score
+from sklearn.metrics import (
+    average_precision_score,
+    f1_score,
+    roc_auc_score,
+    top_k_accuracy_score,
+)
 
 from analyses import embeddings, kernels, metrics
 from embedstore.errors import InputError

@@ -10,7 +10,13 @@ import json
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, f1_score, roc_auc_score, top_k_accuracy_score
+from metric_stores import CLASSES, N, make_store
+from sklearn.metrics import (
+    average_precision_score,
+    f1_score,
+    roc_auc_score,
+    top_k_accuracy_score,
+)
 from sklearn.metrics.pairwise import cosine_similarity
 
 from analyses.centroids import run_centroids
@@ -19,7 +25,7 @@ from analyses.histograms import run_histograms
 from analyses.zeroshot import run_zeroshot
 from embedstore.errors import InputError
 from embedstore.store import open_store
-from metric_stores import CLASSES, N, make_store
+
 
 @pytest.fixture
 def store(tmp_path):
@@ -98,7 +104,7 @@ def test_leave_one_out_is_harder_than_the_study_centroids(store):
 
 def test_histograms_split_positive_and_negative_pairs(store):
     result = run_histograms(store, "pair", bins=50)
-    scores, labels, onehot = reference_scores(store)
+    scores, _labels, onehot = reference_scores(store)
     assert result["n_positive"] == N and result["n_negative"] == N * (len(CLASSES) - 1)
     assert sum(result["positive_counts"]) == N and len(result["bin_edges"]) == 51
     assert result["positive_mean"] == pytest.approx(scores[onehot].mean(), abs=1e-5)

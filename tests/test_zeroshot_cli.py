@@ -3,12 +3,12 @@
 import json
 
 import pytest
+from metric_stores import make_store
 from typer.testing import CliRunner
 
 from analyses.centroids import run_centroids
 from analyses.zeroshot import run_zeroshot
 from cli.main import app
-from metric_stores import make_store
 
 runner = CliRunner()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
