@@ -93,6 +93,12 @@ def expect(obj: h5py.HLObject, encoding_type: str) -> None:
     check_version(obj.name, version, ELEMENT_VERSIONS[encoding_type])
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (HDF5's run over several)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _as_str(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 

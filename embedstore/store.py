@@ -16,6 +16,7 @@ import datetime as _dt
 import getpass
 import io
 import json
+import mmap
 import os
 import platform
 import re
@@ -282,7 +283,10 @@ class Store:
             if isinstance(obj, h5py.Dataset) and el.DIGEST_ATTR in obj.attrs:
                 out["/" + name] = el._as_str(obj.attrs[el.DIGEST_ATTR])
 
-        self._file.visititems(visit)
+        try:
+            self._file.visititems(visit)
+        except (OSError, RuntimeError, UnicodeDecodeError) as exc:
+            raise StoreDamaged(f"{self.path}: unreadable HDF5 objects ({el.first_line(exc)})") from None
         return out
 
     def close(self) -> None:
@@ -312,6 +316,7 @@ def _open_h5(path: Path) -> h5py.File:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
     if head != HDF5_SIGNATURE:
         raise NotAStore(f"{path} is not an HDF5 file, so not a store")
+    _check_global_heaps(path)
     try:
         return h5py.File(path, "r", locking=False)
     except (OSError, RuntimeError) as exc:
@@ -320,6 +325,37 @@ def _open_h5(path: Path) -> h5py.File:
         if "truncated" not in first and re.search(r"\block|already open", first):
             raise InputError(f"{path} is open elsewhere in a way that blocks reading ({_first_line(exc)})") from None
         raise StoreDamaged(f"{path}: damaged or truncated HDF5 file ({_first_line(exc)})") from None
+
+
+def _check_global_heaps(path: Path) -> None:
+    """Refuse a damaged global heap that would hang or crash the HDF5 library.
+
+    HDF5 (2.0.0) decodes a global heap collection (where variable-length strings live)
+    by stepping from object to object; a free-space entry of size 0 never advances and
+    loops forever, and a huge size wraps the pointer. This walks every collection the
+    same way first. A collection is found by its signature, version 1 and zero reserved
+    bytes, and a size within the file: vector data cannot pass for one by chance.
+    """
+    with open(path, "rb") as fh:
+        try:
+            data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # an empty file cannot be mapped
+            return
+    with data:
+        start = data.find(b"GCOL\x01\x00\x00\x00")
+        while start >= 0:
+            size = int.from_bytes(data[start + 8 : start + 16], "little")
+            end = start + size
+            if 4096 <= size and end <= len(data):
+                pos = start + 16
+                while pos + 16 <= end:
+                    index = int.from_bytes(data[pos : pos + 2], "little")
+                    length = int.from_bytes(data[pos + 8 : pos + 16], "little")
+                    step = 16 + (length + 7) // 8 * 8 if index else length
+                    if step == 0 or step >= 1 << 62:
+                        raise StoreDamaged(f"{path}: damaged HDF5 global heap (variable-length strings) at byte {start}")
+                    pos += step
+            start = data.find(b"GCOL\x01\x00\x00\x00", start + 4)
 
 
 def _first_line(exc: BaseException) -> str:

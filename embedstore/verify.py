@@ -48,8 +48,35 @@ def verify_store(path: str | os.PathLike) -> VerifyReport:
         report.problems.append(str(exc))
         return report
     with store:
-        store._file.visititems(lambda name, obj: _check(obj, report))
+        _check_names(store, report)
+        try:
+            store._file.visititems(lambda name, obj: _check(obj, report))
+        except (OSError, RuntimeError, UnicodeDecodeError) as exc:
+            # Damaged object headers or attributes that the structural checks never touched.
+            report.problems.append(f"{path}: unreadable HDF5 objects ({el.first_line(exc)})")
     return report
+
+
+def _check_names(store, report: VerifyReport) -> None:
+    """Compare the audio spaces and prompt sets with those the store's history added.
+
+    Digests cover contents, not names: a damaged link name ("track" read as "t2ack") or an
+    element deleted whole with an HDF5 editor leaves a store that is consistent otherwise.
+    """
+    audio, text = set(), {}
+    for event in store.history:
+        if event.get("action") == "add_audio":
+            audio.add(str(event.get("space")))
+        elif event.get("action") == "add_prompt_set":
+            text[str(event.get("name"))] = sorted(str(s) for s in event.get("spaces") or [])
+    if sorted(audio) != store.audio_spaces:
+        report.problems.append(f"audio spaces {store.audio_spaces} differ from those its history added {sorted(audio)}")
+    if sorted(text) != store.prompt_sets:
+        report.problems.append(f"prompt sets {store.prompt_sets} differ from those its history added {sorted(text)}")
+        return
+    for name, spaces in text.items():
+        if store.prompt_set(name).spaces != spaces:
+            report.problems.append(f"prompt set {name!r} has spaces {store.prompt_set(name).spaces}, its history added {spaces}")
 
 
 def _check(obj, report: VerifyReport) -> None:
@@ -65,7 +92,7 @@ def _check(obj, report: VerifyReport) -> None:
     try:
         value = obj[()]
     except (OSError, RuntimeError) as exc:
-        report.problems.append(f"{obj.name}: unreadable data, checksum or truncation ({el._as_str(str(exc)).splitlines()[0]})")
+        report.problems.append(f"{obj.name}: unreadable data, checksum or truncation ({el.first_line(exc)})")
         return
     if obj.dtype.kind == "O":
         try:
