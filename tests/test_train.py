@@ -207,3 +207,43 @@ def test_train_command(tones, tmp_path):
                               str(tmp_path / "bad")])
     assert bad.exit_code == 1 and "not found" in bad.output
     assert not (tmp_path / "bad").exists()
+
+
+# ------------------------------------------------------------------ the bundled model
+
+
+def test_extract_then_report_with_the_bundled_model(tmp_path):
+    """The offline main job on two bundled notes per instrument: extract, then report."""
+    import shutil
+
+    from cli.main import app
+    from embedstore.datasets import load_dataset
+    from embedstore.store import open_store
+
+    notes = load_dataset("notes")
+    per_class = {}
+    for item in notes.items:
+        per_class.setdefault(item.labels[0], [])
+        if len(per_class[item.labels[0]]) < 2:
+            per_class[item.labels[0]].append(item.path)
+    for paths in per_class.values():
+        for path in paths:
+            target = tmp_path / "TinySOL" / path.relative_to(notes.root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+
+    runner = CliRunner()
+    store = tmp_path / "notes.h5"
+    result = runner.invoke(app, ["extract", "--model", "notes-toy", "--root", str(tmp_path),
+                                 "--out", str(store), "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    with open_store(store) as st:
+        assert st.model == "notes-toy" and st.n_items == 28
+        assert st.audio("joint").shape == (28, 512) and st.audio("prejoint").shape == (28, 256)
+        assert "track" in st.prompt_sets
+        assert st.provenance["encoder"]["checkpoint"]["file"] == "model.safetensors"
+        assert len(st.provenance["checkpoint_sha256"]) == 64
+    report = runner.invoke(app, ["report", str(store), "--out", str(tmp_path / "report"),
+                                 "--no-umap"])
+    assert report.exit_code == 0, report.output
+    assert (tmp_path / "report" / "report.json").is_file()

@@ -116,10 +116,12 @@ def evaluate(model_dir: Path, dataset, held_out: np.ndarray) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (checkpoints)")
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--width", type=int, default=TrainConfig.conv_out_channels)
+    parser.add_argument("--loss", default="clip", choices=["clip", "weighted_clip"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=HERE)
-    parser.add_argument("--pitch-shift", type=float, default=5.0,
+    parser.add_argument("--pitch-shift", type=float, default=3.0,
                         help="training augmentation: random resampling by +- this many semitones")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
@@ -130,7 +132,8 @@ def main(argv=None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     captions_csv = work / "captions.csv"
     write_captions_csv(captions_csv, dataset.items, held_out, args.seed)
-    config = TrainConfig(epochs=args.epochs, seed=args.seed, pitch_shift=args.pitch_shift)
+    config = TrainConfig(epochs=args.epochs, seed=args.seed, pitch_shift=args.pitch_shift,
+                         conv_out_channels=args.width, loss=args.loss)
     table = read_captions(captions_csv)
 
     def report(record):
