@@ -263,7 +263,9 @@ def soak(kills: int, seed: int, clips: int, workdir: Path, figures: dict,
         say(f"kill at {phase}: resumed, identical")
 
     round_no, out = 0, workdir / "round-0.h5"
+    figures["kills_after_new_rows"] = 0
     while figures["random_kills"] < kills:
+        journaled = _batches(out)
         proc = start(extract_args(root, out), log)
         figures["starts"] += 1
         try:
@@ -271,6 +273,7 @@ def soak(kills: int, seed: int, clips: int, workdir: Path, figures: dict,
         except subprocess.TimeoutExpired:
             kill_group(proc)
             figures["random_kills"] += 1
+            figures["kills_after_new_rows"] += _batches(out) > journaled
             check_after_kill(out)
             continue
         finish(proc, log, f"round {round_no}")  # it finished before its kill: round complete
@@ -287,8 +290,14 @@ def soak(kills: int, seed: int, clips: int, workdir: Path, figures: dict,
     return figures
 
 
+def _batches(out: Path) -> int:
+    """Batches journaled so far for ``out``."""
+    return len(list(out.with_name(out.name + ".partial").glob("batch-*.npz")))
+
+
 def summary_line(figures: dict, ok: bool) -> str:
-    return (f"soak_extract: {figures.get('random_kills', 0)} random SIGKILLs + "
+    return (f"soak_extract: {figures.get('random_kills', 0)} random SIGKILLs "
+            f"({figures.get('kills_after_new_rows', 0)} after the run had journaled new rows) + "
             f"{figures.get('finalize_kills', 0)} during the final write survived; "
             f"{figures.get('rounds', 0)} rounds, {figures.get('starts', 0)} process starts, "
             f"{figures.get('clips', 0)} clips ({figures.get('failed', 0)} unreadable); "

@@ -11,6 +11,7 @@ pytest.importorskip("torch")
 pytest.importorskip("soxr")
 
 import soundfile as sf  # noqa: E402
+from extract_encoder import NAME, TinyEncoder, load_tiny  # noqa: E402
 
 from embedstore.audio import prepare  # noqa: E402
 from embedstore.datasets import load_dataset  # noqa: E402
@@ -18,7 +19,6 @@ from embedstore.extract import pool_windows, run_extract  # noqa: E402
 from embedstore.prompts import build_prompt_set  # noqa: E402
 from embedstore.store import open_store  # noqa: E402
 from embedstore.verify import verify_store  # noqa: E402
-from extract_encoder import NAME, TinyEncoder, load_tiny  # noqa: E402
 
 RATES = (8000, 11025, 22050, 44100, 48000, 96000, 192000)
 

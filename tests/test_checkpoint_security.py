@@ -5,10 +5,11 @@ import os
 import pickle
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -76,7 +77,7 @@ def test_the_payloads_are_live(hostile):
         "    os.path.exists(sys.argv[1]) and os.unlink(sys.argv[1])\n"
     )
     ran = subprocess.run([sys.executable, "-c", script, str(marker), *map(str, files.values())],
-                         cwd=Path(__file__).parent, capture_output=True, text=True)
+                         cwd=Path(__file__).parent, capture_output=True, text=True, check=False)
     assert ran.stdout.split() == ["True"] * len(files), ran.stderr
 
 
@@ -186,21 +187,17 @@ def test_a_user_checkpoint_with_another_digest_loads_with_a_warning_and_is_recor
     assert digest != clap_models.PUBLISHED["clap-music"].sha256
     folder = tmp_path / "clips"
     folder.mkdir()
-    import numpy as np
-    import soundfile as sf
-
     for i in range(2):
         t = np.arange(12000) / 48000
         sf.write(folder / f"c{i}.wav", (0.3 * np.sin(2 * np.pi * (300 + 200 * i) * t)).astype(np.float32), 48000)
     (folder / "labels.csv").write_text("path,label\nc0.wav,low\nc1.wav,high\n")
     out = tmp_path / "s.h5"
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = cli("extract", "--model", "clap-music", "--checkpoint", checkpoint, "--tokenizer", tokenizer_dir,
-                     "--dataset", "folder", "--root", folder, "--out", out, "--workers", "0",
-                     "--prompts", "track", "--long", "first")
+    result = cli("extract", "--model", "clap-music", "--checkpoint", checkpoint, "--tokenizer", tokenizer_dir,
+                 "--dataset", "folder", "--root", folder, "--out", out, "--workers", "0",
+                 "--prompts", "track", "--long", "first")
     assert result.exit_code == 0, result.output
-    assert any(digest in str(w.message) and "not the published" in str(w.message) for w in caught)
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and digest in warned[0] and "not the published" in warned[0], result.stderr
     with open_store(out) as st:
         assert st.provenance["checkpoint_sha256"] == digest
         record = st.provenance["encoder"]["checkpoint"]
