@@ -37,6 +37,8 @@ def _save(fig, path) -> None:
 def plot_metrics(results_by_prompt_set: dict, path) -> None:
     """Grouped bars: one group per metric, one bar per prompt set (the study's Figure 2).
 
+    Any results with the zero-shot keys fit, audio centroids (``run_centroids``) too.
+
     Bootstrap intervals, when the results carry ``ci95``, are drawn as error bars.
     """
     names = list(results_by_prompt_set)
@@ -56,9 +58,9 @@ def plot_metrics(results_by_prompt_set: dict, path) -> None:
     ax.set_ylim(0, 1)
     ax.set_ylabel("score")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(title="prompt set", fontsize="small", ncol=max(1, len(names) // 6))
+    ax.legend(title="labels", fontsize="small", ncol=max(1, len(names) // 6))
     first = results_by_prompt_set[names[0]] if names else {}
-    ax.set_title(f"Zero-shot classification ({first.get('space', '')} space, {first.get('n_items', 0)} items)")
+    ax.set_title(f"Classification by the nearest label ({first.get('space', '')} space, {first.get('n_items', 0)} clips)")
     _save(fig, path)
 
 

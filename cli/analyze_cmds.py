@@ -149,12 +149,14 @@ def centroids(
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resampling."),
     per_class: bool = typer.Option(False, "--per-class", help="Also print F1, ROC-AUC and PR-AUC for every class."),
     json_path: Path | None = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
+    plot: Path | None = typer.Option(None, "--plot", metavar="PATH.png", help="Write the metrics bar chart here (.png)."),
 ) -> None:
     """Audio-only labels: classify each clip by the nearest class mean of the audio vectors."""
     from analyses.centroids import run_centroids
     from embedstore.store import open_store
 
     _check_counts(bootstrap)
+    _check_plot_path(plot)
     with open_store(store) as st:
         result = run_centroids(st, space=space, holdout=holdout, bootstrap=bootstrap, seed=seed)
         model, dataset = st.model, st.dataset
@@ -164,6 +166,11 @@ def centroids(
         console.print(_per_class_table("Per class", result))
     if json_path:
         _write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, **result})
+    if plot:
+        from analyses.plots import plot_metrics
+
+        plot_metrics({f"centroids ({holdout})": result}, plot)
+        console.print(f"wrote {plot}")
 
 
 @analyze_app.command()

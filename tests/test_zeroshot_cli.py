@@ -51,8 +51,9 @@ def test_zeroshot_bootstrap_and_per_class(store, tmp_path):
 
 def test_centroids_command(store, tmp_path):
     out = tmp_path / "c.json"
-    result = invoke("centroids", store, "--holdout", "loo", "--json", out)
+    result = invoke("centroids", store, "--holdout", "loo", "--json", out, "--plot", tmp_path / "c.png")
     assert result.exit_code == 0, result.output
+    assert (tmp_path / "c.png").read_bytes().startswith(PNG_MAGIC)
     payload = json.loads(out.read_text())
     expected = run_centroids(store, holdout="loo")
     assert {k: payload[k] for k in expected} == expected
