@@ -9,8 +9,10 @@ process with the small torch test encoder (``tests/extract_encoder.py``). Then:
    through removing the journal) a run kills itself with SIGKILL exactly there, and is
    resumed to the end.
 2. **Random kills.** Runs are started with ``--resume`` and their process group is sent
-   SIGKILL after a random delay up to the uninterrupted run's wall time, until ``--kills``
-   kills have landed; a run that finishes first completes its round and a new round starts.
+   SIGKILL after a random delay: every other run anywhere up to the uninterrupted run's
+   wall time, the others within the span the uninterrupted run spent on batches, counted
+   from the moment the run journals its first new rows. This goes on until ``--kills``
+   kills have landed; a run that finishes first completes its round, and a new one starts.
 
 Every finished store must equal the uninterrupted one bit for bit (items, failures, audio
 and text vectors), pass ``verify_store``, and leave no journal folder behind. After every
@@ -239,8 +241,12 @@ def soak(kills: int, seed: int, clips: int, workdir: Path, figures: dict,
 
     log = workdir / "child-stderr.log"
     began = time.monotonic()
-    finish(start(extract_args(root, workdir / "reference.h5"), log), log, "the uninterrupted run")
+    proc = start(extract_args(root, workdir / "reference.h5"), log)
+    wait_for_new_rows(proc, workdir / "reference.h5", 0, timeout=None)
+    startup_wall = time.monotonic() - began  # start-up, text prompts, the first batch
+    finish(proc, log, "the uninterrupted run")
     full_wall = time.monotonic() - began
+    rows_wall = max(full_wall - startup_wall, 0.05)
     reference = read_store(workdir / "reference.h5")
     figures.update(clips=clips, items=len(reference["ids"]), failed=len(reference["failed"]),
                    finalize_kills=0, random_kills=0, rounds=0, starts=1,
@@ -268,8 +274,13 @@ def soak(kills: int, seed: int, clips: int, workdir: Path, figures: dict,
         journaled = _batches(out)
         proc = start(extract_args(root, out), log)
         figures["starts"] += 1
+        # Every other kill lands anywhere in the run's life; the others once it has
+        # journaled new rows, so that many fall among the batches and not in start-up.
+        while_writing = figures["starts"] % 2 == 0
         try:
-            proc.wait(timeout=rng.uniform(0.0, full_wall))
+            if while_writing:
+                wait_for_new_rows(proc, out, journaled, timeout=full_wall * 2)
+            proc.wait(timeout=rng.uniform(0.0, rows_wall if while_writing else full_wall))
         except subprocess.TimeoutExpired:
             kill_group(proc)
             figures["random_kills"] += 1
@@ -288,6 +299,16 @@ def soak(kills: int, seed: int, clips: int, workdir: Path, figures: dict,
     figures["rounds"] += 1
     figures["stale_temp_files"] = len([p for p in workdir.iterdir() if p.name.endswith(".tmp")])
     return figures
+
+
+def wait_for_new_rows(proc: subprocess.Popen, out: Path, journaled: int, timeout: float | None) -> None:
+    """Return once ``out``'s journal holds more than ``journaled`` batches or the run ended;
+    raise ``subprocess.TimeoutExpired`` after ``timeout`` seconds."""
+    began = time.monotonic()
+    while proc.poll() is None and _batches(out) <= journaled:
+        if timeout is not None and time.monotonic() - began > timeout:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        time.sleep(0.01)
 
 
 def _batches(out: Path) -> int:

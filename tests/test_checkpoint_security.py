@@ -203,3 +203,43 @@ def test_a_user_checkpoint_with_another_digest_loads_with_a_warning_and_is_recor
         record = st.provenance["encoder"]["checkpoint"]
         assert record["file"] == "mine.pt" and record["verified"] is False
         assert record["expected_sha256"] == clap_models.PUBLISHED["clap-music"].sha256
+
+
+class Interrupted(Exception):
+    """Stands in for a kill: raised from the progress callback once rows are journaled."""
+
+
+def test_resume_refuses_other_weights_and_accepts_the_same(tmp_path):
+    from extract_encoder import TinyEncoder, save_checkpoint
+
+    from embedstore.datasets import load_dataset
+    from embedstore.extract import run_extract
+    from embedstore.prompts import build_prompt_set
+    from embedstore.store import open_store
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for i in range(6):
+        sf.write(folder / f"c{i}.wav", np.sin(np.arange(4000) * (0.05 + 0.02 * i)).astype(np.float32), 16000)
+    (folder / "labels.csv").write_text("path,label\n" + "".join(f"c{i}.wav,{'ab'[i % 2]}\n" for i in range(6)))
+    data = load_dataset("folder", folder)
+    specs = [build_prompt_set("track", data.classes)]
+    ckpt_a = save_checkpoint(tmp_path / "a.safetensors", seed=1)
+    ckpt_b = save_checkpoint(tmp_path / "b.safetensors", seed=2)
+    out = tmp_path / "s.h5"
+
+    def stop_after_first_rows(done, total, failed):
+        if done:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run_extract(TinyEncoder(str(ckpt_a)), data, specs, out, batch_size=2, progress=stop_after_first_rows)
+    with pytest.raises(InputError, match="weights"):
+        run_extract(TinyEncoder(str(ckpt_b)), data, specs, out, batch_size=2, resume=True)
+    summary = run_extract(TinyEncoder(str(ckpt_a)), data, specs, out, batch_size=2, resume=True)
+    assert summary.resumed_from > 0
+    run_extract(TinyEncoder(str(ckpt_a)), data, specs, tmp_path / "whole.h5", batch_size=2)
+    with open_store(out) as resumed, open_store(tmp_path / "whole.h5") as whole:
+        assert resumed.provenance["checkpoint_sha256"] == TinyEncoder(str(ckpt_a)).checkpoint["sha256"]
+        for space in whole.audio_spaces:
+            assert resumed.audio(space).tobytes() == whole.audio(space).tobytes()
