@@ -58,25 +58,29 @@ def verify_store(path: str | os.PathLike) -> VerifyReport:
 
 
 def _check_names(store, report: VerifyReport) -> None:
-    """Compare the audio spaces and prompt sets with those the store's history added.
+    """Check that every audio space, prompt set and prompt-set space the history added exists.
 
     Digests cover contents, not names: a damaged link name ("track" read as "t2ack") or an
     element deleted whole with an HDF5 editor leaves a store that is consistent otherwise.
+    Nothing is ever removed by name, so a name the history added must still be there;
+    names without a history entry (stores written to the spec by other tools) are allowed.
     """
     audio, text = set(), {}
     for event in store.history:
         if event.get("action") == "add_audio":
             audio.add(str(event.get("space")))
         elif event.get("action") == "add_prompt_set":
-            text[str(event.get("name"))] = sorted(str(s) for s in event.get("spaces") or [])
-    if sorted(audio) != store.audio_spaces:
-        report.problems.append(f"audio spaces {store.audio_spaces} differ from those its history added {sorted(audio)}")
-    if sorted(text) != store.prompt_sets:
-        report.problems.append(f"prompt sets {store.prompt_sets} differ from those its history added {sorted(text)}")
-        return
-    for name, spaces in text.items():
-        if store.prompt_set(name).spaces != spaces:
-            report.problems.append(f"prompt set {name!r} has spaces {store.prompt_set(name).spaces}, its history added {spaces}")
+            text[str(event.get("name"))] = {str(s) for s in event.get("spaces") or []}
+    missing = sorted(audio - set(store.audio_spaces))
+    if missing:
+        report.problems.append(f"audio spaces {missing} that the history added are missing")
+    missing = sorted(set(text) - set(store.prompt_sets))
+    if missing:
+        report.problems.append(f"prompt sets {missing} that the history added are missing")
+    for name in sorted(set(text) & set(store.prompt_sets)):
+        lost = sorted(text[name] - set(store.prompt_set(name).spaces))
+        if lost:
+            report.problems.append(f"prompt set {name!r} lacks the spaces {lost} that the history added")
 
 
 def _check(obj, report: VerifyReport) -> None:
