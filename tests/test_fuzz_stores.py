@@ -178,3 +178,17 @@ def test_a_global_heap_that_would_hang_hdf5_is_refused(bases, tmp_path):
     done = cli_process("info", target)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 1 and len(lines) == 1 and "damaged HDF5 global heap" in lines[0], done.stderr
+
+
+@pytest.mark.parametrize("change", ["rename", "delete"])
+def test_verify_catches_a_renamed_or_deleted_prompt_set(bases, scratch, change):
+    """Digests cover contents, not names: a bit flip in a link name once passed as intact."""
+    target = scratch / f"{change}.h5"
+    target.write_bytes(bases["prompts"].read_bytes())
+    with h5py.File(target, "r+") as f:
+        if change == "rename":
+            f.move("text/track", "text/t2ack")
+        else:
+            del f["audio/prejoint"]
+    result = fz.check_store(target, bases["prompts"], cli=False)
+    assert result["open"] == "ok" and result["verify"] == "damaged" and result["problems"] == []
