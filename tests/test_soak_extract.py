@@ -29,11 +29,6 @@ def test_kills_during_the_final_write_and_at_random_leave_the_uninterrupted_stor
     assert "+ 5 during the final write survived" in line
 
 
-def test_a_kill_while_the_journal_is_removed_leaves_nothing_behind(tmp_path):
-    soak_extract.soak(kills=0, seed=0, clips=8, workdir=tmp_path, figures={},
-                      phases=("journal-removal",))
-
-
 def write_store(path, joint):
     with create_store(path, model="m", dataset="d", classes=["a", "b"]) as w:
         w.set_items(["x", "y"], ["x.wav", "y.wav"], labels=[0, 1])
