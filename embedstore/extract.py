@@ -376,6 +376,20 @@ def _as_is(sample):
     return sample
 
 
+def _die_with_parent(worker_id: int) -> None:
+    """DataLoader worker init: on Linux, ask the kernel to kill this worker with its parent.
+
+    Without it a worker blocked on a full queue can outlive a ``kill -9`` of the run.
+    """
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def read_clips(dataset, first_row: int, model, *, long_mode: str, workers: int):
     """Decoded windows of every clip from ``first_row`` on, in row order.
 
@@ -386,7 +400,8 @@ def read_clips(dataset, first_row: int, model, *, long_mode: str, workers: int):
     paths = [str(item.path) for item in dataset.items[first_row:]]
     reader = ClipReader(paths, first_row, _frontend_args(model, long_mode))
     return DataLoader(reader, batch_size=None, shuffle=False, num_workers=workers,
-                      collate_fn=_as_is, prefetch_factor=4 if workers else None)
+                      collate_fn=_as_is, prefetch_factor=4 if workers else None,
+                      worker_init_fn=_die_with_parent if workers else None)
 
 
 def _frontend_args(model, long_mode: str) -> dict:

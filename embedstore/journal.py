@@ -16,6 +16,7 @@ clear :class:`~embedstore.errors.StoreIncomplete` error instead of partial data.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ import numpy as np
 
 from embedstore.errors import InputError, StoreExists, StoreIncomplete, WriteFailed
 from embedstore.fileio import write_atomic
-from embedstore.store import create_store, journal_dir, open_store
+from embedstore.store import JOURNAL_SUFFIX, create_store, journal_dir, open_store
 
 HEADER = "header.json"
 
@@ -282,7 +283,11 @@ def _remove_dir(jdir: Path) -> None:
 
 
 def _discard_leftovers(jdir: Path) -> None:
-    """Delete what a killed run can leave: a journal being removed, or one without its header."""
+    """Delete what a killed run can leave: a journal being removed, one without its header,
+    and the temporary file of a final store that was being written."""
     shutil.rmtree(jdir.with_name(jdir.name + ".remove"), ignore_errors=True)
+    out_name = jdir.name[: -len(JOURNAL_SUFFIX)]
+    for tmp in jdir.parent.glob(f".{glob.escape(out_name)}.*.tmp"):
+        tmp.unlink(missing_ok=True)
     if jdir.is_dir() and not (jdir / HEADER).exists():
         shutil.rmtree(jdir, ignore_errors=True)

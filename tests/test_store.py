@@ -387,3 +387,18 @@ def test_kill_after_final_rename_is_recognised(tmp_path):
     again = Journal.open(out, header=header, items=items, spaces={"joint": 2}, resume=True)
     assert again.already_done and not journal_dir(out).exists()
     assert verify_store(out).ok
+
+
+def test_resume_removes_the_temp_file_of_a_killed_final_write(tmp_path):
+    out = tmp_path / "s.h5"
+    header = dict(model="toy", dataset="unit", classes=["a"], provenance={})
+    items = dict(ids=["x"], paths=["x.wav"], labels=[0])
+    j = Journal.open(out, header=header, items=items, spaces={"joint": 2})
+    j.append(0, [0], {"joint": np.ones((1, 2))})
+    stale = tmp_path / ".s.h5.0123abcd.tmp"  # what a kill inside create_store leaves
+    stale.write_bytes(b"half a store")
+    other = tmp_path / ".t.h5.0123abcd.tmp"  # another store's: not ours to touch
+    other.write_bytes(b"x")
+    Journal.open(out, header=header, items=items, spaces={"joint": 2}, resume=True).finalize()
+    assert not stale.exists() and other.exists()
+    assert verify_store(out).ok
