@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from embedstore.errors import InputError
+from embedstore.resources import DATA_DIR
 
 #: File suffixes read as audio when a dataset's folder is scanned.
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
@@ -147,7 +148,7 @@ class Dataset:
 
 def default_notes_root() -> Path:
     """The bundled notes, ``data/notes`` at the top of the repository."""
-    return Path(__file__).resolve().parents[1] / "data" / "notes"
+    return DATA_DIR / "notes"
 
 
 def load_dataset(name: str, root: str | Path | None = None,

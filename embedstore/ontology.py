@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedstore.errors import InputError
+from embedstore.resources import DATA_DIR
 
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "data" / "ontologies"
+BUILTIN_DIR = DATA_DIR / "ontologies"
 
 # Dataset class names that differ from the ontology's leaf names (lower-cased keys).
 CLASS_ALIASES = {

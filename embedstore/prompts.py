@@ -42,8 +42,9 @@ from pathlib import Path
 import numpy as np
 
 from embedstore.errors import InputError
+from embedstore.resources import DATA_DIR
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "prompts"
+PROMPTS_DIR = DATA_DIR / "prompts"
 
 #: Seed of the ``lorem`` set; each class's phrase also depends on its label, not its position.
 LOREM_SEED = 2024
@@ -293,7 +294,7 @@ def _class_resolver(classes: list[str]):
 @lru_cache(maxsize=1)
 def _instrument_table() -> tuple[dict, dict[str, dict]]:
     """``(families, {alias key: instrument})`` from ``definitions.json``."""
-    doc = json.loads((DATA_DIR / "definitions.json").read_text(encoding="utf-8"))
+    doc = json.loads((PROMPTS_DIR / "definitions.json").read_text(encoding="utf-8"))
     by_key = {}
     for instrument in doc["instruments"]:
         for alias in (instrument["code"], instrument["name"], *instrument["aliases"]):

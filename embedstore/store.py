@@ -31,7 +31,6 @@ import numpy as np
 
 from embedstore import __version__
 from embedstore import elements as el
-from embedstore.fileio import write_atomic
 from embedstore.errors import (
     EmbedstoreError,
     InputError,
@@ -41,6 +40,7 @@ from embedstore.errors import (
     StoreIncomplete,
     WriteFailed,
 )
+from embedstore.fileio import write_atomic
 
 FORMAT_TYPE = "embedstore"
 FORMAT_VERSION = "1.0.0"

@@ -455,8 +455,13 @@ def export_model(model, out_dir, *, name, config: TrainConfig, model_config: dic
     """Write ``config.json``, ``model.safetensors`` (trainable parts) and ``metrics.json``."""
     from safetensors.torch import save_file
 
-    from embedstore.models.muscall import (CONFIG_FILE, FORMAT_NAME, MINILM_PACKAGE,
-                                           WEIGHTS_FILE, minilm_version)
+    from embedstore.models.muscall import (
+        CONFIG_FILE,
+        FORMAT_NAME,
+        MINILM_PACKAGE,
+        WEIGHTS_FILE,
+        minilm_version,
+    )
 
     out_dir = Path(out_dir)
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()

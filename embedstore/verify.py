@@ -11,7 +11,6 @@ from embedstore import elements as el
 from embedstore.errors import StoreDamaged
 from embedstore.store import open_store
 
-
 # Element types written without a SHA-256 attribute.
 UNDIGESTED = ("json", "json-lines")
 

