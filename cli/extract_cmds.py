@@ -50,7 +50,10 @@ def _load_model(name, checkpoint, tokenizer, device, precision):
 @handle_errors
 def extract(
     out: Path = typer.Option(..., "--out", "-o", help="The store to write (an .h5 file)."),
-    model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
+    model: str = typer.Option(
+        "notes-toy", "--model", "-m",
+        help=MODEL_HELP + " Default: notes-toy, the bundled toy model (not a research model).",
+    ),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights file instead of the published one."),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Local tokenizer folder for the text tower."),
     dataset: str = typer.Option("tinysol", "--dataset", "-d", help="tinysol, notes (the bundled notes) or folder."),
