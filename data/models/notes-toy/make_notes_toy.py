@@ -119,7 +119,7 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--width", type=int, default=TrainConfig.conv_out_channels)
     parser.add_argument("--loss", default="clip", choices=["clip", "weighted_clip"])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--pitch-shift", type=float, default=3.0,
                         help="training augmentation: random resampling by +- this many semitones")
