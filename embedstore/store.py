@@ -657,7 +657,7 @@ def create_store(
     replaced = path.exists()
 
     def prepare(image: io.BytesIO) -> None:
-        with h5py.File(image, "w", libver=("earliest", "v110")) as f:
+        with h5py.File(image, "w", libver=("v110", "v110")) as f:
             el.tag(f, FORMAT_TYPE, FORMAT_VERSION)
             f.attrs["model"] = str(model)
             f.attrs["dataset"] = str(dataset)
