@@ -468,7 +468,9 @@ def minilm_version() -> str:
 def load_minilm(device: str = "cpu"):
     """The frozen MiniLM text tower and its tokenizer, read offline from the package."""
     from transformers import AutoTokenizer, BertModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # the CLI draws its own progress; keep stderr to one line per event
     path = minilm_dir()
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     model = BertModel.from_pretrained(str(path), local_files_only=True).to(device).eval()
