@@ -19,22 +19,15 @@ app = typer.Typer(
 
 def _register() -> None:
     # Each module adds its commands to ``app``; importing them must stay cheap
-    # (no torch, no umap at import time).
-    from cli import store_cmds  # noqa: F401
-
-    modules = (
-        "cli.analyze_cmds",
-        "cli.semantics_cmds",
-        "cli.report_cmds",
-        "cli.extract_cmds",
-        "cli.train_cmds",
+    # (no torch, no umap at import time). semantics_cmds extends analyze_cmds' group.
+    from cli import (  # noqa: F401
+        analyze_cmds,
+        extract_cmds,
+        report_cmds,
+        semantics_cmds,
+        store_cmds,
+        train_cmds,
     )
-    for module in modules:
-        try:
-            __import__(module)
-        except ModuleNotFoundError as exc:
-            if exc.name not in modules:
-                raise
 
 
 _register()
