@@ -3,22 +3,16 @@
 import json
 
 import pytest
+from cli_helpers import PNG_MAGIC
+from cli_helpers import invoke as cli_invoke
 from semantic_stores import make_tinysol_store
-from typer.testing import CliRunner
 
 from analyses.spaces import run_spaces
 from analyses.triplets import run_triplets
-from cli.main import app
-
-runner = CliRunner()
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def invoke(*args):
-    result = runner.invoke(app, ["analyze", *[str(a) for a in args]])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    return result
+    return cli_invoke("analyze", *args)
 
 
 @pytest.fixture(scope="module")

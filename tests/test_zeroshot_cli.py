@@ -3,22 +3,16 @@
 import json
 
 import pytest
+from cli_helpers import PNG_MAGIC
+from cli_helpers import invoke as cli_invoke
 from metric_stores import make_store
-from typer.testing import CliRunner
 
 from analyses.centroids import run_centroids
 from analyses.zeroshot import run_zeroshot
-from cli.main import app
-
-runner = CliRunner()
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def invoke(*args):
-    result = runner.invoke(app, ["analyze", *[str(a) for a in args]])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    return result
+    return cli_invoke("analyze", *args)
 
 
 @pytest.fixture
