@@ -16,7 +16,7 @@ import numpy as np
 
 from embedstore.errors import InputError, StoreExists
 from embedstore.fileio import write_atomic_many
-from embedstore.store import create_store, open_store
+from embedstore.store import check_unique_ids, create_store, open_store
 
 
 def read_csv(path: str | os.PathLike) -> tuple[list[str], list[dict[str, str]]]:
@@ -115,9 +115,7 @@ def import_store(
     ids = [r[id_column] for r in rows]
     if not ids:
         raise InputError(f"{items_csv}: no items")
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise InputError(f"{items_csv}: item ids must be unique; {dup!r} occurs more than once")
+    check_unique_ids(ids, str(items_csv))
     path_column = "path" if "path" in columns and id_column != "path" else None
     paths = [r[path_column] for r in rows] if path_column else None
 

@@ -270,13 +270,18 @@ def _jsonable(items: dict) -> dict:
     return out
 
 
+def _trash(jdir: Path) -> Path:
+    """The name a journal takes while it is being deleted."""
+    return jdir.with_name(jdir.name + ".remove")
+
+
 def _remove_dir(jdir: Path) -> None:
     """Remove a journal so that a kill part-way never leaves a half-deleted one behind.
 
     The folder is first renamed (atomic) to a name that :func:`_discard_leftovers`
     deletes on sight, then deleted.
     """
-    trash = jdir.with_name(jdir.name + ".remove")
+    trash = _trash(jdir)
     shutil.rmtree(trash, ignore_errors=True)
     os.replace(jdir, trash)
     shutil.rmtree(trash, ignore_errors=True)
@@ -285,7 +290,7 @@ def _remove_dir(jdir: Path) -> None:
 def _discard_leftovers(jdir: Path) -> None:
     """Delete what a killed run can leave: a journal being removed, one without its header,
     and the temporary file of a final store that was being written."""
-    shutil.rmtree(jdir.with_name(jdir.name + ".remove"), ignore_errors=True)
+    shutil.rmtree(_trash(jdir), ignore_errors=True)
     out_name = jdir.name[: -len(JOURNAL_SUFFIX)]
     for tmp in jdir.parent.glob(f".{glob.escape(out_name)}.*.tmp"):
         tmp.unlink(missing_ok=True)

@@ -432,9 +432,7 @@ class StoreWriter:
             raise StoreExists("the store already has items; write a new store instead")
         ids = [str(i) for i in ids]
         n = len(ids)
-        if len(set(ids)) != n:
-            dup = next(i for i in ids if ids.count(i) > 1)
-            raise InputError(f"item ids must be unique; {dup!r} occurs more than once")
+        check_unique_ids(ids)
         paths = [""] * n if paths is None else [str(p) for p in paths]
         if len(paths) != n:
             raise InputError(f"{len(paths)} paths for {n} items")
@@ -542,13 +540,6 @@ class StoreWriter:
             ds[-1] = str(value)
         self._events.append({"action": "add_failed", "path": str(path), "reason": str(reason)})
 
-    def set_provenance(self, provenance: dict) -> None:
-        """Merge ``provenance`` into the store's provenance record."""
-        current = el.read_element(self._f["provenance"], "json")
-        current.update(provenance)
-        del self._f["provenance"]
-        el.write_json(self._f, "provenance", current)
-
     def _replace(self, group: h5py.Group, name: str, replace: bool, what: str) -> bool:
         """Delete ``group[name]`` when replacing is allowed; return whether it existed."""
         if name not in group:
@@ -576,6 +567,16 @@ class StoreWriter:
         if lines:
             history.resize((history.shape[0] + len(lines),))
             history[-len(lines):] = np.array(lines, dtype=object)
+
+
+def check_unique_ids(ids: Sequence[str], where: str = "") -> None:
+    """Raise InputError naming the first item id that occurs more than once."""
+    seen = set()
+    for item_id in ids:
+        if item_id in seen:
+            prefix = f"{where}: " if where else ""
+            raise InputError(f"{prefix}item ids must be unique; {item_id!r} occurs more than once")
+        seen.add(item_id)
 
 
 def _check_name(name: str, what: str) -> None:
