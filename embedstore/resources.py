@@ -1,9 +1,10 @@
-"""Where the bundled data lives: ``data/`` at the root of the checkout.
+"""Where the bundled data lives: the notes, ontologies, prompt sets and the toy model.
 
-embedstore installs from its checkout (``pip install -e .``), so the bundled notes,
-ontologies, prompt definitions and the toy model are read in place, never copied.
+In a checkout (and an editable install) that is ``data/`` at the root of the repository;
+an installed wheel carries the same tree as ``embedstore/data`` (see pyproject.toml).
 """
 
 from pathlib import Path
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+_PACKAGE = Path(__file__).resolve().parent
+DATA_DIR = _PACKAGE / "data" if (_PACKAGE / "data").is_dir() else _PACKAGE.parent / "data"
