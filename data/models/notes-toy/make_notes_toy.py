@@ -2,26 +2,27 @@
 
 Recipe (deterministic given the seed):
 
-1. The bundled notes (``data/notes``, 14 instruments x 7 pitches x 3 dynamics). Two
-   pitches of every instrument (the 2nd and 5th of its 7, so interpolation, not
-   extrapolation) are held out, with all their dynamics.
-2. Every training note gets ``CAPTIONS_PER_NOTE`` generated captions
-   (:mod:`embedstore.captions`); held-out notes get one each, as the validation split.
-3. :func:`embedstore.train.fit` trains the audio tower and projections against the frozen
+1. The bundled notes (``data/notes``, 14 instruments x 6 pitches x 3 dynamics). Two
+   pitches of every instrument (the 2nd and 5th of its 6, so interpolation, not
+   extrapolation) are the test split, with all their dynamics. They are used once, to
+   score the final model, and for nothing else: no validation, no choice of settings.
+2. Settings are chosen with ``--validate-on 3``: the 4th pitch of every instrument
+   becomes a validation split, the model trains on the other three training pitches, and
+   the same scores are computed on the validation pitch. The test notes are not read.
+3. The final model trains on all four training pitches. Every training note gets
+   ``CAPTIONS_PER_NOTE`` generated captions (:mod:`embedstore.captions`), and
+   :func:`embedstore.train.fit` trains the audio tower and projections against the frozen
    all-MiniLM-L6-v2 text tower.
-4. Held-out notes are embedded through the exported model exactly as ``embedstore
+4. Evaluated notes are embedded through the exported model exactly as ``embedstore
    extract`` does, and scored: zero-shot top-1 with the prompts "A <label> track", and
    nearest audio-only class centroid (centroids of the training notes) in both spaces.
 
-The held-out notes served as the validation split during training and the recipe was
-tuned with a handful of runs, so the held-out numbers are an optimistic estimate of
-generalisation to new pitches of the same synthesised instruments, nothing more.
-
 Usage::
 
-    python data/models/notes-toy/make_notes_toy.py [--work DIR] [--epochs N] [--seed S]
+    python data/models/notes-toy/make_notes_toy.py [--validate-on 3] [--seed S] [--work DIR]
 
-Writes config.json, model.safetensors and metrics.json beside this script.
+Without ``--validate-on``, writes config.json, model.safetensors and metrics.json beside
+this script; with it, prints the validation scores and writes them to ``--work``.
 """
 
 from __future__ import annotations
@@ -46,113 +47,186 @@ from embedstore.datasets import load_dataset  # noqa: E402
 from embedstore.train import TrainConfig, fit, read_captions  # noqa: E402
 
 CAPTIONS_PER_NOTE = 6
-HELD_OUT_PITCH_POSITIONS = (1, 4)  # of each instrument's pitches, sorted low to high
+TEST_PITCH_POSITIONS = (1, 4)  # of each instrument's pitches, sorted low to high
 PROMPT = "A {} track"
+PITCH_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+
+
+def pitch_name(midi: int) -> str:
+    """Scientific pitch name with sharps, as TinySOL writes it (60 -> "C4")."""
+    return f"{PITCH_NAMES[midi % 12]}{midi // 12 - 1}"
+
+
+def pitch_positions(items) -> np.ndarray:
+    """(n,) int: the rank of each note's pitch among its instrument's pitches (0 = lowest)."""
+    positions = np.zeros(len(items), dtype=int)
+    for instrument in {item.labels[0] for item in items}:
+        rows = [i for i, item in enumerate(items) if item.labels[0] == instrument]
+        pitches = sorted({items[i].metadata["midi_pitch"] for i in rows})
+        for i in rows:
+            positions[i] = pitches.index(items[i].metadata["midi_pitch"])
+    return positions
 
 
 def split_notes(items) -> np.ndarray:
-    """(n,) bool: True for notes whose pitch is held out."""
-    held_out = np.zeros(len(items), dtype=bool)
-    instruments = sorted({item.labels[0] for item in items})
-    for instrument in instruments:
-        rows = [i for i, item in enumerate(items) if item.labels[0] == instrument]
-        pitches = sorted({items[i].metadata["midi_pitch"] for i in rows})
-        chosen = {pitches[p] for p in HELD_OUT_PITCH_POSITIONS}
-        for i in rows:
-            held_out[i] = items[i].metadata["midi_pitch"] in chosen
-    return held_out
+    """(n,) bool: True for the test notes (pitches held out from training)."""
+    return np.isin(pitch_positions(items), TEST_PITCH_POSITIONS)
 
 
-def write_captions_csv(path: Path, items, held_out: np.ndarray, seed: int) -> None:
+def shifted_copies(item, shifts, folder: Path) -> list[tuple[Path, int]]:
+    """Write the note resampled by each of ``shifts`` semitones; (path, shift) pairs.
+
+    Resampling is how a sample-based synthesiser such as FluidSynth plays pitches between
+    its recorded ones, so the copies are plausible notes at the shifted pitches.
+    """
+    import soundfile as sf
+
+    from embedstore.train import resample_pitch
+
+    samples, rate = sf.read(item.path, dtype="float32", always_2d=True)
+    mono = samples.mean(axis=1)
+    copies = []
+    for shift in shifts:
+        path = folder / f"{Path(item.path).stem}{shift:+d}.flac"
+        if not path.is_file():
+            sf.write(path, resample_pitch(mono, shift), rate)
+        copies.append((path, shift))
+    return copies
+
+
+def write_captions_csv(path: Path, items, train: np.ndarray, val: np.ndarray, seed: int,
+                       shifts=()) -> None:
+    """Captions for the training notes (several each) and validation notes (one each).
+
+    Every training note also gets a copy resampled by each of ``shifts`` semitones,
+    captioned with its new pitch.
+    """
     rng = np.random.default_rng(seed)
+    shifted = path.parent / "shifted"
+    shifted.mkdir(exist_ok=True)
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "caption", "split"])
-        for item, is_held_out in zip(items, held_out):
+        for item, is_train, is_val in zip(items, train, val):
+            if not (is_train or is_val):
+                continue
             meta = item.metadata
-            count = 1 if is_held_out else CAPTIONS_PER_NOTE
-            for caption in note_captions(item.labels[0], meta["family"], meta["pitch"],
-                                         meta["dynamics"], count, rng, meta["midi_pitch"]):
-                writer.writerow([str(item.path), caption, "val" if is_held_out else "train"])
+            versions = [(Path(item.path), 0)]
+            if is_train:
+                versions += shifted_copies(item, shifts, shifted)
+            for audio_path, shift in versions:
+                midi = meta["midi_pitch"] + shift
+                captions = note_captions(item.labels[0], meta["family"], pitch_name(midi),
+                                         meta["dynamics"], CAPTIONS_PER_NOTE if is_train else 1,
+                                         rng, midi)
+                for caption in captions:
+                    writer.writerow([str(audio_path), caption, "train" if is_train else "val"])
 
 
-def evaluate(model_dir: Path, dataset, held_out: np.ndarray) -> dict:
-    """Zero-shot and centroid top-1 on the held-out notes, embedded as `extract` does."""
+def evaluate(model_dir: Path, dataset, train: np.ndarray, scored: np.ndarray) -> dict:
+    """Zero-shot and centroid top-1 on the ``scored`` notes, embedded as `extract` does.
+
+    Class centroids are the means of the ``train`` notes' unit vectors.
+    """
     from embedstore.models.muscall import load_model_dir
 
     encoder = load_model_dir(model_dir, name="notes-toy")
     audio = {"prejoint": [], "joint": []}
-    for item in dataset.items:
+    for item in np.asarray(dataset.items, dtype=object)[train | scored]:
         windows = prepare(item.path, sample_rate=encoder.sample_rate,
                           window_seconds=encoder.window_seconds, long_mode="mean", int16=False)
         vectors = encoder.embed_audio(windows)
         for space in audio:
             audio[space].append(vectors[space].mean(axis=0))
     audio = {space: np.stack(rows) for space, rows in audio.items()}
-    labels = dataset.labels()
+    labels = dataset.labels()[train | scored]
+    train, scored = train[train | scored], scored[train | scored]
     classes = dataset.classes
     text = encoder.embed_text([PROMPT.format(c) for c in classes])["joint"]
 
     def unit(x):
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
-    results = {"held_out_notes": int(held_out.sum()), "train_notes": int((~held_out).sum()),
+    results = {"scored_notes": int(scored.sum()), "train_notes": int(train.sum()),
                "prompt": PROMPT}
     zero_shot = (unit(audio["joint"]) @ text.T).argmax(axis=1)
-    results["zero_shot_top1_held_out"] = float((zero_shot[held_out] == labels[held_out]).mean())
-    results["zero_shot_top1_train"] = float((zero_shot[~held_out] == labels[~held_out]).mean())
+    results["zero_shot_top1"] = float((zero_shot[scored] == labels[scored]).mean())
+    results["zero_shot_top1_train"] = float((zero_shot[train] == labels[train]).mean())
     for space in ("joint", "prejoint"):
         vectors = unit(audio[space])
-        centroids = unit(np.stack([vectors[~held_out & (labels == c)].mean(axis=0)
+        centroids = unit(np.stack([vectors[train & (labels == c)].mean(axis=0)
                                    for c in range(len(classes))]))
-        predicted = (vectors[held_out] @ centroids.T).argmax(axis=1)
-        results[f"centroid_top1_held_out_{space}"] = float((predicted == labels[held_out]).mean())
-    per_class = {c: float((zero_shot[held_out & (labels == i)] == i).mean())
-                 for i, c in enumerate(classes)}
-    results["zero_shot_top1_held_out_per_class"] = per_class
+        predicted = (vectors[scored] @ centroids.T).argmax(axis=1)
+        results[f"centroid_top1_{space}"] = float((predicted == labels[scored]).mean())
+    results["zero_shot_top1_per_class"] = {
+        c: float((zero_shot[scored & (labels == i)] == i).mean()) for i, c in enumerate(classes)}
     return results
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (checkpoints)")
+    parser.add_argument("--validate-on", type=int, default=None, metavar="POSITION",
+                        help="tune: hold out this training pitch position as validation, "
+                             "score on it, leave the test notes unread and export nothing")
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--width", type=int, default=TrainConfig.conv_out_channels)
     parser.add_argument("--loss", default="clip", choices=["clip", "weighted_clip"])
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--pitch-shift", type=float, default=3.0,
                         help="training augmentation: random resampling by +- this many semitones")
+    parser.add_argument("--shifts", type=int, default=0, metavar="N",
+                        help="give every training note resampled copies at +-1..N semitones")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
 
     dataset = load_dataset("notes")
-    held_out = split_notes(dataset.items)
+    positions = pitch_positions(dataset.items)
+    test = np.isin(positions, TEST_PITCH_POSITIONS)
+    if args.validate_on is None:
+        train, scored, val = ~test, test, np.zeros_like(test)
+    elif args.validate_on in TEST_PITCH_POSITIONS or not 0 <= args.validate_on < positions.max() + 1:
+        parser.error(f"--validate-on must be a training pitch position, not one of the test "
+                     f"positions {TEST_PITCH_POSITIONS}")
+    else:
+        val = positions == args.validate_on
+        train, scored = ~test & ~val, val
     work = args.work or Path(tempfile.mkdtemp(prefix="notes-toy-"))
     work.mkdir(parents=True, exist_ok=True)
     captions_csv = work / "captions.csv"
-    write_captions_csv(captions_csv, dataset.items, held_out, args.seed)
+    shifts = [s for s in range(-args.shifts, args.shifts + 1) if s != 0]
+    write_captions_csv(captions_csv, dataset.items, train, val, args.seed, shifts)
     config = TrainConfig(epochs=args.epochs, seed=args.seed, pitch_shift=args.pitch_shift,
                          conv_out_channels=args.width, loss=args.loss)
     table = read_captions(captions_csv)
 
     def report(record):
-        print(f"epoch {record.epoch:3d}  loss {record.train_loss:.3f}  val {record.val_loss:.3f}  "
-              f"R@1 {record.val_r1:.2f}  R@5 {record.val_r5:.2f}  {record.seconds:.1f}s", flush=True)
+        validation = ("" if record.val_loss is None else
+                      f"  val {record.val_loss:.3f}  R@1 {record.val_r1:.2f}  R@5 {record.val_r5:.2f}")
+        print(f"epoch {record.epoch:3d}  loss {record.train_loss:.3f}{validation}  "
+              f"{record.seconds:.1f}s", flush=True)
 
     started = time.perf_counter()
     fit(table, work / "model", config, resume=(work / "model" / "checkpoint.pt").exists(),
         name="notes-toy", threads=args.threads, on_epoch=report)
     train_seconds = time.perf_counter() - started
-    evaluation = evaluate(work / "model", dataset, held_out)
+    evaluation = evaluate(work / "model", dataset, train, scored)
+    evaluation["split"] = "test" if args.validate_on is None else "validation"
+    evaluation["scored_pitch_positions"] = (list(TEST_PITCH_POSITIONS) if args.validate_on is None
+                                            else [args.validate_on])
     evaluation["train_seconds"] = round(train_seconds, 1)
-    evaluation["held_out_pitch_positions"] = list(HELD_OUT_PITCH_POSITIONS)
     evaluation["captions_per_training_note"] = CAPTIONS_PER_NOTE
+    print(json.dumps({k: v for k, v in evaluation.items() if not isinstance(v, dict)}, indent=2))
+    if args.validate_on is not None:
+        (work / "validation.json").write_text(json.dumps(
+            {"settings": vars(args) | {"work": str(work), "out": None}, "evaluation": evaluation},
+            indent=2) + "\n")
+        return
     metrics_path = work / "model" / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
     metrics["evaluation"] = evaluation
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in evaluation.items() if not isinstance(v, dict)}, indent=2))
     args.out.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "model.safetensors", "metrics.json"):
         shutil.copy2(work / "model" / name, args.out / name)

@@ -1,0 +1,77 @@
+"""The notes-toy recipe keeps its test notes out of training and model selection."""
+
+import csv
+import importlib.util
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from embedstore.datasets import load_dataset, midi_pitch
+from embedstore.resources import DATA_DIR
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    path = DATA_DIR / "models" / "notes-toy" / "make_notes_toy.py"
+    spec = importlib.util.spec_from_file_location("make_notes_toy", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def notes():
+    return load_dataset("notes")
+
+
+def test_test_split_is_two_inner_pitches_of_every_instrument(recipe, notes):
+    test = recipe.split_notes(notes.items)
+    labels = notes.labels()
+    assert test.sum() == 84
+    for c in range(len(notes.classes)):
+        rows = np.flatnonzero(labels == c)
+        pitches = sorted({notes.items[i].metadata["midi_pitch"] for i in rows})
+        held = sorted({notes.items[i].metadata["midi_pitch"] for i in rows[test[rows]]})
+        assert held == [pitches[1], pitches[4]]  # never the lowest or highest
+        assert test[rows].sum() == 6  # both pitches at all three dynamics
+
+
+def test_pitch_name_inverts_midi_pitch(recipe):
+    assert recipe.pitch_name(60) == "C4" and recipe.pitch_name(70) == "A#4"
+    assert all(midi_pitch(recipe.pitch_name(m)) == m for m in range(21, 109))
+
+
+def test_validation_run_never_reads_test_notes(recipe, notes, tmp_path):
+    positions = recipe.pitch_positions(notes.items)
+    test = recipe.split_notes(notes.items)
+    val = positions == 3
+    train = ~test & ~val
+    chosen = np.zeros(len(notes.items), dtype=bool)  # a few notes keep the test fast
+    chosen[np.flatnonzero(train)[:2]] = chosen[np.flatnonzero(val)[:2]] = True
+    chosen[np.flatnonzero(test)[:2]] = True
+    items = [item for item, keep in zip(notes.items, chosen) if keep]
+    recipe.write_captions_csv(tmp_path / "captions.csv", items, train[chosen], val[chosen],
+                              seed=0, shifts=[-2, 3])
+    rows = list(csv.DictReader(open(tmp_path / "captions.csv")))
+    test_paths = {str(item.path) for item, is_test in zip(notes.items, test) if is_test}
+    assert not test_paths & {row["path"] for row in rows}
+    train_items = [item for item, keep in zip(notes.items, train & chosen) if keep]
+    val_items = [item for item, keep in zip(notes.items, val & chosen) if keep]
+    # validation notes: one caption each, no shifted copies
+    assert sorted(r["path"] for r in rows if r["split"] == "val") == sorted(
+        str(item.path) for item in val_items)
+    # training notes: the note and its two shifted copies, each with its own pitch
+    for item in train_items:
+        original = sf.read(item.path, dtype="float32", always_2d=True)[0].mean(axis=1)
+        for shift in (0, -2, 3):
+            path = (str(item.path) if shift == 0
+                    else str(tmp_path / "shifted" / f"{item.path.stem}{shift:+d}.flac"))
+            captions = [r["caption"] for r in rows if r["path"] == path]
+            assert len(captions) == recipe.CAPTIONS_PER_NOTE
+            assert all(r["split"] == "train" for r in rows if r["path"] == path)
+            name = recipe.pitch_name(item.metadata["midi_pitch"] + shift)
+            assert any(f" {name}" in caption for caption in captions)
+            if shift:
+                copy, _ = sf.read(path, dtype="float32")
+                assert len(copy) == len(original) and not np.allclose(copy, original)
