@@ -67,6 +67,7 @@ DYNAMICS_IDS = {"pp": 0, "p": 1, "mf": 2, "f": 3, "ff": 4}
 _PITCH = re.compile(r"^([A-G]#?)(-?\d+)$")
 _PITCH_CLASSES = {"C": 0, "C#": 1, "D": 2, "D#": 3, "E": 4, "F": 5, "F#": 6, "G": 7,
                   "G#": 8, "A": 9, "A#": 10, "B": 11}
+_PITCH_NAMES = list(_PITCH_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -278,6 +279,11 @@ def midi_pitch(pitch: str) -> int | None:
     if match is None:
         return None
     return 12 * (int(match.group(2)) + 1) + _PITCH_CLASSES[match.group(1)]
+
+
+def pitch_name(midi: int) -> str:
+    """Scientific pitch name with sharps, the inverse of :func:`midi_pitch` (60 -> ``"C4"``)."""
+    return f"{_PITCH_NAMES[midi % 12]}{midi // 12 - 1}"
 
 
 def _flag(text: str) -> int:

@@ -18,6 +18,7 @@ from embedstore.datasets import (
     load_folder,
     load_tinysol,
     midi_pitch,
+    pitch_name,
 )
 from embedstore.errors import InputError
 
@@ -324,3 +325,8 @@ def test_make_notes_regenerates_the_bundled_notes(tmp_path):
         old, _ = sf.read(root / name)
         # the same FluidSynth build gives identical samples; another build, near-identical ones
         assert len(new) == len(old) and np.corrcoef(new, old)[0, 1] > 0.99
+
+
+def test_pitch_name_inverts_midi_pitch():
+    assert pitch_name(60) == "C4" and pitch_name(70) == "A#4" and pitch_name(21) == "A0"
+    assert all(midi_pitch(pitch_name(m)) == m for m in range(0, 128))

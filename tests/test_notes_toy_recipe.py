@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from embedstore.datasets import load_dataset, midi_pitch
+from embedstore.datasets import load_dataset, pitch_name
 from embedstore.resources import DATA_DIR
 
 
@@ -26,9 +26,10 @@ def notes():
 
 
 def test_test_split_is_two_inner_pitches_of_every_instrument(recipe, notes):
-    test = recipe.split_notes(notes.items)
+    train, val, test = recipe.splits(notes.items)
     labels = notes.labels()
-    assert test.sum() == 84
+    assert test.sum() == 84 and not val.any() and not (train & test).any()
+    assert (train | test).all()
     for c in range(len(notes.classes)):
         rows = np.flatnonzero(labels == c)
         pitches = sorted({notes.items[i].metadata["midi_pitch"] for i in rows})
@@ -37,16 +38,17 @@ def test_test_split_is_two_inner_pitches_of_every_instrument(recipe, notes):
         assert test[rows].sum() == 6  # both pitches at all three dynamics
 
 
-def test_pitch_name_inverts_midi_pitch(recipe):
-    assert recipe.pitch_name(60) == "C4" and recipe.pitch_name(70) == "A#4"
-    assert all(midi_pitch(recipe.pitch_name(m)) == m for m in range(21, 109))
+@pytest.mark.parametrize("position", [1, 4, 6, -1])
+def test_validation_refuses_test_and_missing_pitch_positions(recipe, notes, position):
+    with pytest.raises(ValueError, match="training pitch position"):
+        recipe.splits(notes.items, position)
 
 
 def test_validation_run_never_reads_test_notes(recipe, notes, tmp_path):
-    positions = recipe.pitch_positions(notes.items)
-    test = recipe.split_notes(notes.items)
-    val = positions == 3
-    train = ~test & ~val
+    test = recipe.splits(notes.items)[2]
+    train, val, scored = recipe.splits(notes.items, 3)
+    assert (scored == val).all() and val.sum() == 42 and train.sum() == 126
+    assert not ((train | val) & test).any()
     chosen = np.zeros(len(notes.items), dtype=bool)  # a few notes keep the test fast
     chosen[np.flatnonzero(train)[:2]] = chosen[np.flatnonzero(val)[:2]] = True
     chosen[np.flatnonzero(test)[:2]] = True
@@ -70,7 +72,7 @@ def test_validation_run_never_reads_test_notes(recipe, notes, tmp_path):
             captions = [r["caption"] for r in rows if r["path"] == path]
             assert len(captions) == recipe.CAPTIONS_PER_NOTE
             assert all(r["split"] == "train" for r in rows if r["path"] == path)
-            name = recipe.pitch_name(item.metadata["midi_pitch"] + shift)
+            name = pitch_name(item.metadata["midi_pitch"] + shift)
             assert any(f" {name}" in caption for caption in captions)
             if shift:
                 copy, _ = sf.read(path, dtype="float32")

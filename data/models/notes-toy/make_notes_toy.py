@@ -43,20 +43,14 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
-from embedstore.audio import prepare  # noqa: E402
+from embedstore.audio import load_audio, prepare, to_mono  # noqa: E402
 from embedstore.captions import note_captions  # noqa: E402
-from embedstore.datasets import load_dataset  # noqa: E402
-from embedstore.train import TrainConfig, fit, read_captions  # noqa: E402
+from embedstore.datasets import load_dataset, pitch_name  # noqa: E402
+from embedstore.train import TrainConfig, fit, read_captions, resample_pitch  # noqa: E402
 
 CAPTIONS_PER_NOTE = 6
 TEST_PITCH_POSITIONS = (1, 4)  # of each instrument's pitches, sorted low to high
 PROMPT = "A {} track"
-PITCH_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
-
-
-def pitch_name(midi: int) -> str:
-    """Scientific pitch name with sharps, as TinySOL writes it (60 -> "C4")."""
-    return f"{PITCH_NAMES[midi % 12]}{midi // 12 - 1}"
 
 
 def pitch_positions(items) -> np.ndarray:
@@ -70,9 +64,22 @@ def pitch_positions(items) -> np.ndarray:
     return positions
 
 
-def split_notes(items) -> np.ndarray:
-    """(n,) bool: True for the test notes (pitches held out from training)."""
-    return np.isin(pitch_positions(items), TEST_PITCH_POSITIONS)
+def splits(items, validate_on: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, scored) boolean masks over ``items``.
+
+    The test notes (:data:`TEST_PITCH_POSITIONS`) are scored when ``validate_on`` is None
+    and left out entirely otherwise; then the notes at training pitch position
+    ``validate_on`` are the validation split, and the ones scored.
+    """
+    positions = pitch_positions(items)
+    test = np.isin(positions, TEST_PITCH_POSITIONS)
+    if validate_on is None:
+        return ~test, np.zeros_like(test), test
+    if validate_on in TEST_PITCH_POSITIONS or not 0 <= validate_on <= positions.max():
+        raise ValueError(f"--validate-on must be a training pitch position, not one of the "
+                         f"test positions {TEST_PITCH_POSITIONS}")
+    val = positions == validate_on
+    return ~test & ~val, val, val
 
 
 def shifted_copies(item, shifts, folder: Path) -> list[tuple[Path, int]]:
@@ -83,10 +90,8 @@ def shifted_copies(item, shifts, folder: Path) -> list[tuple[Path, int]]:
     """
     import soundfile as sf
 
-    from embedstore.train import resample_pitch
-
-    samples, rate = sf.read(item.path, dtype="float32", always_2d=True)
-    mono = samples.mean(axis=1)
+    samples, rate = load_audio(item.path)
+    mono = to_mono(samples)
     copies = []
     for shift in shifts:
         path = folder / f"{Path(item.path).stem}{shift:+d}.flac"
@@ -133,16 +138,17 @@ def evaluate(model_dir: Path, dataset, train: np.ndarray, scored: np.ndarray) ->
     from embedstore.models.muscall import load_model_dir
 
     encoder = load_model_dir(model_dir, name="notes-toy")
+    used = train | scored
     audio = {"prejoint": [], "joint": []}
-    for item in np.asarray(dataset.items, dtype=object)[train | scored]:
+    for item in np.asarray(dataset.items, dtype=object)[used]:
         windows = prepare(item.path, sample_rate=encoder.sample_rate,
                           window_seconds=encoder.window_seconds, long_mode="mean", int16=False)
         vectors = encoder.embed_audio(windows)
         for space in audio:
             audio[space].append(vectors[space].mean(axis=0))
     audio = {space: np.stack(rows) for space, rows in audio.items()}
-    labels = dataset.labels()[train | scored]
-    train, scored = train[train | scored], scored[train | scored]
+    labels = dataset.labels()[used]
+    train, scored = train[used], scored[used]
     classes = dataset.classes
     text = encoder.embed_text([PROMPT.format(c) for c in classes])["joint"]
 
@@ -184,16 +190,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     dataset = load_dataset("notes")
-    positions = pitch_positions(dataset.items)
-    test = np.isin(positions, TEST_PITCH_POSITIONS)
-    if args.validate_on is None:
-        train, scored, val = ~test, test, np.zeros_like(test)
-    elif args.validate_on in TEST_PITCH_POSITIONS or not 0 <= args.validate_on < positions.max() + 1:
-        parser.error(f"--validate-on must be a training pitch position, not one of the test "
-                     f"positions {TEST_PITCH_POSITIONS}")
-    else:
-        val = positions == args.validate_on
-        train, scored = ~test & ~val, val
+    try:
+        train, val, scored = splits(dataset.items, args.validate_on)
+    except ValueError as exc:
+        parser.error(str(exc))
     work = args.work or Path(tempfile.mkdtemp(prefix="notes-toy-"))
     work.mkdir(parents=True, exist_ok=True)
     captions_csv = work / "captions.csv"
