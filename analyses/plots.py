@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from embedstore.fileio import write_atomic
+from embedstore.store.fileio import write_atomic
 
 METRIC_LABELS = {
     "top1": "top-1",

@@ -21,7 +21,7 @@ from pathlib import Path
 from analyses.embeddings import class_prompt_sets, opened
 from analyses.spaces import ordered_spaces
 from embedstore.errors import InputError, WriteFailed
-from embedstore.fileio import write_atomic
+from embedstore.store.fileio import write_atomic
 
 ZEROSHOT_COLUMNS = ("top1", "top3", "top5", "f1_weighted", "roc_auc_macro", "pr_auc_macro")
 CENTROID_COLUMNS = ZEROSHOT_COLUMNS

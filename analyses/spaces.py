@@ -12,7 +12,7 @@ import numpy as np
 from analyses.embeddings import class_prompt_sets, opened
 from analyses.triplets import run_triplets
 from embedstore.errors import InputError
-from embedstore.fileio import write_atomic
+from embedstore.store.fileio import write_atomic
 
 SPACE_ORDER = ("prejoint", "joint")
 CENTROID_KEYS = ("top1", "top2", "top3", "top4", "top5", "f1_weighted", "roc_auc_macro", "pr_auc_macro")

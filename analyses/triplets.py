@@ -24,7 +24,13 @@ import numpy as np
 
 from analyses.embeddings import class_vectors, opened, prompt_ensemble
 from embedstore.errors import InputError
-from embedstore.ontology import Node, Ontology, load_ontology, map_classes, read_ontology_map
+from embedstore.ontology import (
+    Node,
+    Ontology,
+    load_ontology,
+    map_classes,
+    read_ontology_map,
+)
 
 PROTOCOLS = ("paper", "reference")
 SCOPES = ("classes", "ontology")

@@ -9,7 +9,7 @@ import numpy as np
 
 from analyses.embeddings import opened, prompt_ensemble, unit_audio
 from embedstore.errors import InputError
-from embedstore.fileio import write_atomic
+from embedstore.store.fileio import write_atomic
 
 
 def item_colors(st, color: str) -> list[str]:

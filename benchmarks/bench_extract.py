@@ -8,7 +8,7 @@ weights in the real architecture: HTSAT-base audio tower and a RoBERTa-shaped te
 
 Released scripts' approach (the baseline)
     One file at a time in one process: decode, resample and cut with the same front end
-    (``embedstore.audio.prepare``), then one forward pass for the joint vector and a second
+    (``embedstore.extract.audio.prepare``), then one forward pass for the joint vector and a second
     forward pass for the pre-joint vector, as the study's scripts did (laion_clap's
     ``get_audio_embedding_from_data`` for joint, a second call with a hook for pre-joint).
 Ours
@@ -46,9 +46,9 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from embedstore.audio import prepare  # noqa: E402
 from embedstore.datasets import load_dataset  # noqa: E402
 from embedstore.extract import pool_windows, run_extract  # noqa: E402
+from embedstore.extract.audio import prepare  # noqa: E402
 from embedstore.store import open_store  # noqa: E402
 
 CLIP_SECONDS = 3.0

@@ -237,7 +237,7 @@ def _bad_attr_value(rng: np.random.Generator, text: str):
 
 
 def change_tag(path: Path, rng: np.random.Generator) -> str:
-    from embedstore import elements as el
+    from embedstore.store import elements as el
 
     with h5py.File(path, "r+") as f:
         target = f if rng.random() < 0.2 else f[str(rng.choice(_objects(f)))]
@@ -247,7 +247,7 @@ def change_tag(path: Path, rng: np.random.Generator) -> str:
 
 
 def change_version(path: Path, rng: np.random.Generator) -> str:
-    from embedstore import elements as el
+    from embedstore.store import elements as el
 
     with h5py.File(path, "r+") as f:
         target = f if rng.random() < 0.3 else f[str(rng.choice(_objects(f)))]
@@ -309,7 +309,7 @@ def corrupt_labels(path: Path, rng: np.random.Generator) -> str:
 
 def random_hdf5(path: Path, rng: np.random.Generator) -> str:
     """A foreign HDF5 file; half of them carry the store's root tag to get past the first check."""
-    from embedstore import elements as el
+    from embedstore.store import elements as el
 
     tagged = rng.random() < 0.5
     with h5py.File(path, "w") as f:
@@ -396,7 +396,7 @@ def mutate(base: Path, target: Path, mutation: str, seed: int) -> str:
 
 def digested_arrays(path: Path) -> dict[str, object]:
     """Every array that carries a digest, read raw with h5py (the oracle for ``intact``)."""
-    from embedstore import elements as el
+    from embedstore.store import elements as el
 
     out = {}
     with h5py.File(path, "r") as f:
@@ -510,7 +510,7 @@ def check_cli(path: Path, out_dir: Path) -> list[str]:
 
 def check_store(path: Path, reference: Path | None, cli: bool = True) -> dict:
     """Run every reader on ``path``; ``reference`` is the valid store it was made from."""
-    from embedstore.verify import verify_store
+    from embedstore.store.verify import verify_store
 
     result = {"problems": []}
     result["open"], tb, result["open_message"] = _classify(lambda: read_everything(path))

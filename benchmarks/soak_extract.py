@@ -57,10 +57,10 @@ def _kill_self() -> None:
 
 def _install_kill_hook(phase: str, out: Path) -> None:
     """Make this process SIGKILL itself at ``phase`` of the run writing ``out``."""
-    import embedstore.store
+    import embedstore.store.core
 
     real_replace, real_rmtree = os.replace, shutil.rmtree
-    real_write_atomic = embedstore.store.write_atomic
+    real_write_atomic = embedstore.store.core.write_atomic
     batches_renamed = 0
 
     def replace(src, dst, *args, **kwargs):
@@ -104,7 +104,7 @@ def _install_kill_hook(phase: str, out: Path) -> None:
             _kill_self()
         return real_rmtree(path, *args, **kwargs)
 
-    os.replace, shutil.rmtree, embedstore.store.write_atomic = replace, rmtree, write_atomic
+    os.replace, shutil.rmtree, embedstore.store.core.write_atomic = replace, rmtree, write_atomic
 
 
 def run_child(argv: list[str]) -> None:
@@ -218,7 +218,7 @@ def check_after_kill(out: Path) -> None:
 
 
 def check_finished(out: Path, reference: dict) -> None:
-    from embedstore.verify import verify_store
+    from embedstore.store.verify import verify_store
 
     report = verify_store(out)
     if not report.ok:

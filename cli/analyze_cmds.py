@@ -1,31 +1,22 @@
 """``embedstore analyze``: the metric analyses (zero-shot, audio centroids, histograms, margins).
 
-The semantic analyses (triplets, spaces, umap) register on the same ``analyze_app``
-from :mod:`cli.semantics_cmds`.
+The semantic analyses (triplets, spaces, umap) are in :mod:`cli.semantics_cmds`;
+:mod:`cli.main` puts both modules' commands in one ``analyze`` group.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from cli.common import console, handle_errors
-from cli.main import app
+from cli.common import JSON_HELP, check_plot_path, console, handle_errors, write_json
 from embedstore.errors import InputError
-from embedstore.fileio import write_atomic
 
-analyze_app = typer.Typer(
-    help="Probe a store offline: zero-shot metrics, audio-only labels, similarity histograms, "
-    "confidence margins, ontology triplets, pre-joint vs joint, UMAP maps.",
-    no_args_is_help=True,
-)
-app.add_typer(analyze_app, name="analyze")
+commands = typer.Typer()
 
 STORE_HELP = "The store file (.h5)."
-JSON_HELP = "Also write every number to this JSON file."
 SPACE_HELP = "Embedding space: joint (after the projection head) or prejoint (before it)."
 BOOTSTRAP_HELP = "Resample the clips N times for 95% confidence intervals (0: none)."
 METRIC_COLUMNS = (
@@ -36,12 +27,6 @@ METRIC_COLUMNS = (
     ("roc_auc_macro", "ROC-AUC"),
     ("pr_auc_macro", "PR-AUC"),
 )
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    text = json.dumps(payload, indent=2)
-    write_atomic(path, lambda fh: fh.write(text.encode("utf-8") + b"\n"))
-    console.print(f"wrote {path}")
 
 
 def _pct(value) -> str:
@@ -57,12 +42,6 @@ def _check_counts(bootstrap: int = 0, bins: int = 1) -> None:
         raise InputError(f"--bootstrap must be 0 or more, got {bootstrap}")
     if bins < 1:
         raise InputError(f"--bins must be 1 or more, got {bins}")
-
-
-def _check_plot_path(plot: Path | None) -> None:
-    # Fail before the work, not after it.
-    if plot is not None and plot.suffix.lower() != ".png":
-        raise InputError(f"--plot writes PNG; give a path ending in .png, not {plot.name!r}")
 
 
 def _metrics_table(title: str, rows: dict, with_ci: bool) -> Table:
@@ -94,7 +73,7 @@ def _per_class_table(title: str, result: dict) -> Table:
     return table
 
 
-@analyze_app.command()
+@commands.command()
 @handle_errors
 def zeroshot(
     store: Path = typer.Argument(..., help=STORE_HELP),
@@ -114,7 +93,7 @@ def zeroshot(
     from embedstore.store import open_store
 
     _check_counts(bootstrap)
-    _check_plot_path(plot)
+    check_plot_path(plot)
     with open_store(store) as st:
         names = list(dict.fromkeys(prompts)) or class_prompt_sets(st)
         if not names:
@@ -127,7 +106,7 @@ def zeroshot(
         for name, result in results.items():
             console.print(_per_class_table(f"Per class — {name}", result))
     if json_path:
-        _write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, "space": space,
+        write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, "space": space,
                                 "results": results})
     if plot:
         from analyses.plots import plot_metrics
@@ -136,7 +115,7 @@ def zeroshot(
         console.print(f"wrote {plot}")
 
 
-@analyze_app.command()
+@commands.command()
 @handle_errors
 def centroids(
     store: Path = typer.Argument(..., help=STORE_HELP),
@@ -156,7 +135,7 @@ def centroids(
     from embedstore.store import open_store
 
     _check_counts(bootstrap)
-    _check_plot_path(plot)
+    check_plot_path(plot)
     with open_store(store) as st:
         result = run_centroids(st, space=space, holdout=holdout, bootstrap=bootstrap, seed=seed)
         model, dataset = st.model, st.dataset
@@ -165,7 +144,7 @@ def centroids(
     if per_class:
         console.print(_per_class_table("Per class", result))
     if json_path:
-        _write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, **result})
+        write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, **result})
     if plot:
         from analyses.plots import plot_metrics
 
@@ -173,7 +152,7 @@ def centroids(
         console.print(f"wrote {plot}")
 
 
-@analyze_app.command()
+@commands.command()
 @handle_errors
 def histograms(
     store: Path = typer.Argument(..., help=STORE_HELP),
@@ -191,7 +170,7 @@ def histograms(
     if (prompts is None) == (not centroids):
         raise InputError("give exactly one of --prompts SET and --centroids")
     _check_counts(bins=bins)
-    _check_plot_path(plot)
+    check_plot_path(plot)
     with open_store(store) as st:
         result = run_histograms(st, prompt_set=prompts, centroids=centroids, space=space, bins=bins)
         model, dataset = st.model, st.dataset
@@ -205,7 +184,7 @@ def histograms(
     console.print(f"overlap: AUC {_num(result['auc'], 4)} (chance that a positive pair outscores a negative one), "
                   f"Bhattacharyya coefficient {_num(result['bhattacharyya'], 4)}", highlight=False)
     if json_path:
-        _write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, **result})
+        write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, **result})
     if plot:
         from analyses.plots import plot_histograms
 
@@ -213,7 +192,7 @@ def histograms(
         console.print(f"wrote {plot}")
 
 
-@analyze_app.command()
+@commands.command()
 @handle_errors
 def confidence(
     store: Path = typer.Argument(..., help=STORE_HELP),
@@ -226,7 +205,7 @@ def confidence(
     from analyses.confidence import run_confidence
     from embedstore.store import open_store
 
-    _check_plot_path(plot)
+    check_plot_path(plot)
     with open_store(store) as st:
         result = run_confidence(st, prompts, space=space)
         model, dataset = st.model, st.dataset
@@ -239,7 +218,7 @@ def confidence(
         table.add_row(side, str(part["n"]), _num(part["median"], 4), _num(part["q1"], 4), _num(part["q3"], 4))
     console.print(table)
     if json_path:
-        _write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, **result})
+        write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, **result})
     if plot:
         from analyses.plots import plot_confidence
 

@@ -1,19 +1,24 @@
-"""What every command shares: the console and the error boundary."""
+"""What every command module shares: the console, the error boundary, JSON and plot outputs."""
 
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import warnings
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from embedstore.errors import EmbedstoreError
+from embedstore.errors import EmbedstoreError, InputError
+from embedstore.store.fileio import write_atomic
 
 console = Console()
 err_console = Console(stderr=True)
+
+JSON_HELP = "Also write every number to this JSON file."
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -46,3 +51,16 @@ def handle_errors(func):
             sys.exit(130)
 
     return wrapper
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write ``payload`` as indented JSON, atomically, and say so."""
+    text = json.dumps(payload, indent=2)
+    write_atomic(path, lambda fh: fh.write(text.encode("utf-8") + b"\n"))
+    console.print(f"wrote {path}")
+
+
+def check_plot_path(plot: Path | None) -> None:
+    """Refuse a ``--plot`` path that is not a PNG, before any work."""
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise InputError(f"--plot writes PNG; give a path ending in .png, not {plot.name!r}")

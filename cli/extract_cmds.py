@@ -20,8 +20,9 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.common import console, err_console, handle_errors
-from cli.main import app
 from embedstore.models import MODELS
+
+commands = typer.Typer()
 
 MODEL_HELP = f"A registered model ({', '.join(sorted(MODELS))}) or hf:<hub id or local directory>."
 PROMPTS_HELP = ("A built-in prompt set (track, definition, definition-nolabel, lorem, recording, "
@@ -46,7 +47,7 @@ def _load_model(name, checkpoint, tokenizer, device, precision):
                       tokenizer=tokenizer)
 
 
-@app.command()
+@commands.command()
 @handle_errors
 def extract(
     out: Path = typer.Option(..., "--out", "-o", help="The store to write (an .h5 file)."),
@@ -77,7 +78,7 @@ def extract(
     """
     from embedstore.datasets import load_dataset
     from embedstore.extract import check_settings, run_extract
-    from embedstore.prompts import build_prompt_set, default_prompt_specs
+    from embedstore.extract.prompts import build_prompt_set, default_prompt_specs
 
     check_settings(batch_size=batch_size, workers=workers, long_mode=long_mode, dtype=dtype)
     if dataset == "tinysol" and root is None:
@@ -127,7 +128,7 @@ def _print_summary(summary) -> None:
         console.print(f"  ... and {len(summary.failed) - 10} more (see `embedstore info`)")
 
 
-@app.command("extract-text")
+@commands.command("extract-text")
 @handle_errors
 def extract_text(
     store: Path = typer.Argument(..., help="An existing store."),
@@ -145,7 +146,7 @@ def extract_text(
     The model's checkpoint SHA-256 must equal the one in the store's provenance.
     """
     from embedstore.extract import add_prompt_sets
-    from embedstore.prompts import build_prompt_set
+    from embedstore.extract.prompts import build_prompt_set
     from embedstore.store import open_store
 
     with open_store(store) as st:

@@ -9,10 +9,11 @@ import typer
 from rich.table import Table
 
 from cli.common import console, handle_errors
-from cli.main import app
+
+commands = typer.Typer()
 
 
-@app.command()
+@commands.command()
 @handle_errors
 def report(
     stores: List[Path] = typer.Argument(..., help="Store files (.h5), one per model; their columns sit side by side."),

@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.table import Table
 
-from cli.analyze_cmds import _check_plot_path, analyze_app
-from cli.common import console, handle_errors
-from embedstore.fileio import write_atomic
+from cli.common import JSON_HELP, check_plot_path, console, handle_errors, write_json
 
-JSON_HELP = "Also write every number to this JSON file."
-
-
-def write_json(path: Path, result: dict) -> None:
-    """Write ``result`` as indented JSON, atomically."""
-    text = json.dumps(result, indent=2, sort_keys=False)
-    write_atomic(path, lambda fh: fh.write(text.encode("utf-8") + b"\n"))
-    console.print(f"wrote {path}")
-
+commands = typer.Typer()
 
 def _pct(value) -> str:
     return "—" if value is None else f"{100 * value:.1f}%"
 
 
-@analyze_app.command()
+@commands.command()
 @handle_errors
 def triplets(
     store: Path = typer.Argument(..., help="The store file (.h5)."),
@@ -66,7 +55,7 @@ def triplets(
         write_json(json_path, result)
 
 
-@analyze_app.command()
+@commands.command()
 @handle_errors
 def spaces(
     store: Path = typer.Argument(..., help="The store file (.h5)."),
@@ -83,7 +72,7 @@ def spaces(
     """Pre-joint against joint: audio-only centroid labels and triplet accuracy in each space."""
     from analyses.spaces import plot_spaces, run_spaces
 
-    _check_plot_path(plot)
+    check_plot_path(plot)
     result = run_spaces(store, prompt_set=prompts or None, ontology=ontology,
                         ontology_map=str(ontology_map) if ontology_map else None,
                         protocol=protocol, holdout=holdout)
@@ -116,7 +105,7 @@ def spaces(
         console.print(f"wrote {plot}")
 
 
-@analyze_app.command()
+@commands.command()
 @handle_errors
 def umap(
     store: Path = typer.Argument(..., help="The store file (.h5)."),
@@ -132,7 +121,7 @@ def umap(
     """A 2-D UMAP map (cosine metric) of the audio vectors, optionally with the prompts."""
     from analyses.umap_map import plot_umap, run_umap
 
-    _check_plot_path(plot)
+    check_plot_path(plot)
     result = run_umap(store, space=space, prompt_set=prompts, color=color, seed=seed, n_neighbors=neighbors)
     table = Table(title=f"UMAP of {space} audio vectors", title_justify="left")
     for col in ("colour", "items", "prompts", "groups", "neighbours", "seed"):

@@ -9,11 +9,12 @@ import typer
 from rich.table import Table
 
 from cli.common import console, fail, handle_errors
-from cli.main import app
 from embedstore.errors import StoreDamaged
 
+commands = typer.Typer()
 
-@app.command()
+
+@commands.command()
 @handle_errors
 def info(store: Path = typer.Argument(..., help="The store file (.h5).")) -> None:
     """Summarise a store: model, dataset, items, classes, spaces, prompt sets, provenance."""
@@ -67,14 +68,14 @@ def _last_event(history: list[dict]) -> str:
     return f"{e.get('action')} at {e.get('time')}"
 
 
-@app.command()
+@commands.command()
 @handle_errors
 def verify(store: Path = typer.Argument(..., help="The store file (.h5).")) -> None:
     """Prove a store intact: structure, tags, chunk checksums and content digests.
 
     Exit 0 when intact, 1 when damaged (saying what and where), 2 when not a store.
     """
-    from embedstore.verify import verify_store
+    from embedstore.store.verify import verify_store
 
     report = verify_store(store)
     if not report.ok:
@@ -84,7 +85,7 @@ def verify(store: Path = typer.Argument(..., help="The store file (.h5).")) -> N
     console.print(f"[green]intact[/]: {store} ({report.arrays_checked} arrays match their digests)")
 
 
-@app.command("import")
+@commands.command("import")
 @handle_errors
 def import_(
     out: Path = typer.Argument(..., help="The store to create (.h5)."),
@@ -105,8 +106,8 @@ def import_(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store."),
 ) -> None:
     """Build a store from arrays computed elsewhere (e.g. the .npy files a paper releases)."""
-    from embedstore.interchange import import_store
     from embedstore.store import open_store
+    from embedstore.store.interchange import import_store
 
     import_store(
         out,
@@ -131,7 +132,7 @@ def import_(
         )
 
 
-@app.command()
+@commands.command()
 @handle_errors
 def export(
     store: Path = typer.Argument(..., help="The store file (.h5)."),
@@ -140,7 +141,7 @@ def export(
     out: Path = typer.Option(..., "--out", help="Output prefix: writes PREFIX.npy and PREFIX.csv."),
 ) -> None:
     """Write one space as PREFIX.npy and PREFIX.csv (item id and path, or prompt and class)."""
-    from embedstore.interchange import export_space
+    from embedstore.store.interchange import export_space
 
     if (audio is None) == (text is None):
         fail("give exactly one of --audio SPACE or --text SET:SPACE", 2)

@@ -6,13 +6,20 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from cli.common import console, handle_errors
-from cli.main import app
+
+commands = typer.Typer()
 
 
-@app.command()
+@commands.command()
 @handle_errors
 def train(
     csv: Path = typer.Option(..., "--csv", help="CSV with columns path,caption and optionally split (train/val); several rows may share a path."),

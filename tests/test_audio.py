@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from embedstore.audio import (
+from embedstore.errors import InputError
+from embedstore.extract.audio import (
     AudioError,
     frontend_config,
     int16_roundtrip,
@@ -19,7 +20,6 @@ from embedstore.audio import (
     to_mono,
     windows,
 )
-from embedstore.errors import InputError
 
 needs_soxr = pytest.mark.skipif(importlib.util.find_spec("soxr") is None,
                                 reason="soxr comes with the extract extra")

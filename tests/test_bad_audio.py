@@ -13,12 +13,12 @@ pytest.importorskip("soxr")
 import soundfile as sf  # noqa: E402
 from extract_encoder import NAME, TinyEncoder, load_tiny  # noqa: E402
 
-from embedstore.audio import prepare  # noqa: E402
 from embedstore.datasets import load_dataset  # noqa: E402
 from embedstore.extract import pool_windows, run_extract  # noqa: E402
-from embedstore.prompts import build_prompt_set  # noqa: E402
+from embedstore.extract.audio import prepare  # noqa: E402
+from embedstore.extract.prompts import build_prompt_set  # noqa: E402
 from embedstore.store import open_store  # noqa: E402
-from embedstore.verify import verify_store  # noqa: E402
+from embedstore.store.verify import verify_store  # noqa: E402
 
 RATES = (8000, 11025, 22050, 44100, 48000, 96000, 192000)
 
@@ -155,17 +155,17 @@ def test_bad_files_are_recorded_and_good_ones_embedded(cli, corpus, tmp_path):
 
 
 def test_an_unexpected_decoder_error_fails_one_clip_only(corpus, tmp_path, monkeypatch):
-    import embedstore.audio
+    import embedstore.extract.audio
 
     root, expect = corpus
-    real_prepare = embedstore.audio.prepare
+    real_prepare = embedstore.extract.audio.prepare
 
     def flaky(path, **kwargs):
         if str(path).endswith("rate_44100.wav"):
             raise RuntimeError("resampler blew up\nsecond line")
         return real_prepare(path, **kwargs)
 
-    monkeypatch.setattr(embedstore.audio, "prepare", flaky)
+    monkeypatch.setattr(embedstore.extract.audio, "prepare", flaky)
     data = load_dataset("folder", root)
     summary = run_extract(TinyEncoder(), data, [build_prompt_set("track", data.classes)],
                           tmp_path / "s.h5", batch_size=3, workers=0, long_mode="first")

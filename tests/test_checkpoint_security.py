@@ -214,7 +214,7 @@ def test_resume_refuses_other_weights_and_accepts_the_same(tmp_path):
 
     from embedstore.datasets import load_dataset
     from embedstore.extract import run_extract
-    from embedstore.prompts import build_prompt_set
+    from embedstore.extract.prompts import build_prompt_set
     from embedstore.store import open_store
 
     folder = tmp_path / "clips"

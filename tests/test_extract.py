@@ -109,14 +109,14 @@ def test_clips_out_of_order_are_refused():
 # ---------------------------------------------------------------- end to end, with a real encoder
 
 import soundfile as sf  # noqa: E402
-
-from embedstore.audio import prepare  # noqa: E402
-from embedstore.datasets import load_dataset  # noqa: E402
-from embedstore.extract import add_prompt_sets, run_extract  # noqa: E402
-from embedstore.prompts import build_prompt_set  # noqa: E402
-from embedstore.store import open_store  # noqa: E402
-from embedstore.errors import StoreExists  # noqa: E402
 from extract_encoder import TinyEncoder, save_checkpoint  # noqa: E402
+
+from embedstore.datasets import load_dataset  # noqa: E402
+from embedstore.errors import StoreExists  # noqa: E402
+from embedstore.extract import add_prompt_sets, run_extract  # noqa: E402
+from embedstore.extract.audio import prepare  # noqa: E402
+from embedstore.extract.prompts import build_prompt_set  # noqa: E402
+from embedstore.store import open_store  # noqa: E402
 
 SR = 22050
 BAD = {"broken.wav": "not decodable", "empty.wav": "empty file", "nan.wav": "non-finite"}
@@ -302,9 +302,9 @@ ENTRY = Path(os.environ.get("EXTRACT_ENTRY", Path(__file__).with_name("extract_e
 @pytest.fixture
 def cli(monkeypatch):
     """Run ``embedstore`` in this process, with the test encoder registered."""
+    import extract_encoder
     from typer.testing import CliRunner
 
-    import extract_encoder
     from embedstore import models
 
     monkeypatch.setitem(models.MODELS, extract_encoder.NAME, extract_encoder.load_tiny)

@@ -15,12 +15,21 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from clap_fixtures import (build_laion_clap, import_laion_clap, random_windows,  # noqa: E402
-                           write_clap_checkpoint, write_tokenizer)
+from clap_fixtures import (  # noqa: E402
+    build_laion_clap,
+    import_laion_clap,
+    random_windows,
+    write_clap_checkpoint,
+    write_tokenizer,
+)
+
 from embedstore.errors import EmbedstoreError, InputError, ModelUnavailable  # noqa: E402
-from embedstore.models import list_models, load_model  # noqa: E402
 from embedstore.models import clap as clap_models  # noqa: E402
-from embedstore.models import hub  # noqa: E402
+from embedstore.models import (  # noqa: E402
+    hub,  # noqa: E402
+    list_models,
+    load_model,
+)
 
 TEXTS = ["the sound of a violin", "a recording of a flute", "this is a cello",
          "the sound of a trumpet", "accordion"]

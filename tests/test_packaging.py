@@ -3,8 +3,9 @@
 import fnmatch
 import importlib.util
 import subprocess
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

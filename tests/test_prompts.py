@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from embedstore.errors import InputError
-from embedstore.ontology import load_ontology
-from embedstore.prompts import (
+from embedstore.extract.prompts import (
     build_prompt_set,
     builtin_prompt_sets,
     default_prompt_specs,
     read_prompt_file,
 )
+from embedstore.ontology import load_ontology
 
 TINYSOL = ["Bass Tuba", "French Horn", "Trombone", "Trumpet in C", "Accordion", "Contrabass",
            "Violin", "Viola", "Violoncello", "Bassoon", "Clarinet in Bb", "Flute", "Oboe",

@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from embedstore.errors import StoreIncomplete
-from embedstore.journal import Journal
 from embedstore.store import create_store, journal_dir, open_store
+from embedstore.store.journal import Journal
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -33,7 +33,7 @@ WRITER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     import numpy as np
-    from embedstore.journal import Journal
+    from embedstore.store.journal import Journal
 
     out, overwrite = sys.argv[1], sys.argv[2] == "1"
     go = Path(out + ".go")

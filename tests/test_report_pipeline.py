@@ -8,11 +8,12 @@ import pytest
 
 pytest.importorskip("torch")
 
+from extract_encoder import TinyEncoder  # noqa: E402
+
 from analyses.report import ReportOptions, build_report  # noqa: E402
 from embedstore.datasets import load_dataset  # noqa: E402
 from embedstore.extract import run_extract  # noqa: E402
-from embedstore.prompts import build_prompt_set  # noqa: E402
-from extract_encoder import TinyEncoder  # noqa: E402
+from embedstore.extract.prompts import build_prompt_set  # noqa: E402
 
 NOTES = Path(__file__).resolve().parent.parent / "data" / "notes"
 

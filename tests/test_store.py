@@ -20,9 +20,9 @@ from embedstore.errors import (
     StoreIncomplete,
     StoreTooNew,
 )
-from embedstore.journal import Journal
 from embedstore.store import create_store, edit_store, journal_dir, open_store
-from embedstore.verify import verify_store
+from embedstore.store.journal import Journal
+from embedstore.store.verify import verify_store
 
 CLASSES = ["violin", "flute", "oboe"]
 
@@ -275,7 +275,7 @@ JOURNAL_SCRIPT = textwrap.dedent(
     """
     import os, sys, time
     import numpy as np
-    from embedstore.journal import Journal
+    from embedstore.store.journal import Journal
 
     out, resume, slow = sys.argv[1], sys.argv[2] == "1", float(sys.argv[3])
     n = 300

@@ -19,7 +19,7 @@ import pytest
 
 from embedstore.errors import NotAStore, StoreDamaged, StoreIncomplete, StoreTooNew
 from embedstore.store import create_store, edit_store, open_store
-from embedstore.verify import verify_store
+from embedstore.store.verify import verify_store
 
 STR = h5py.string_dtype("utf-8")
 CLASSES = ["flute", "violin", "cello"]
@@ -462,7 +462,7 @@ def test_verify_exit_codes(tmp_path):
 
 
 def test_unfinished_extraction_journal_is_as_documented(tmp_path):
-    from embedstore.journal import Journal
+    from embedstore.store.journal import Journal
 
     out = tmp_path / "run.h5"
     a = arrays()

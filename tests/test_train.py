@@ -131,7 +131,7 @@ def test_retrieval_recall_counts_duplicate_captions_as_hits():
 
 
 def test_short_run_lowers_loss_and_exports_a_loadable_model(tones, tmp_path):
-    from embedstore.audio import prepare
+    from embedstore.extract.audio import prepare
     from embedstore.models.muscall import load_muscall
 
     table = read_captions(tones / "captions.csv")

@@ -5,7 +5,12 @@ import itertools
 import numpy as np
 import pytest
 
-from analyses.triplets import enumerate_triplets, run_triplets, score_triplets, tree_distances
+from analyses.triplets import (
+    enumerate_triplets,
+    run_triplets,
+    score_triplets,
+    tree_distances,
+)
 from embedstore.datasets import TINYSOL_CLASSES as DATASET_CLASSES
 from embedstore.errors import InputError
 from embedstore.ontology import Ontology, load_ontology, map_classes

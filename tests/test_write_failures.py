@@ -24,9 +24,9 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from embedstore.errors import WriteFailed
-from embedstore.interchange import export_space
-from embedstore.journal import Journal
 from embedstore.store import create_store, edit_store, journal_dir, open_store
+from embedstore.store.interchange import export_space
+from embedstore.store.journal import Journal
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["violin", "flute", "oboe"]

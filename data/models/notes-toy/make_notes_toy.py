@@ -11,7 +11,7 @@ Recipe (deterministic given the seed):
    three training pitches, and the same scores are computed on the validation notes. The
    test notes are not read. The runs and the rule are in ``selection.json``.
 3. The final model trains on all four training pitches. Every training note gets
-   ``CAPTIONS_PER_NOTE`` generated captions (:mod:`embedstore.captions`) and resampled
+   ``CAPTIONS_PER_NOTE`` generated captions (:mod:`embedstore.extract.captions`) and resampled
    copies at +-1..``--shifts`` semitones captioned with their new pitch, and
    :func:`embedstore.train.fit` trains the audio tower and projections against the frozen
    all-MiniLM-L6-v2 text tower.
@@ -43,9 +43,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
-from embedstore.audio import load_audio, prepare, to_mono  # noqa: E402
-from embedstore.captions import note_captions  # noqa: E402
 from embedstore.datasets import load_dataset, pitch_name  # noqa: E402
+from embedstore.extract.audio import load_audio, prepare, to_mono  # noqa: E402
+from embedstore.extract.captions import note_captions  # noqa: E402
 from embedstore.train import TrainConfig, fit, read_captions, resample_pitch  # noqa: E402
 
 CAPTIONS_PER_NOTE = 6

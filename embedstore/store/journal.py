@@ -27,30 +27,15 @@ from typing import Sequence
 import numpy as np
 
 from embedstore.errors import InputError, StoreExists, StoreIncomplete, WriteFailed
-from embedstore.fileio import write_atomic
-from embedstore.store import JOURNAL_SUFFIX, create_store, journal_dir, open_store
-
-HEADER = "header.json"
-
-
-def _batch_name(start: int) -> str:
-    return f"batch-{start:012d}.npz"
-
-
-def describe_unfinished(out: str | os.PathLike) -> str:
-    """One line saying how far an unfinished extraction of ``out`` got."""
-    jdir = journal_dir(out)
-    try:
-        header = json.loads((jdir / HEADER).read_text())
-        total = len(header["items"]["ids"])
-        done = Journal._scan(jdir)[0]
-        progress = f"{done} of {total} items done"
-    except (OSError, ValueError, KeyError):
-        progress = "progress unknown"
-    return (
-        f"{out} is incomplete: an extraction is writing it or was interrupted ({progress}); "
-        f"finish it with `embedstore extract ... --resume`"
-    )
+from embedstore.store.core import create_store, open_store
+from embedstore.store.fileio import write_atomic
+from embedstore.store.partial import (
+    HEADER,
+    JOURNAL_SUFFIX,
+    batch_name,
+    journal_dir,
+    scan_batches,
+)
 
 
 class Journal:
@@ -63,7 +48,7 @@ class Journal:
         self.out = out
         self.dir = journal_dir(out)
         self.header = header
-        self.next_row, self._batches = self._scan(self.dir)
+        self.next_row, self._batches = scan_batches(self.dir)
         # Set when a killed run had already renamed the final store into place.
         self.already_done = False
 
@@ -75,23 +60,6 @@ class Journal:
     def complete(self) -> bool:
         """True when every row has been appended (only finalize is left)."""
         return self.next_row >= self.n_items
-
-    @staticmethod
-    def _scan(jdir: Path) -> tuple[int, list[Path]]:
-        """The contiguous run of batch files from row 0, and the first row after it."""
-        starts = {}
-        for p in jdir.glob("batch-*.npz"):
-            try:
-                starts[int(p.stem.split("-")[1])] = p
-            except (IndexError, ValueError):
-                continue
-        row, batches = 0, []
-        while row in starts:
-            with np.load(starts[row], allow_pickle=False) as z:
-                stop = int(z["stop"])
-            batches.append(starts[row])
-            row = stop
-        return row, batches
 
     @classmethod
     def open(
@@ -202,8 +170,8 @@ class Journal:
             if vec.shape != (len(rows_ok), dim):
                 raise InputError(f"space {space!r}: got {vec.shape}, expected ({len(rows_ok)}, {dim})")
             arrays[f"space/{space}"] = vec
-        write_atomic(self.dir / _batch_name(start), lambda fh: np.savez(fh, **arrays))
-        self._batches.append(self.dir / _batch_name(start))
+        write_atomic(self.dir / batch_name(start), lambda fh: np.savez(fh, **arrays))
+        self._batches.append(self.dir / batch_name(start))
         self.next_row = stop
 
     def finalize(self, prompt_sets: Sequence[dict] = (), dtype: str = "float32", provenance: dict | None = None) -> Path:

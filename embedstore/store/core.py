@@ -4,7 +4,7 @@ Read with :func:`open_store`; write with :func:`create_store` (a new store) or
 :func:`edit_store` (add to an existing one). Both writers build the file under a
 temporary name and rename it into place only when it is complete and consistent, so a
 failed or killed write never leaves a half-written store. Extraction, which appends batch
-by batch, uses :mod:`embedstore.journal` and ends in :func:`create_store`.
+by batch, uses :mod:`embedstore.store.journal` and ends in :func:`create_store`.
 
 The layout is specified in ``docs/store-format.md``.
 """
@@ -30,7 +30,6 @@ import h5py
 import numpy as np
 
 from embedstore import __version__
-from embedstore import elements as el
 from embedstore.errors import (
     EmbedstoreError,
     InputError,
@@ -40,20 +39,15 @@ from embedstore.errors import (
     StoreIncomplete,
     WriteFailed,
 )
-from embedstore.fileio import write_atomic
+from embedstore.store import elements as el
+from embedstore.store.fileio import write_atomic
+from embedstore.store.lock import writer_lock
+from embedstore.store.names import check_name, check_names
+from embedstore.store.partial import describe_unfinished, journal_dir
 
 FORMAT_TYPE = "embedstore"
 FORMAT_VERSION = "1.0.0"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-JOURNAL_SUFFIX = ".partial"
-
-
-def journal_dir(path: str | os.PathLike) -> Path:
-    """Where an unfinished extraction of ``path`` keeps its batches."""
-    path = Path(path)
-    return path.with_name(path.name + JOURNAL_SUFFIX)
-
-
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -303,8 +297,6 @@ def _open_h5(path: Path) -> h5py.File:
     """Open ``path`` read-only, telling apart "missing", "not HDF5" and "damaged HDF5"."""
     if not path.exists():
         if journal_dir(path).is_dir():
-            from embedstore.journal import describe_unfinished
-
             raise StoreIncomplete(describe_unfinished(path))
         raise InputError(f"{path}: no such file")
     if path.is_dir():
@@ -430,9 +422,8 @@ class StoreWriter:
         items = self._f["items"]
         if "id" in items:
             raise StoreExists("the store already has items; write a new store instead")
-        ids = [str(i) for i in ids]
+        ids = check_names([str(i) for i in ids], "item id")
         n = len(ids)
-        check_unique_ids(ids)
         paths = [""] * n if paths is None else [str(p) for p in paths]
         if len(paths) != n:
             raise InputError(f"{len(paths)} paths for {n} items")
@@ -457,9 +448,11 @@ class StoreWriter:
                 raise InputError("label_matrix must hold only 0 and 1")
             el.write_numeric(items, "label_matrix", mat.astype(np.uint8), "label-matrix")
             items.attrs["label-kind"] = "multi"
+        metadata = dict(zip(check_names(metadata or {}, "metadata column", object_name=True),
+                            (metadata or {}).values()))
         meta = items.create_group("metadata")
         el.tag(meta, "dataframe", el.ELEMENT_VERSIONS["dataframe"])
-        for col, values in (metadata or {}).items():
+        for col, values in metadata.items():
             arr = np.asarray(values)
             if arr.shape != (n,):
                 raise InputError(f"metadata column {col!r} has {arr.shape[0] if arr.ndim else 0} values for {n} items")
@@ -472,7 +465,7 @@ class StoreWriter:
 
     def add_audio(self, space: str, values: np.ndarray, *, dtype: str = "float32", replace: bool = False) -> None:
         """Add the audio vectors of ``space``: one row per item, in item order."""
-        _check_name(space, "space")
+        space = check_name(space, "space name", object_name=True)
         n = self.n_items
         if n is None:
             raise InputError("write the items before their audio vectors")
@@ -498,7 +491,7 @@ class StoreWriter:
         replace: bool = False,
     ) -> None:
         """Add a prompt set: prompt strings, the class each stands for (-1: none), vectors by space."""
-        _check_name(name, "prompt set")
+        name = check_name(name, "prompt set name", object_name=True)
         prompts = [str(p) for p in prompts]
         p, c = len(prompts), len(self.classes)
         cls = np.asarray(classes)
@@ -510,7 +503,7 @@ class StoreWriter:
             raise InputError(f"prompt set {name!r}: {len(terms)} terms for {p} prompts")
         arrays = {}
         for space, values in (embeddings or {}).items():
-            _check_name(space, "space")
+            space = check_name(space, "space name", object_name=True)
             arr = el.check_matrix(values, f"prompt set {name!r} space {space!r}")
             if arr.shape[0] != p:
                 raise InputError(f"prompt set {name!r} space {space!r} has {arr.shape[0]} rows for {p} prompts")
@@ -570,18 +563,11 @@ class StoreWriter:
 
 
 def check_unique_ids(ids: Sequence[str], where: str = "") -> None:
-    """Raise InputError naming the first item id that occurs more than once."""
-    seen = set()
-    for item_id in ids:
-        if item_id in seen:
-            prefix = f"{where}: " if where else ""
-            raise InputError(f"{prefix}item ids must be unique; {item_id!r} occurs more than once")
-        seen.add(item_id)
-
-
-def _check_name(name: str, what: str) -> None:
-    if not name or "/" in name or name.startswith(".") or name != name.strip():
-        raise InputError(f"invalid {what} name {name!r}: use letters, digits, '-', '_' (no '/')")
+    """Raise InputError naming the first item id the name policy refuses or that occurs twice."""
+    try:
+        check_names(ids, "item id")
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}" if where else str(exc)) from None
 
 
 @contextlib.contextmanager
@@ -648,14 +634,20 @@ def create_store(
     ...     w.add_audio("joint", np.eye(2))
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise StoreExists(f"{path} exists; pass --overwrite to replace it")
-    classes = [str(c) for c in classes]
-    if len(set(classes)) != len(classes):
-        raise InputError("class names must be unique")
+    classes = check_names([str(c) for c in classes], "class")
     if not classes:
         raise InputError("a store needs at least one class")
-    replaced = path.exists()
+    with writer_lock(path):
+        if path.exists() and not overwrite:
+            raise StoreExists(f"{path} exists; pass --overwrite to replace it")
+        replaced = path.exists()
+        with _create(path, str(model), str(dataset), classes, provenance, replaced) as writer:
+            yield writer
+
+
+@contextlib.contextmanager
+def _create(path: Path, model: str, dataset: str, classes: list[str], provenance: dict | None,
+            replaced: bool) -> Iterator[StoreWriter]:
 
     def prepare(image: io.BytesIO) -> None:
         with h5py.File(image, "w", libver=("v110", "v110")) as f:
@@ -689,9 +681,10 @@ def create_store(
 def edit_store(path: str | os.PathLike) -> Iterator[StoreWriter]:
     """Change an existing store atomically: work on a copy, then rename it into place."""
     path = Path(path)
-    open_store(path).close()  # refuse to edit something that is not a sound store
-
-    with _atomic_file(path, lambda image: image.write(path.read_bytes())) as f:
-        writer = StoreWriter(f, [{"action": "edit"}])
-        yield writer
-        writer._finish()
+    # The lock spans read, change and rename: two editors never lose each other's work.
+    with writer_lock(path):
+        open_store(path).close()  # refuse to edit something that is not a sound store
+        with _atomic_file(path, lambda image: image.write(path.read_bytes())) as f:
+            writer = StoreWriter(f, [{"action": "edit"}])
+            yield writer
+            writer._finish()

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import h5py
 
-from embedstore import elements as el
 from embedstore.errors import StoreDamaged
-from embedstore.store import open_store
+from embedstore.store import elements as el
+from embedstore.store.core import open_store
 
 # Element types written without a SHA-256 attribute.
 UNDIGESTED = ("json", "json-lines")

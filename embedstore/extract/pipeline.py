@@ -2,12 +2,12 @@
 
 Audio
     A torch ``DataLoader`` decodes and resamples clips in worker processes
-    (:func:`embedstore.audio.prepare`), in dataset order. The main process packs their
+    (:func:`embedstore.extract.audio.prepare`), in dataset order. The main process packs their
     windows into batches of exactly ``batch_size`` windows (the last one zero-padded), so
     the encoder always sees one shape. A clip's windows may span two batches; with
     ``long_mode="mean"`` its vectors are averaged per space (``joint`` re-normalised).
 Durability
-    Rows go to a :class:`~embedstore.journal.Journal` whenever a batch ends on a clip
+    Rows go to a :class:`~embedstore.store.journal.Journal` whenever a batch ends on a clip
     boundary. A resumed run restarts packing from such a boundary, so it sends the
     encoder exactly the batches an uninterrupted run would have sent, and ends with the
     same vectors bit for bit.
@@ -34,9 +34,10 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from embedstore.errors import InputError, ModelUnavailable, StoreExists
-from embedstore.journal import Journal
-from embedstore.prompts import PromptSpec
-from embedstore.store import edit_store, open_store
+from embedstore.extract.prompts import PromptSpec
+from embedstore.store.core import edit_store, open_store
+from embedstore.store.journal import Journal
+from embedstore.store.lock import writer_lock
 
 EXTRA_HINT = "install the extract extra: pip install 'embedstore[extract]'"
 LONG_MODES = ("first", "center", "mean")
@@ -149,32 +150,34 @@ def run_extract(
                                        command=command)
     header = dict(model=model.name, dataset=dataset.name, classes=list(dataset.classes),
                   provenance=provenance)
-    journal = Journal.open(out, header=header, items=items, spaces=dict(model.audio_dims),
-                           resume=resume, overwrite=overwrite)
-    first_row = journal.next_row
-    if journal.already_done:
-        return _summary(journal.out, first_row, start_time)
-    if resume:
-        _check_same_settings(journal.header["provenance"], provenance, out)
-    _seed_torch()
+    # One writer per store: a second run on the same --out is refused, never interleaved.
+    with writer_lock(out):
+        journal = Journal.open(out, header=header, items=items, spaces=dict(model.audio_dims),
+                               resume=resume, overwrite=overwrite)
+        first_row = journal.next_row
+        if journal.already_done:
+            return _summary(journal.out, first_row, start_time)
+        if resume:
+            _check_same_settings(journal.header["provenance"], provenance, out)
+        _seed_torch()
 
-    prompt_sets = embed_prompt_sets(model, prompt_specs, batch_size)
-    n_rows = journal.n_items
-    failed_count = 0
-    if progress:
-        progress(first_row, n_rows, failed_count)
-    clips = read_clips(dataset, first_row, model, long_mode=long_mode, workers=workers)
-    for chunk in embed_clips(model.embed_audio, clips, batch_size, first_row):
-        vectors = {space: _stack(chunk.vectors.get(space, []), dim)
-                   for space, dim in model.audio_dims.items()}
-        journal.append(chunk.start, chunk.rows_ok, vectors, chunk.failed, stop=chunk.stop)
-        failed_count += len(chunk.failed)
+        prompt_sets = embed_prompt_sets(model, prompt_specs, batch_size)
+        n_rows = journal.n_items
+        failed_count = 0
         if progress:
-            progress(chunk.stop, n_rows, failed_count)
-    if not journal.complete:
-        raise InputError(f"the dataset gave {journal.next_row} of {n_rows} clips")
-    journal.finalize(prompt_sets, dtype=dtype, provenance={"resumed": first_row} if first_row else None)
-    return _summary(journal.out, first_row, start_time)
+            progress(first_row, n_rows, failed_count)
+        clips = read_clips(dataset, first_row, model, long_mode=long_mode, workers=workers)
+        for chunk in embed_clips(model.embed_audio, clips, batch_size, first_row):
+            vectors = {space: _stack(chunk.vectors.get(space, []), dim)
+                       for space, dim in model.audio_dims.items()}
+            journal.append(chunk.start, chunk.rows_ok, vectors, chunk.failed, stop=chunk.stop)
+            failed_count += len(chunk.failed)
+            if progress:
+                progress(chunk.stop, n_rows, failed_count)
+        if not journal.complete:
+            raise InputError(f"the dataset gave {journal.next_row} of {n_rows} clips")
+        journal.finalize(prompt_sets, dtype=dtype, provenance={"resumed": first_row} if first_row else None)
+        return _summary(journal.out, first_row, start_time)
 
 
 def check_settings(*, batch_size: int, workers: int = 0, long_mode: str = "first",
@@ -203,30 +206,32 @@ def add_prompt_sets(store_path: str | Path, model, prompt_specs: list[PromptSpec
     list[str]
         The store's prompt sets afterwards.
     """
-    _check_prompt_names(prompt_specs)
-    with open_store(store_path) as st:
-        made_with = st.provenance.get("checkpoint_sha256")
-        if st.model != model.name:
-            raise InputError(f"{store_path} was made by model {st.model!r}, not {model.name!r}")
-        if made_with is None:
-            raise InputError(f"{store_path} records no checkpoint digest, so its text tower "
-                             "cannot be matched; re-extract it with `embedstore extract`")
-        digest = checkpoint_digest(model.provenance())
-        if digest != made_with:
-            raise InputError(f"{store_path} was made with checkpoint sha256 {made_with[:12]}..., "
-                             f"this model's is {str(digest)[:12]}...; load the same weights")
-        taken = [spec.name for spec in prompt_specs if spec.name in st.prompt_sets]
-        if taken and not replace:
-            raise StoreExists(f"{store_path} already has prompt set(s) {', '.join(taken)}; "
-                              "pass --replace to overwrite them")
-        dtype = st.audio(st.audio_spaces[0], lazy=True).dtype.name if st.audio_spaces else "float32"
-    embedded = embed_prompt_sets(model, prompt_specs, batch_size)
-    with edit_store(store_path) as writer:
-        for ps in embedded:
-            writer.add_prompt_set(ps["name"], ps["prompts"], ps["classes"], ps["embeddings"],
-                                  terms=ps["terms"], dtype=dtype, replace=replace)
-    with open_store(store_path) as st:
-        return st.prompt_sets
+    # Held from the first read to the rename, so two runs never lose each other's sets.
+    with writer_lock(store_path):
+        _check_prompt_names(prompt_specs)
+        with open_store(store_path) as st:
+            made_with = st.provenance.get("checkpoint_sha256")
+            if st.model != model.name:
+                raise InputError(f"{store_path} was made by model {st.model!r}, not {model.name!r}")
+            if made_with is None:
+                raise InputError(f"{store_path} records no checkpoint digest, so its text tower "
+                                 "cannot be matched; re-extract it with `embedstore extract`")
+            digest = checkpoint_digest(model.provenance())
+            if digest != made_with:
+                raise InputError(f"{store_path} was made with checkpoint sha256 {made_with[:12]}..., "
+                                 f"this model's is {str(digest)[:12]}...; load the same weights")
+            taken = [spec.name for spec in prompt_specs if spec.name in st.prompt_sets]
+            if taken and not replace:
+                raise StoreExists(f"{store_path} already has prompt set(s) {', '.join(taken)}; "
+                                  "pass --replace to overwrite them")
+            dtype = st.audio(st.audio_spaces[0], lazy=True).dtype.name if st.audio_spaces else "float32"
+        embedded = embed_prompt_sets(model, prompt_specs, batch_size)
+        with edit_store(store_path) as writer:
+            for ps in embedded:
+                writer.add_prompt_set(ps["name"], ps["prompts"], ps["classes"], ps["embeddings"],
+                                      terms=ps["terms"], dtype=dtype, replace=replace)
+        with open_store(store_path) as st:
+            return st.prompt_sets
 
 
 def _summary(path: Path, first_row: int, start_time: float) -> ExtractSummary:
@@ -359,7 +364,7 @@ class ClipReader:
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        from embedstore.audio import prepare
+        from embedstore.extract.audio import prepare
 
         row = self.first_row + index
         try:
@@ -438,7 +443,7 @@ def _relative(path, root) -> str:
 def extraction_provenance(model, dataset, *, batch_size: int, long_mode: str,
                           command: list[str] | None = None) -> dict:
     """What made the vectors: encoder, front end, dataset, run settings, library versions."""
-    from embedstore.audio import frontend_config
+    from embedstore.extract.audio import frontend_config
 
     encoder = model.provenance()
     return {

@@ -76,7 +76,7 @@ def note_captions(instrument: str, family: str, pitch: str, dynamics: str, count
         For the register word; taken from ``pitch`` when omitted.
     """
     if midi_pitch is None:
-        from embedstore.datasets import midi_pitch as to_midi
+        from embedstore.datasets.pitch import midi_pitch as to_midi
 
         midi_pitch = to_midi(pitch)
     adjectives, adverbs = DYNAMICS_WORDS[dynamics]

@@ -15,8 +15,8 @@ from typing import Sequence
 import numpy as np
 
 from embedstore.errors import InputError, StoreExists
-from embedstore.fileio import write_atomic_many
-from embedstore.store import check_unique_ids, create_store, open_store
+from embedstore.store.core import check_unique_ids, create_store, open_store
+from embedstore.store.fileio import write_atomic_many
 
 
 def read_csv(path: str | os.PathLike) -> tuple[list[str], list[dict[str, str]]]:

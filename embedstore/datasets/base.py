@@ -1,0 +1,101 @@
+"""What every dataset reader returns: plain items (id, audio path, labels, metadata).
+
+A reader is a function of a root folder that returns a :class:`Dataset`; the store writer
+never knows which dataset it is writing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from embedstore.errors import InputError
+
+#: File suffixes read as audio when a dataset's folder is scanned.
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One audio file of a dataset.
+
+    Attributes
+    ----------
+    id : str
+        Unique within the dataset (TinySOL: the file stem; folder datasets: the CSV path).
+    path : Path
+        Absolute path of the audio file.
+    labels : tuple[str, ...]
+        Class names; exactly one for single-label datasets.
+    metadata : dict[str, str | int | float]
+        Per-item columns; every item of a dataset has the same keys with the same types.
+    """
+
+    id: str
+    path: Path
+    labels: tuple[str, ...]
+    metadata: dict[str, str | int | float]
+
+
+@dataclass
+class Dataset:
+    """A named list of items with a fixed class order.
+
+    Attributes
+    ----------
+    name : str
+        ``"tinysol"``, ``"notes"`` or ``"folder"``.
+    root : Path
+        The folder the items were read from.
+    classes : list[str]
+        Class names in their fixed order; a class index is a position here.
+    items : list[Item]
+    multilabel : bool
+        Whether an item may carry several labels.
+    """
+
+    name: str
+    root: Path
+    classes: list[str]
+    items: list[Item]
+    multilabel: bool
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Item ids as a str array, in item order."""
+        return np.array([item.id for item in self.items], dtype=str)
+
+    @property
+    def paths(self) -> np.ndarray:
+        """Audio paths as a str array, in item order."""
+        return np.array([str(item.path) for item in self.items], dtype=str)
+
+    def label_matrix(self) -> np.ndarray:
+        """``(n_items, n_classes)`` bool matrix, True where an item carries a class."""
+        index = {cls: i for i, cls in enumerate(self.classes)}
+        matrix = np.zeros((len(self.items), len(self.classes)), dtype=bool)
+        for row, item in enumerate(self.items):
+            matrix[row, [index[label] for label in item.labels]] = True
+        return matrix
+
+    def labels(self) -> np.ndarray:
+        """``(n_items,)`` int32 class indices; single-label datasets only."""
+        if self.multilabel:
+            raise InputError(f"dataset {self.name!r} is multi-label; use its label matrix")
+        return np.argmax(self.label_matrix(), axis=1).astype(np.int32)
+
+    def metadata_columns(self) -> dict[str, np.ndarray]:
+        """Metadata as one array per column (int64, float64 or str), in item order."""
+        if not self.items:
+            return {}
+        return {key: np.array([item.metadata[key] for item in self.items])
+                for key in self.items[0].metadata}
+
+
+def audio_files(folder: Path) -> list[Path]:
+    """Audio files under ``folder``, sorted; hidden files (``._x.wav`` from macOS) skipped."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".")
+                  and p.is_file())
