@@ -397,9 +397,8 @@ def test_extract_text_command_checks_the_weights(cli, clip_folder, tmp_path):
     assert again.exit_code != 0 and "--replace" in again.stderr
 
 
-@pytest.mark.slow
 def test_real_clap_architecture_through_the_pipeline(tmp_path):
-    """HTSAT-tiny with random weights, loaded by the registry, through run_extract (minutes on CPU)."""
+    """HTSAT-tiny with random weights, loaded by the registry, through run_extract (~30 s on CPU)."""
     import clap_fixtures
 
     from embedstore.models import load_model

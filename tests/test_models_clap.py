@@ -34,6 +34,8 @@ from embedstore.models import (  # noqa: E402
 TEXTS = ["the sound of a violin", "a recording of a flute", "this is a cello",
          "the sound of a trumpet", "accordion"]
 TOLERANCE = 1e-3
+BF16_TOLERANCE = 0.25  # measured 0.13-0.14: bf16 keeps ~3 significant digits, and random
+# weights put distinct clips close together (cosine 0.998), so the spread is small
 
 
 def typical_distance(vectors: np.ndarray) -> float:
@@ -159,10 +161,15 @@ def test_bf16_stays_close_to_fp32(laion_tiny, tokenizer_dir, windows, reference_
         warnings.simplefilter("ignore")
         half = load_model("clap-general", checkpoint=laion_tiny[1], tokenizer=tokenizer_dir,
                           precision="bf16")
-    joint = half.embed_audio(windows[:1])["joint"]
+    joint = half.embed_audio(windows)["joint"]
     assert joint.dtype == np.float32
-    cosines = np.sum(joint * reference_audio["joint"][:1], axis=1)
-    assert cosines.min() > 0.99  # bf16 keeps ~3 significant digits
+    reference = reference_audio["joint"]
+    # Measured as the other equivalence tests are: error over the spread between items, and
+    # each bf16 vector nearer its own fp32 vector than any other clip's (a wrong clip fails).
+    errors = relative_errors(joint, reference)
+    assert errors.max() < BF16_TOLERANCE
+    distances = np.linalg.norm(joint[:, None] - reference[None], axis=-1)
+    assert (distances.argmin(axis=1) == np.arange(len(reference))).all()
     assert half.provenance()["precision"] == "bf16"
 
 
@@ -186,7 +193,6 @@ def test_htsat_base_architecture_is_read_from_its_tensors(laion_base, tokenizer_
     assert encoder.audio_dims == {"prejoint": 1024, "joint": 512}
 
 
-@pytest.mark.slow
 def test_htsat_base_audio_matches_laion_clap(laion_base, tokenizer_dir):
     reference, path = laion_base
     windows = random_windows(2, 480000, seed=7)
@@ -214,7 +220,11 @@ def test_log_mel_is_torchlibrosa_exactly(windows):
         expected = logmel(spectrogram(x))
         ours = clap_models.LogMel(clap_models.MelConfig())(x)
     assert ours.shape == expected.shape == (2, 1, 1001, 64)
-    assert (ours - expected).abs().max() < 1e-4  # dB, on values up to ~40 dB
+    # Measured: at most 3.8e-6 dB (float32 rounding; 95.5% of elements exactly equal), where a
+    # plain torch.stft front end differs by 1.2e-4 dB: the bound separates the two.
+    difference = (ours - expected).abs()
+    assert difference.max() < 1e-5  # dB, on values up to ~40 dB
+    assert (difference == 0).float().mean() > 0.9
 
 
 def test_mel_filters_are_librosa_slaney():

@@ -2,6 +2,7 @@
 
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,6 +154,42 @@ def test_authors_checkpoint_round_trip(tmp_path):
     json.dumps(provenance)
     assert provenance["checkpoint"]["file"] == "checkpoint.pth.tar"
     assert len(provenance["checkpoint"]["sha256"]) == 64
+
+
+AUTHORS_LAYOUT = Path(__file__).parent / "fixtures" / "muscall_authors_state_dict.json"
+
+
+def test_published_config_builds_the_authors_parameter_layout():
+    """Names and shapes written down from the authors' module code, not from our class."""
+    fixture = json.loads(AUTHORS_LAYOUT.read_text())
+    ours = {k: list(v.shape) for k, v in muscall.MusCALL(fixture["model_config"]).state_dict().items()}
+    assert ours == fixture["state_dict"]
+
+
+def test_a_checkpoint_in_the_authors_layout_loads_strictly(tmp_path):
+    """A state_dict made from the fixture alone (random tensors of the authors' names and
+    shapes, as their trainer saves it) loads strictly and every tensor lands in place."""
+    import yaml
+
+    fixture = json.loads(AUTHORS_LAYOUT.read_text())
+    generator = torch.Generator().manual_seed(0)
+    state = {f"module.{k}" if i % 2 else k:  # DataParallel prefixes, as multi-GPU runs save
+             (torch.tensor(7) if k.endswith("num_batches_tracked") else torch.randn(shape, generator=generator))
+             for i, (k, shape) in enumerate(fixture["state_dict"].items())}
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    torch.save({"epoch": 9, "state_dict": state, "optimizer": {}}, folder / "best_model.pth.tar")
+    (folder / "config.yaml").write_text(yaml.safe_dump({
+        "model_config": fixture["model_config"],
+        "dataset_config": {"text": {"max_seq_length": 77, "tokenizer": "cliptokenizer"}}}))
+    write_tiny_clip_tokenizer(folder / "tokenizer")
+    encoder = muscall.load_muscall(checkpoint=str(folder))
+    loaded = encoder.model.state_dict()
+    assert sorted(loaded) == sorted(fixture["state_dict"])
+    for key, value in state.items():
+        assert torch.equal(loaded[key.removeprefix("module.")].cpu(), value.to(loaded[key.removeprefix("module.")].dtype))
+    assert encoder.audio_dims == {"prejoint": 256, "joint": 512}
+    assert encoder.window_samples == 20 * 16000
 
 
 def test_text_pooling_is_at_end_of_text_token(tmp_path):

@@ -29,7 +29,6 @@ array([[0., 1.],
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -83,12 +82,12 @@ def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
         raise AudioError(path, "missing file")
     if not path.is_file():  # a FIFO or device would block or never end
         raise AudioError(path, "not a regular file")
-    if not os.access(path, os.R_OK):
-        raise AudioError(path, "not readable (permission denied)")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
     try:
         samples, sample_rate = sf.read(path, dtype="float32", always_2d=True)
+    except PermissionError:
+        raise AudioError(path, "not readable (permission denied)") from None
     except (sf.SoundFileError, RuntimeError, EOFError, ValueError) as err:
         # libsndfile's own message says what it disliked (format, header); keep its first line
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
