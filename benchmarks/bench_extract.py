@@ -171,6 +171,7 @@ def main() -> None:
         "cpu_ratio": base_cpu / ours_cpu,
         "rounds_wall_s": {k: [round(t[0], 2) for t in v] for k, v in rounds.items()},
         "max_abs_diff": {s: float(np.abs(base[s] - ours[s]).max()) for s in ("joint", "prejoint")},
+        "max_relative_error": {s: relative_error(ours[s], base[s]) for s in ("joint", "prejoint")},
     }
     print(f"{n} clips of {CLIP_SECONDS:.0f} s, HTSAT-base + RoBERTa-shaped CLAP (random weights), "
           f"{result['device']}, {result['torch_threads']} torch threads, "
@@ -183,6 +184,24 @@ def main() -> None:
           f"joint {result['max_abs_diff']['joint']:.2e}, prejoint {result['max_abs_diff']['prejoint']:.2e}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
+    bound = AGREEMENT[args.precision]
+    worst = max(result["max_relative_error"].values())
+    if worst > bound:
+        raise SystemExit(f"bench_extract: the two sides disagree: error {worst:.2e} of the spread "
+                         f"between clips, over the {args.precision} bound {bound:.0e}")
+    print(f"  vectors agree: max error {worst:.2e} of the spread between clips (bound {bound:.0e})")
+
+
+#: How far our vectors may be from the baseline's, as error over the median distance between
+#: clips (the measure of tests/test_models_clap.py): fp32 float noise; bf16 its 3 digits.
+AGREEMENT = {"fp32": 1e-3, "bf16": 0.25, "fp16": 0.25}
+
+
+def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
+    """Largest per-clip distance to the reference over the median distance between reference clips."""
+    pairs = np.linalg.norm(reference[:, None] - reference[None], axis=-1)
+    typical = float(np.median(pairs[np.triu_indices(len(reference), 1)]))
+    return float((np.linalg.norm(ours - reference, axis=1) / typical).max())
 
 
 if __name__ == "__main__":

@@ -394,18 +394,34 @@ def mutate(base: Path, target: Path, mutation: str, seed: int) -> str:
 # -- running every reader ---------------------------------------------------------------
 
 
-def digested_arrays(path: Path) -> dict[str, object]:
-    """Every array that carries a digest, read raw with h5py (the oracle for ``intact``)."""
+def spec_elements(reference: Path) -> list[str]:
+    """The arrays the spec gives a digest, as the valid ``reference`` store holds them:
+    every dataset element except JSON ones (docs/store-format.md, section 4). Taken from the
+    reference, not from the store under test, whose attributes a mutation may have removed."""
+    names = []
+    with h5py.File(reference, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset) and str(obj.attrs.get("encoding-type", "")) not in ("json", "json-lines"):
+                names.append("/" + name)
+
+        f.visititems(visit)
+    return names
+
+
+def digested_arrays(path: Path, elements: list[str]) -> dict[str, object]:
+    """Each of ``elements`` read raw with h5py from ``path`` (absent ones left out): the
+    oracle for ``intact``, blind to the attributes a mutation may have changed."""
     from embedstore.store import elements as el
 
     out = {}
     with h5py.File(path, "r") as f:
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset) and el.DIGEST_ATTR in obj.attrs:
+        for name in elements:
+            obj = f.get(name)
+            if isinstance(obj, h5py.Dataset):
                 value = obj[()]
-                out["/" + name] = [el._as_str(v) for v in value] if obj.dtype.kind == "O" else value
-
-        f.visititems(visit)
+                out[name] = [el._as_str(v) for v in value] if obj.dtype.kind == "O" else value
+            elif obj is not None:
+                out[name] = "not a dataset"
     return out
 
 
@@ -415,6 +431,8 @@ def compare_arrays(found: dict, original: dict) -> str:
         if key not in original:
             return "differs"
         x, y = found[key], original[key]
+        if isinstance(x, str) or isinstance(y, str):
+            return "differs"
         if isinstance(x, list) or isinstance(y, list):
             if not isinstance(x, list) or not isinstance(y, list) or x != y:
                 return "differs"
@@ -527,7 +545,8 @@ def check_store(path: Path, reference: Path | None, cli: bool = True) -> dict:
             # An element deleted whole (an audio space, a prompt set) leaves a store that
             # is consistent without it: counted apart, as the format has no manifest.
             try:
-                same = compare_arrays(digested_arrays(path), digested_arrays(reference))
+                elements = spec_elements(reference)
+                same = compare_arrays(digested_arrays(path, elements), digested_arrays(reference, elements))
             except Exception as exc:  # the raw h5py reading here is the oracle, not the reader
                 same = f"unreadable ({type(exc).__name__})"
             if same == "missing":

@@ -49,3 +49,33 @@ def test_data_dir_is_the_installed_copy_when_present(tmp_path):
     (checkout / "data").mkdir()
     (checkout / "embedstore" / "resources.py").write_text(source)
     assert _load_resources(checkout / "embedstore").DATA_DIR == checkout / "data"
+
+
+def test_a_built_wheel_carries_every_module_and_data_file_and_runs_from_elsewhere(tmp_path):
+    """Build the wheel, install it into a bare folder, and use it from another directory."""
+    import sys
+    import zipfile
+
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(dist), str(ROOT)], check=True, capture_output=True)
+    (wheel,) = dist.glob("embedstore-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    tracked = subprocess.run(["git", "ls-files", "embedstore", "analyses", "cli", "data"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.split()
+    expected = {("embedstore/" + p) if p.startswith("data/") else p for p in tracked
+                if p.endswith(".py") or p.startswith("data/")}
+    assert sorted(expected - names) == []
+
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+                    str(wheel)], check=True, capture_output=True)
+    probe = ("import embedstore.store, embedstore.extract, embedstore.datasets, analyses.zeroshot, cli.main\n"
+             "from embedstore.datasets import load_dataset\n"
+             "from embedstore.resources import DATA_DIR\n"
+             "print(DATA_DIR)\nprint(len(load_dataset('notes').items))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    data_dir, items = done.stdout.split()
+    assert Path(data_dir) == site / "embedstore" / "data" and int(items) == 252

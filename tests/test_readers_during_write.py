@@ -35,8 +35,8 @@ WRITER = textwrap.dedent(
     import numpy as np
     from embedstore.store.journal import Journal
 
-    out, overwrite = sys.argv[1], sys.argv[2] == "1"
-    go = Path(out + ".go")
+    out, overwrite, hold_after = sys.argv[1], sys.argv[2] == "1", sys.argv[3] == "1"
+    go, done = Path(out + ".go"), Path(out + ".done")
     n = %d
     vectors = np.arange(n * 4, dtype=np.float32).reshape(n, 4)
     j = Journal.open(
@@ -54,16 +54,18 @@ WRITER = textwrap.dedent(
                 time.sleep(0.02)
     j.finalize()
     print("finished", flush=True)
+    while hold_after and not done.exists():  # stay alive until a reader has seen the new store
+        time.sleep(0.02)
     """
     % N
 )
 
 
-def start_writer(tmp_path, out, overwrite=False):
+def start_writer(tmp_path, out, overwrite=False, hold_after=False):
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     return subprocess.Popen(
-        [sys.executable, str(script), str(out), "1" if overwrite else "0"],
+        [sys.executable, str(script), str(out), "1" if overwrite else "0", "1" if hold_after else "0"],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
@@ -139,7 +141,7 @@ def test_overwrite_serves_the_old_store_until_the_rename(tmp_path):
     out = tmp_path / "out.h5"
     make_old_store(out)
     old_bytes = out.read_bytes()
-    proc = start_writer(tmp_path, out, overwrite=True)
+    proc = start_writer(tmp_path, out, overwrite=True, hold_after=True)
     try:
         wait_for_rows(proc, 60)
         with open_store(out) as st:
@@ -148,19 +150,23 @@ def test_overwrite_serves_the_old_store_until_the_rename(tmp_path):
         assert result.exit_code == 0 and "intact" in result.stdout
         assert out.read_bytes() == old_bytes
         held = open_store(out)  # a reader that stays open across the rename
+        # Read while the writer finishes, until the new store shows: every read is the old
+        # store or the new one, whole. The writer is released only after the first read
+        # here, so the reads span the rename (both stores are seen).
+        seen = set()
+        deadline = time.monotonic() + 120
+        while "new" not in seen and proc.poll() is None and time.monotonic() < deadline:
+            with open_store(out) as st:
+                audio = st.audio("joint")
+                if st.model == "old":
+                    assert st.n_items == 6 and np.all(audio == 1)
+                else:
+                    assert st.n_items == N and np.array_equal(audio, np.arange(N * 4, dtype=np.float32).reshape(N, 4))
+                seen.add(st.model)
+            Path(f"{out}.go").touch()
     finally:
         Path(f"{out}.go").touch()
-    # Read while the writer finishes: every read is the old store or the new one, whole.
-    seen = set()
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        with open_store(out) as st:
-            audio = st.audio("joint")
-            if st.model == "old":
-                assert st.n_items == 6 and np.all(audio == 1)
-            else:
-                assert st.n_items == N and np.array_equal(audio, np.arange(N * 4, dtype=np.float32).reshape(N, 4))
-            seen.add(st.model)
+        Path(f"{out}.done").touch()
     proc.communicate(timeout=120)
     assert proc.returncode == 0
     with open_store(out) as st:
@@ -168,7 +174,7 @@ def test_overwrite_serves_the_old_store_until_the_rename(tmp_path):
     # The reader opened before the rename still sees the old store, consistently.
     assert held.model == "old" and np.all(held.audio("joint") == 1) and list(held.item_ids)[0] == "old0"
     held.close()
-    assert "old" in seen
+    assert seen == {"old", "new"}
 
 
 CREATE_WRITER = textwrap.dedent(

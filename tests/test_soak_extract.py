@@ -23,6 +23,8 @@ def test_kills_during_the_final_write_and_at_random_leave_the_uninterrupted_stor
     phases = len(soak_extract.FINALIZE_PHASES)
     assert figures["random_kills"] == 5 and figures["finalize_kills"] == phases
     assert figures["rounds"] >= phases + 1
+    # at least one random kill landed mid-run, after the run had journaled new rows
+    assert figures["kills_after_new_rows"] >= 1
     assert figures["items"] == 7 and figures["failed"] == 1  # clip 6 is unreadable
     line = soak_extract.summary_line(figures, True)
     assert line.startswith("soak_extract: 5 random SIGKILLs (")

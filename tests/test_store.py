@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -23,6 +24,8 @@ from embedstore.errors import (
 from embedstore.store import create_store, edit_store, journal_dir, open_store
 from embedstore.store.journal import Journal
 from embedstore.store.verify import verify_store
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CLASSES = ["violin", "flute", "oboe"]
 
@@ -277,7 +280,25 @@ JOURNAL_SCRIPT = textwrap.dedent(
     import numpy as np
     from embedstore.store.journal import Journal
 
-    out, resume, slow = sys.argv[1], sys.argv[2] == "1", float(sys.argv[3])
+    import embedstore.store.journal as journal_module
+
+    out, resume, slow, hold_at = sys.argv[1], sys.argv[2] == "1", float(sys.argv[3]), int(sys.argv[4])
+    real_write_atomic = journal_module.write_atomic
+
+    def write_atomic(path, write):
+        # From row hold_at on, stop halfway through writing a batch file and wait for the kill.
+        if hold_at >= 0 and path.name.startswith("batch-") and int(path.stem.split("-")[1]) >= hold_at:
+            def half_then_wait(fh):
+                write(fh)
+                fh.truncate(fh.tell() // 2)
+                fh.flush()
+                os.fsync(fh.fileno())
+                print("mid-append", flush=True)
+                time.sleep(600)
+            return real_write_atomic(path, half_then_wait)
+        return real_write_atomic(path, write)
+
+    journal_module.write_atomic = write_atomic
     n = 300
     vectors = np.random.default_rng(7).standard_normal((n, 6)).astype(np.float32)
     j = Journal.open(
@@ -303,23 +324,28 @@ JOURNAL_SCRIPT = textwrap.dedent(
 )
 
 
-def run_journal(tmp_path, out, resume, slow=0.0, kill_after_rows=None):
+def run_journal(tmp_path, out, resume, slow=0.0, kill_mid_append_at=None):
+    """Run the journal script; with ``kill_mid_append_at``, SIGKILL it while the batch
+    starting at or after that row is half written."""
     script = tmp_path / "journal_writer.py"
     script.write_text(JOURNAL_SCRIPT)
+    hold_at = -1 if kill_mid_append_at is None else kill_mid_append_at
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(out), "1" if resume else "0", str(slow)],
+        [sys.executable, str(script), str(out), "1" if resume else "0", str(slow), str(hold_at)],
         stdout=subprocess.PIPE,
         text=True,
+        cwd=ROOT,
     )
-    if kill_after_rows is None:
+    if kill_mid_append_at is None:
         out_text, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0
         return out_text
     for line in proc.stdout:
-        if line.strip().isdigit() and int(line) >= kill_after_rows:
+        if line.strip() == "mid-append":
             os.kill(proc.pid, signal.SIGKILL)
             break
     proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the writer finished before its kill"
     return None
 
 
@@ -339,11 +365,13 @@ def test_journal_killed_mid_append_resumes_to_the_same_content(tmp_path):
     reference = tmp_path / "reference.h5"
     run_journal(tmp_path, reference, resume=False)
     out = tmp_path / "killed.h5"
-    run_journal(tmp_path, out, resume=False, slow=0.01, kill_after_rows=50)
+    run_journal(tmp_path, out, resume=False, kill_mid_append_at=50)
     assert journal_dir(out).is_dir() and not out.exists()
-    with pytest.raises(StoreIncomplete, match="of 300 items done"):
+    # the kill landed inside an append: its half-written batch is on disk under a temp name
+    assert [p for p in journal_dir(out).iterdir() if p.name.endswith(".tmp")]
+    with pytest.raises(StoreIncomplete, match="56 of 300 items done"):
         open_store(out)
-    run_journal(tmp_path, out, resume=True, slow=0.01, kill_after_rows=150)
+    run_journal(tmp_path, out, resume=True, kill_mid_append_at=150)
     run_journal(tmp_path, out, resume=True)
     assert not journal_dir(out).exists()
     assert store_content(out) == store_content(reference)
