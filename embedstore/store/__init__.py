@@ -13,17 +13,19 @@ them. One module per job:
 - :mod:`~embedstore.store.fileio`: atomic file writes.
 """
 
-from embedstore.store.core import (
-    FORMAT_VERSION,
-    PromptSet,
-    Store,
-    StoreWriter,
-    check_unique_ids,
-    create_store,
-    edit_store,
-    open_store,
-)
-from embedstore.store.partial import JOURNAL_SUFFIX, journal_dir
+import importlib
 
-__all__ = ["FORMAT_VERSION", "JOURNAL_SUFFIX", "PromptSet", "Store", "StoreWriter", "check_unique_ids",
-           "create_store", "edit_store", "journal_dir", "open_store"]
+# Names resolved on first use, so that importing one light module of the wing (fileio,
+# names, outputs) does not import h5py: the CLI's start-up pays only for what it runs.
+_EXPORTS = {
+    "FORMAT_VERSION": "core", "PromptSet": "core", "Store": "core", "StoreWriter": "core",
+    "check_unique_ids": "core", "create_store": "core", "edit_store": "core", "open_store": "core",
+    "JOURNAL_SUFFIX": "partial", "journal_dir": "partial",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"embedstore.store.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'embedstore.store' has no attribute {name!r}")
