@@ -25,10 +25,15 @@ def run_confidence(store, prompt_set: str, space: str = "joint") -> dict:
     dict
         ``median``, ``q1``, ``q3`` and ``n_items`` over all clips, ``correct`` and
         ``wrong`` ({median, q1, q3, n}), ``margins`` and ``is_correct`` (per clip, for
-        plots), ``prompt_set`` and ``space``.
+        plots), ``prompt_set``, ``space`` and ``tied_classes`` (groups of classes with
+        identical prompt vectors: a clip whose top class is one of them has margin 0).
     """
     with embeddings.opened(store) as st:
         targets = metrics.Targets.from_store(st)
-        scorer = metrics.CosineScorer(embeddings.unit_audio(st, space), embeddings.class_vectors(st, prompt_set, space))
+        audio = embeddings.unit_audio(st, space)
+        labels = embeddings.class_vectors(st, prompt_set, space)
+        scorer = metrics.CosineScorer(audio, labels)
         ranked = metrics.rank_pass(scorer, targets)
-    return {"prompt_set": prompt_set, "space": space, **metrics.margin_summary(ranked["margins"], ranked["correct"])}
+        tied = embeddings.tied_classes(labels, list(st.classes))
+    return {"prompt_set": prompt_set, "space": space, "tied_classes": tied,
+            **metrics.margin_summary(ranked["margins"], ranked["correct"])}

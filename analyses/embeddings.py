@@ -12,7 +12,6 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from analyses import kernels
 from embedstore.errors import InputError
 
 READ_BLOCK = 8192
@@ -122,21 +121,19 @@ def class_vectors(store, set_name: str, space: str) -> np.ndarray:
     return prompt_ensemble(prompt_set.classes, text, list(store.classes), set_name)
 
 
-def class_centroid_sums(unit_vectors: np.ndarray, targets) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class sums of unit item vectors and item counts (the un-normalised centroids).
+def tied_classes(class_vectors: np.ndarray, classes: list[str]) -> list[list[str]]:
+    """Groups of classes whose label vectors are identical, in class order.
 
-    Parameters
-    ----------
-    unit_vectors : np.ndarray
-        (n, d) float32, rows L2-normalised.
-    targets : analyses.metrics.Targets
-        Which items belong to which classes.
+    Such classes score every clip the same (a prompt set that gives several classes one
+    prompt, like ``family``), so which of them is ranked first is the tie-break's choice
+    and the top-2 margin between them is 0.
 
     Returns
     -------
-    sums : np.ndarray
-        (n_classes, d) float64.
-    counts : np.ndarray
-        (n_classes,) int64.
+    list of list of str
+        Each group holds two or more class names; empty when no classes tie.
     """
-    return kernels.class_sums(unit_vectors, targets.labels, targets.label_matrix, targets.multilabel, targets.n_classes)
+    groups: dict[bytes, list[str]] = {}
+    for name, row in zip(classes, np.ascontiguousarray(class_vectors)):
+        groups.setdefault(row.tobytes(), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]

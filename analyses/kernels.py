@@ -295,14 +295,15 @@ def class_sums(vectors, labels, label_matrix, multilabel, n_classes):
 
 
 @njit(cache=True, parallel=True)
-def centroid_cosines(dots, first_row, first_class, labels, label_matrix, multilabel, sq_norms, item_sq_norms, leave_one_out, out):
+def centroid_cosines(dots, first_row, first_class, labels, label_matrix, multilabel, sq_norms, item_norms, leave_one_out, out):
     """Cosines of normalised items against class centroids, from raw dot products.
 
-    ``dots[i, j]`` is item ``first_row + i`` dotted with the sum of the item vectors of
-    class ``c = first_class + j``, whose squared norm is ``sq_norms[c]``; ``item_sq_norms``
-    holds each item's own squared norm (1, or 0 for an all-zero vector). With
-    ``leave_one_out`` an item is scored against its own classes' sums minus itself (a
-    centroid it did not shape). A zero centroid scores 0.
+    ``dots[i, j]`` is unit item ``first_row + i`` dotted with the sum ``S`` of the member
+    vectors of class ``c = first_class + j`` (unit or raw rows), whose squared norm is
+    ``sq_norms[c]``; ``item_norms`` holds the norm ``r`` of each item's own member vector
+    (1 for unit rows, 0 for an all-zero vector). With ``leave_one_out`` an item is scored
+    against its own classes' sums minus itself (a centroid it did not shape). A zero
+    centroid scores 0.
     """
     n, c = dots.shape
     for i in prange(n):
@@ -312,10 +313,10 @@ def centroid_cosines(dots, first_row, first_class, labels, label_matrix, multila
             d = np.float64(dots[i, j])
             norm2 = sq_norms[cls]
             if leave_one_out and _is_positive(row, cls, labels, label_matrix, multilabel):
-                # x.(S - x) = x.S - |x|^2 and |S - x|^2 = |S|^2 - 2 x.S + |x|^2
-                xx = item_sq_norms[row]
-                norm2 = max(norm2 - 2.0 * d + xx, 0.0)
-                d -= xx
+                # the member vector is r*u: u.(S - r u) = u.S - r and |S - r u|^2 = |S|^2 - 2 r u.S + r^2
+                r = item_norms[row]
+                norm2 = max(norm2 - 2.0 * r * d + r * r, 0.0)
+                d -= r
             out[i, j] = d / np.sqrt(norm2) if norm2 > 0.0 else 0.0
 
 

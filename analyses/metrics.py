@@ -29,6 +29,8 @@ from embedstore.errors import InputError
 TOP_K = 5
 # Bytes of float32 scores one block may hold (row blocks and column blocks alike).
 BLOCK_BYTES = 64 * 2**20
+# Rows of stored vectors read (and held in float64) at a time.
+READ_ROWS = 8192
 COLUMN_BLOCK_BYTES = 256 * 2**20
 # Above this many positive (item, class) pairs, AUC and AP sort whole columns instead.
 MAX_COUNTED_POSITIVES = 4_000_000
@@ -138,17 +140,29 @@ class CosineScorer:
         return self.audio[start:stop] @ self.classes[first_class:last_class].T
 
 
+CENTROIDS = ("raw", "unit")
+
+
 class CentroidScorer:
     """Cosine similarity of unit audio rows against audio class centroids.
 
-    A centroid is the normalised mean of a class's unit audio vectors. With
-    ``leave_one_out`` each item meets its own classes' centroids computed without it.
+    A centroid is the L2-normalised mean of a class's member vectors: the raw vectors
+    (``raw_audio`` given: the study's definition) or the unit ones (``raw_audio`` None).
+    With ``leave_one_out`` each item meets its own classes' centroids computed without it.
+
+    Parameters
+    ----------
+    unit_audio : np.ndarray
+        (n, d) float32 unit rows, the items scored.
+    targets : Targets
+    leave_one_out : bool
+    raw_audio : np.ndarray or h5py dataset, optional
+        (n, d) the same rows before normalisation; read a block at a time.
     """
 
-    def __init__(self, unit_audio: np.ndarray, targets: Targets, leave_one_out: bool = False):
-        sums, counts = kernels.class_sums(
-            unit_audio, targets.labels, targets.label_matrix, targets.multilabel, targets.n_classes
-        )
+    def __init__(self, unit_audio: np.ndarray, targets: Targets, leave_one_out: bool = False, raw_audio=None):
+        members = unit_audio if raw_audio is None else raw_audio
+        sums, counts, item_norms = _member_sums(members, targets)
         if leave_one_out and np.any(counts < 2):
             raise InputError(f"leave-one-out centroids need two items per class; {int(np.sum(counts < 2))} classes have fewer")
         self.audio = unit_audio
@@ -156,7 +170,7 @@ class CentroidScorer:
         self.leave_one_out = leave_one_out
         self.sums = sums.astype(np.float32)
         self.sq_norms = np.einsum("ij,ij->i", sums, sums)
-        self.item_sq_norms = np.einsum("ij,ij->i", unit_audio, unit_audio, dtype=np.float64)
+        self.item_norms = item_norms
         self.n_items = unit_audio.shape[0]
         self.n_classes = targets.n_classes
 
@@ -166,9 +180,28 @@ class CentroidScorer:
         t = self.targets
         kernels.centroid_cosines(
             dots, start, first_class, t.labels, t.label_matrix, t.multilabel,
-            self.sq_norms, self.item_sq_norms, self.leave_one_out, out,
+            self.sq_norms, self.item_norms, self.leave_one_out, out,
         )
         return out
+
+
+def _member_sums(members, targets: Targets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class sums (float64) and counts of ``members`` rows, and each row's norm.
+
+    ``members`` may be an h5py dataset: it is read ``READ_ROWS`` rows at a time.
+    """
+    n, d = members.shape
+    sums = np.zeros((targets.n_classes, d), np.float64)
+    counts = np.zeros(targets.n_classes, np.int64)
+    norms = np.empty(n, np.float64)
+    for start in range(0, n, READ_ROWS):
+        stop = min(n, start + READ_ROWS)
+        rows = np.asarray(members[start:stop], dtype=np.float64)
+        norms[start:stop] = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+        part, part_counts = kernels.class_sums(rows, *targets.rows(start, stop), targets.n_classes)
+        sums += part
+        counts += part_counts
+    return sums, counts, norms
 
 
 def _row_blocks(n_items: int, n_classes: int):

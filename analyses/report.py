@@ -45,6 +45,9 @@ class ReportOptions:
         For the triplets (scope ``classes``, both protocols).
     holdout : str
         Centroid holdout, ``none`` (the study's) or ``loo``.
+    centroid : str
+        Centroid definition, ``raw`` (the study's: mean of the stored vectors, then
+        normalised) or ``unit`` (mean of the normalised vectors).
     umap : bool
         Whether to compute the UMAP maps (seconds per store).
     bins, seed
@@ -56,6 +59,7 @@ class ReportOptions:
     ontology: str = "hdio"
     ontology_map: str | None = None
     holdout: str = "none"
+    centroid: str = "raw"
     umap: bool = True
     bins: int = 100
     seed: int = 0
@@ -126,8 +130,10 @@ def plan_experiments(st, prompt_sets: list[str], options: ReportOptions):
                     "prompt_set": name, "space": text_space, "ontology": options.ontology,
                     "protocol": protocol, "scope": "ontology"}
     for audio_space in ordered_spaces(st.audio_spaces):
-        yield "centroids", "audio", audio_space, run_centroids, {"space": audio_space, "holdout": options.holdout}
-    yield "histograms", "centroids", space, run_histograms, {"centroids": True, "space": space, "bins": options.bins}
+        yield "centroids", "audio", audio_space, run_centroids, {"space": audio_space, "holdout": options.holdout,
+                                                                 "centroid": options.centroid}
+    yield "histograms", "centroids", space, run_histograms, {"centroids": True, "space": space, "bins": options.bins,
+                                                             "centroid": options.centroid}
     if options.umap:
         from analyses.umap_map import run_umap
 
@@ -210,16 +216,29 @@ class Section:
     figures: list = field(default_factory=list)  # (caption, relative path)
 
 
-def _fmt(value, pct: bool = False) -> str:
+def _fmt(value) -> str:
+    """Metrics as fractions with three decimals, the one display unit (docs/metrics.md)."""
     if value is None:
         return "—"
     if isinstance(value, float):
-        return f"{100 * value:.1f}%" if pct else f"{value:.3f}"
+        return f"{value:.3f}"
     return str(value)
 
 
 def _get(merged, key, experiment, prompt_set, space):
     return merged.get(key, {}).get(experiment, {}).get(prompt_set, {}).get(space)
+
+
+def _tied_classes(merged, keys, sets, space) -> list[str]:
+    """``"<store> <set>: a = b"`` for every group of tied classes (identical prompt vectors)."""
+    return [f"{k} {ps}: {' = '.join(group)}" for ps in sets for k in keys
+            for group in (_get(merged, k, "zeroshot", ps, space) or {}).get("tied_classes") or []]
+
+
+def _tie_mark(merged, keys, prompt_set, space) -> str:
+    """The prompt set's name, with `` *`` when any store's zero-shot result has tied classes."""
+    tied = any((_get(merged, k, "zeroshot", prompt_set, space) or {}).get("tied_classes") for k in keys)
+    return f"{prompt_set} *" if tied else prompt_set
 
 
 def _sections(report: dict, figures: dict) -> list[Section]:
@@ -236,12 +255,17 @@ def _sections(report: dict, figures: dict) -> list[Section]:
                           (s["checkpoint_sha256"] or "—")[:16]] for s in stores]))
     out.append(prov)
 
+    ties = _tied_classes(merged, keys, sets, space)
     zs = Section("Zero-shot classification (Figure 2)",
-                 f"Each clip takes the class whose prompt ensemble is nearest ({space} space).")
+                 f"Each clip takes the class whose prompt ensemble is nearest ({space} space)."
+                 + ("" if not ties else " * marks a prompt set in which several classes have identical prompt "
+                    "vectors; among them top-1 is the tie-break's choice and the margin is 0: "
+                    + "; ".join(ties) + "."))
     for metric in ZEROSHOT_COLUMNS:
         values = [[(_get(merged, k, "zeroshot", ps, space) or {}).get(metric) for k in keys] for ps in sets]
         if any(v is not None for row in values for v in row):  # multi-label stores have no top-k or F1
-            zs.tables.append((metric, ["prompt set", *keys], [[ps, *map(_fmt, row)] for ps, row in zip(sets, values)]))
+            zs.tables.append((metric, ["prompt set", *keys], [[_tie_mark(merged, keys, ps, space), *map(_fmt, row)]
+                                                              for ps, row in zip(sets, values)]))
     zs.figures += [(f"{k}: metrics per prompt set", figures[k, "metrics", ""]) for k in keys if (k, "metrics", "") in figures]
     out.append(zs)
 
@@ -268,6 +292,8 @@ def _sections(report: dict, figures: dict) -> list[Section]:
                 s = (r or {}).get(part) or {}
                 row.append("—" if not s.get("n") else f"{s['median']:.4f} [{s['q1']:.4f}, {s['q3']:.4f}] n={s['n']}")
         rows.append(row)
+    for row in rows:
+        row[0] = _tie_mark(merged, keys, row[0], space)
     conf.tables.append(("", ["prompt set", *(f"{k} {p}" for k in keys for p in ("correct", "wrong"))], rows))
     conf.figures += [(f"{k}: {ps}", path) for (k, kind, ps), path in figures.items() if kind == "confidence"]
     out.append(conf)
@@ -284,7 +310,7 @@ def _sections(report: dict, figures: dict) -> list[Section]:
             for k in keys:
                 for s in spaces:
                     r = _get(merged, k, f"triplets-{protocol}", ps, s)
-                    row.append("—" if r is None else f"{_fmt(r['accuracy'], pct=True)} ({r['n_triplets']})")
+                    row.append("—" if r is None else f"{_fmt(r['accuracy'])} ({r['n_triplets']})")
             rows.append(row)
         trip.tables.append((f"{protocol} protocol", ["prompt set", *(f"{k} {s}" for k in keys for s in spaces)], rows))
     for protocol in PROTOCOLS:
@@ -293,9 +319,12 @@ def _sections(report: dict, figures: dict) -> list[Section]:
                                  figures["", "triplets", protocol]))
     out.append(trip)
 
+    centroid = report["options"].get("centroid", "raw")
+    made = ("the mean of its stored audio vectors, then L2-normalised (the study's definition)" if centroid == "raw"
+            else "the mean of its L2-normalised audio vectors, renormalised")
     cent = Section("Audio-only labels (class centroids)",
-                   f"Each class's mean audio vector as its label (holdout {report['options']['holdout']}), "
-                   "in every audio space.")
+                   f"Each class's centroid as its label: {made} (centroid {centroid}, "
+                   f"holdout {report['options']['holdout']}), in every audio space.")
     audio_spaces = ordered_spaces({s for k in keys for s in merged.get(k, {}).get("centroids", {}).get("audio", {})})
     cent.tables.append(("", ["metric", *(f"{k} {s}" for k in keys for s in audio_spaces)],
                         [[m] + [_fmt((_get(merged, k, "centroids", "audio", s) or {}).get(m))
@@ -457,7 +486,8 @@ def write_report(out_dir: Path, summaries: list[dict], skipped: list[dict], opti
     report = {
         "stores": summaries,
         "options": {"prompt_sets": options.prompt_sets, "space": options.space, "ontology": options.ontology,
-                    "ontology_map": options.ontology_map, "holdout": options.holdout, "umap": options.umap,
+                    "ontology_map": options.ontology_map, "holdout": options.holdout,
+                    "centroid": options.centroid, "umap": options.umap,
                     "bins": options.bins, "seed": options.seed},
         "skipped": skipped,
         "results": _slim(merge_results(out_dir / "results")),
@@ -500,11 +530,12 @@ def build_report(stores, out_dir, options: ReportOptions | None = None, overwrit
         raise InputError("give at least one store")
     options = options or ReportOptions()
     # Settings that would make every store skip an experiment fail here, before any work.
-    from analyses.centroids import HOLDOUTS
+    from analyses.centroids import HOLDOUTS, check_centroid
     from embedstore.ontology import load_ontology, read_ontology_map
 
     if options.holdout not in HOLDOUTS:
         raise InputError(f"holdout must be one of {', '.join(HOLDOUTS)}, got {options.holdout!r}")
+    check_centroid(options.centroid)
     if options.bins < 1:
         raise InputError(f"bins must be 1 or more, got {options.bins}")
     load_ontology(options.ontology)

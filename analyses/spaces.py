@@ -25,8 +25,10 @@ def ordered_spaces(spaces) -> list[str]:
 
 
 def run_spaces(store, prompt_set: str | list[str] | None = None, ontology="hdio", ontology_map=None,
-               protocol: str = "paper", holdout: str = "none") -> dict:
+               protocol: str = "paper", holdout: str = "none", centroid: str = "raw") -> dict:
     """Centroid labels and triplet accuracy in each space of a store, side by side.
+
+    A store without audio vectors (a text-only store) gets the triplets alone.
 
     Parameters
     ----------
@@ -36,23 +38,23 @@ def run_spaces(store, prompt_set: str | list[str] | None = None, ontology="hdio"
         class.
     ontology, ontology_map, protocol
         As for :func:`analyses.triplets.run_triplets` (scope ``classes``).
-    holdout : {"none", "loo"}
+    holdout, centroid
         As for :func:`analyses.centroids.run_centroids`.
 
     Returns
     -------
     dict
-        ``spaces`` (audio spaces, pre-joint first), ``centroids`` (space -> the centroid
-        metrics: ``top1``.. ``pr_auc_macro`` where the store has them, ``n_items``),
-        ``triplets`` (prompt set -> space -> {accuracy, n_triplets, n_correct}),
-        ``prompt_sets``, ``protocol``, ``holdout``, ``ontology``.
+        ``spaces`` (every space with audio or prompt vectors, pre-joint first),
+        ``audio_spaces`` (those with audio vectors), ``centroids`` (audio space -> the
+        centroid metrics: ``top1``.. ``pr_auc_macro`` where the store has them,
+        ``n_items``), ``triplets`` (prompt set -> space -> {accuracy, n_triplets,
+        n_correct}), ``prompt_sets``, ``protocol``, ``holdout``, ``centroid``, ``ontology``.
     """
-    from analyses.centroids import run_centroids
+    from analyses.centroids import check_centroid, run_centroids
 
+    check_centroid(centroid)
     with opened(store) as st:
-        spaces = ordered_spaces(st.audio_spaces)
-        if not spaces:
-            raise InputError("store has no audio vectors")
+        audio_spaces = ordered_spaces(st.audio_spaces)
         if prompt_set is None:
             sets = class_prompt_sets(st)
         else:
@@ -60,9 +62,11 @@ def run_spaces(store, prompt_set: str | list[str] | None = None, ontology="hdio"
             unknown = [s for s in sets if s not in st.prompt_sets]
             if unknown:
                 raise InputError(f"store has no prompt set {unknown[0]!r} (has: {', '.join(st.prompt_sets) or 'none'})")
+        if not audio_spaces and not sets:
+            raise InputError("store has neither audio vectors nor a class prompt set: nothing to compare")
         centroids = {}
-        for space in spaces:
-            full = run_centroids(st, space=space, holdout=holdout)
+        for space in audio_spaces:
+            full = run_centroids(st, space=space, holdout=holdout, centroid=centroid)
             centroids[space] = {k: full[k] for k in (*CENTROID_KEYS, "n_items") if k in full}
         triplets = {}
         onto_name = None
@@ -73,13 +77,16 @@ def run_spaces(store, prompt_set: str | list[str] | None = None, ontology="hdio"
                                       protocol=protocol, scope="classes")
                 onto_name = result["ontology"]
                 triplets[name][space] = {k: result[k] for k in ("accuracy", "n_triplets", "n_correct")}
+    text_spaces = {space for by_space in triplets.values() for space in by_space}
     return {
-        "spaces": spaces,
+        "spaces": ordered_spaces(set(audio_spaces) | text_spaces),
+        "audio_spaces": audio_spaces,
         "centroids": centroids,
         "triplets": triplets,
         "prompt_sets": sets,
         "protocol": protocol,
         "holdout": holdout,
+        "centroid": centroid,
         "ontology": onto_name,
     }
 
@@ -91,19 +98,22 @@ def plot_spaces(result: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    spaces = result["spaces"]
+    spaces, audio_spaces = result["spaces"], result["audio_spaces"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 2]})
     keys = [k for k in ("top1", "f1_weighted", "roc_auc_macro", "pr_auc_macro")
-            if all(k in result["centroids"][s] for s in spaces)]
-    width = 0.8 / max(len(spaces), 1)
-    for j, space in enumerate(spaces):
-        x = np.arange(len(keys)) + (j - (len(spaces) - 1) / 2) * width
+            if audio_spaces and all(k in result["centroids"][s] for s in audio_spaces)]
+    width = 0.8 / max(len(audio_spaces), 1)
+    for j, space in enumerate(audio_spaces):
+        x = np.arange(len(keys)) + (j - (len(audio_spaces) - 1) / 2) * width
         left.bar(x, [result["centroids"][space][k] for k in keys], width, label=space)
     left.set_xticks(np.arange(len(keys)), keys, rotation=20)
     left.set_ylim(0, 1)
-    left.set_title(f"audio-only centroid labels (holdout {result['holdout']})")
-    left.legend(fontsize=8)
+    left.set_title(f"audio-only centroid labels ({result['centroid']} means, holdout {result['holdout']})"
+                   if audio_spaces else "no audio vectors")
+    if audio_spaces:
+        left.legend(fontsize=8)
     sets = result["prompt_sets"]
+    width = 0.8 / max(len(spaces), 1)
     for j, space in enumerate(spaces):
         x = np.arange(len(sets)) + (j - (len(spaces) - 1) / 2) * width
         values = [result["triplets"][s].get(space, {}).get("accuracy", np.nan) for s in sets]

@@ -27,14 +27,17 @@ def run_zeroshot(store, prompt_set: str, space: str = "joint", bootstrap: int = 
     Returns
     -------
     dict
-        The keys of :func:`analyses.metrics.classification_metrics` plus ``prompt_set``
-        and ``space``.
+        The keys of :func:`analyses.metrics.classification_metrics` plus ``prompt_set``,
+        ``space`` and ``tied_classes`` (groups of classes whose prompt vectors are
+        identical, :func:`analyses.embeddings.tied_classes`: among them top-1 is the
+        tie-break's choice).
     """
     with embeddings.opened(store) as st:
-        scorer = metrics.CosineScorer(
-            embeddings.unit_audio(st, space), embeddings.class_vectors(st, prompt_set, space)
-        )
+        audio = embeddings.unit_audio(st, space)
+        labels = embeddings.class_vectors(st, prompt_set, space)
+        scorer = metrics.CosineScorer(audio, labels)
         result = metrics.classification_metrics(
             scorer, metrics.Targets.from_store(st), list(st.classes), bootstrap=bootstrap, seed=seed
         )
-    return {"prompt_set": prompt_set, "space": space, **result}
+        tied = embeddings.tied_classes(labels, list(st.classes))
+    return {"prompt_set": prompt_set, "space": space, "tied_classes": tied, **result}

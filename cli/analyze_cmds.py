@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cli.common import JSON_HELP, check_plot_path, console, handle_errors, write_json
@@ -19,6 +20,8 @@ commands = typer.Typer()
 STORE_HELP = "The store file (.h5)."
 SPACE_HELP = "Embedding space: joint (after the projection head) or prejoint (before it)."
 BOOTSTRAP_HELP = "Resample the clips N times for 95% confidence intervals (0: none)."
+CENTROID_HELP = ("raw: a class centroid is the mean of its stored vectors, then L2-normalised (the study's); "
+                 "unit: the mean of the L2-normalised vectors.")
 METRIC_COLUMNS = (
     ("top1", "top-1"),
     ("top3", "top-3"),
@@ -29,8 +32,9 @@ METRIC_COLUMNS = (
 )
 
 
-def _pct(value) -> str:
-    return "—" if value is None else f"{100 * value:.1f}"
+def _frac(value) -> str:
+    """A metric as every table shows it: a fraction with three decimals (docs/metrics.md)."""
+    return "—" if value is None else f"{value:.3f}"
 
 
 def _num(value, digits: int = 3) -> str:
@@ -52,11 +56,12 @@ def _metrics_table(title: str, rows: dict, with_ci: bool) -> Table:
     for _, label in columns:
         table.add_column(label, justify="right", overflow="fold")
     for name, result in rows.items():
-        table.add_row(name, *(_pct(result.get(key)) for key, _ in columns))
+        mark = " *" if result.get("tied_classes") else ""
+        table.add_row(escape(name) + mark, *(_frac(result.get(key)) for key, _ in columns))
         if with_ci:
             intervals = [(result.get("ci95") or {}).get(key) for key, _ in columns]
             table.add_row("[dim]  95% CI[/]", *(
-                f"[dim]{_pct(ci[0])}–{_pct(ci[1])}[/]" if ci else "—" for ci in intervals
+                f"[dim]{_frac(ci[0])}–{_frac(ci[1])}[/]" if ci else "—" for ci in intervals
             ))
     return table
 
@@ -67,10 +72,19 @@ def _per_class_table(title: str, result: dict) -> Table:
     table.add_column("class")
     table.add_column("items", justify="right")
     for key in keys:
-        table.add_column(key.replace("_", "-").upper() + " %", justify="right")
+        table.add_column(key.replace("_", "-").upper(), justify="right")
     for name, values in result["per_class"].items():
-        table.add_row(name, str(values["support"]), *(_pct(values.get(k)) for k in keys))
+        table.add_row(escape(name), str(values["support"]), *(_frac(values.get(k)) for k in keys))
     return table
+
+
+def print_ties(results: dict) -> None:
+    """One line per prompt set whose classes tie (identical prompt vectors): their top-1 is the tie-break's."""
+    for name, result in results.items():
+        for group in result.get("tied_classes") or []:
+            console.print(f"[yellow]* {escape(name)}:[/] classes {escape(' = '.join(group))} have identical prompt "
+                          "vectors: among them top-1 is the tie-break's choice and the margin is 0",
+                          highlight=False, soft_wrap=True)
 
 
 @commands.command()
@@ -100,8 +114,9 @@ def zeroshot(
             raise InputError(f"{store} has no prompt set whose prompts all name classes; pass --prompts SET")
         results = {name: run_zeroshot(st, name, space=space, bootstrap=bootstrap, seed=seed) for name in names}
         model, dataset, n_items = st.model, st.dataset, st.n_items
-    title = f"Zero-shot (%) — {model} on {dataset}, {space} space, {n_items} clips"
+    title = f"Zero-shot — {escape(model)} on {escape(dataset)}, {space} space, {n_items} clips"
     console.print(_metrics_table(title, results, with_ci=bootstrap > 0))
+    print_ties(results)
     if per_class:
         for name, result in results.items():
             console.print(_per_class_table(f"Per class — {name}", result))
@@ -124,6 +139,7 @@ def centroids(
         "none", "--holdout", metavar="none|loo",
         help="none: each clip counts in its own class mean, as in the study; loo: leave it out (the fair variant).",
     ),
+    centroid: str = typer.Option("raw", "--centroid", metavar="raw|unit", help=CENTROID_HELP),
     bootstrap: int = typer.Option(0, "--bootstrap", metavar="N", help=BOOTSTRAP_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resampling."),
     per_class: bool = typer.Option(False, "--per-class", help="Also print F1, ROC-AUC and PR-AUC for every class."),
@@ -134,12 +150,16 @@ def centroids(
     from analyses.centroids import run_centroids
     from embedstore.store import open_store
 
+    from analyses.centroids import check_centroid
+
     _check_counts(bootstrap)
+    check_centroid(centroid)
     check_plot_path(plot)
     with open_store(store) as st:
-        result = run_centroids(st, space=space, holdout=holdout, bootstrap=bootstrap, seed=seed)
+        result = run_centroids(st, space=space, holdout=holdout, bootstrap=bootstrap, seed=seed, centroid=centroid)
         model, dataset = st.model, st.dataset
-    title = f"Audio-only labels (%) — {model} on {dataset}, {space} space, {result['n_items']} clips"
+    title = (f"Audio-only labels — {escape(model)} on {escape(dataset)}, {space} space, {result['n_items']} clips, "
+             f"{centroid} centroids")
     console.print(_metrics_table(title, {f"centroids ({holdout})": result}, with_ci=bootstrap > 0))
     if per_class:
         console.print(_per_class_table("Per class", result))
@@ -158,6 +178,7 @@ def histograms(
     store: Path = typer.Argument(..., help=STORE_HELP),
     prompts: str | None = typer.Option(None, "--prompts", metavar="SET", help="Prompt set giving the labels."),
     centroids: bool = typer.Option(False, "--centroids", help="Use the audio class centroids as labels instead."),
+    centroid: str = typer.Option("raw", "--centroid", metavar="raw|unit", help="With --centroids: " + CENTROID_HELP),
     space: str = typer.Option("joint", "--space", metavar="SPACE", help=SPACE_HELP),
     bins: int = typer.Option(100, "--bins", help="Equal-width bins over cosine similarity -1..1."),
     json_path: Path | None = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
@@ -169,12 +190,17 @@ def histograms(
 
     if (prompts is None) == (not centroids):
         raise InputError("give exactly one of --prompts SET and --centroids")
+    from analyses.centroids import check_centroid
+
     _check_counts(bins=bins)
+    check_centroid(centroid)
     check_plot_path(plot)
     with open_store(store) as st:
-        result = run_histograms(st, prompt_set=prompts, centroids=centroids, space=space, bins=bins)
+        result = run_histograms(st, prompt_set=prompts, centroids=centroids, space=space, bins=bins,
+                                centroid=centroid)
         model, dataset = st.model, st.dataset
-    table = Table(title=f"Similarity histograms — {model} on {dataset}, {result['labels']} ({space})",
+    labels = f"{centroid} centroids" if centroids else result["labels"]
+    table = Table(title=f"Similarity histograms — {escape(model)} on {escape(dataset)}, {escape(labels)} ({space})",
                   title_justify="left")
     for col in ("pairs", "count", "mean", "std"):
         table.add_column(col, justify="left" if col == "pairs" else "right")
@@ -183,6 +209,7 @@ def histograms(
     console.print(table)
     console.print(f"overlap: AUC {_num(result['auc'], 4)} (chance that a positive pair outscores a negative one), "
                   f"Bhattacharyya coefficient {_num(result['bhattacharyya'], 4)}", highlight=False)
+    print_ties({result["labels"]: result})
     if json_path:
         write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, **result})
     if plot:
@@ -209,7 +236,8 @@ def confidence(
     with open_store(store) as st:
         result = run_confidence(st, prompts, space=space)
         model, dataset = st.model, st.dataset
-    table = Table(title=f"Top-2 margins — {model} on {dataset}, {prompts} ({space})", title_justify="left")
+    table = Table(title=f"Top-2 margins — {escape(model)} on {escape(dataset)}, {escape(prompts)} ({space})",
+                  title_justify="left")
     for col in ("predictions", "clips", "median", "q1", "q3"):
         table.add_column(col, justify="left" if col == "predictions" else "right")
     table.add_row("all", str(result["n_items"]), _num(result["median"], 4), _num(result["q1"], 4), _num(result["q3"], 4))
@@ -217,6 +245,7 @@ def confidence(
         part = result[side]
         table.add_row(side, str(part["n"]), _num(part["median"], 4), _num(part["q1"], 4), _num(part["q3"], 4))
     console.print(table)
+    print_ties({prompts: result})
     if json_path:
         write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, **result})
     if plot:

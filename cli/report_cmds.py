@@ -25,6 +25,9 @@ def report(
     ontology_map: Optional[Path] = typer.Option(
         None, "--ontology-map", help="CSV with columns class,node mapping store classes to ontology nodes."),
     holdout: str = typer.Option("none", help="Audio-only centroids: none (the study's) or loo."),
+    centroid: str = typer.Option("raw", "--centroid", metavar="raw|unit",
+                                 help="Audio-only centroids: raw (mean of the stored vectors, then normalised: "
+                                      "the study's) or unit (mean of the normalised vectors)."),
     umap: bool = typer.Option(True, "--umap/--no-umap", help="Draw the UMAP maps (about 10-20 s per store)."),
     seed: int = typer.Option(0, help="UMAP random state."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report folder."),
@@ -40,7 +43,7 @@ def report(
 
     options = ReportOptions(prompt_sets=prompts or None, space=space, ontology=ontology,
                             ontology_map=str(ontology_map) if ontology_map else None,
-                            holdout=holdout, umap=umap, seed=seed)
+                            holdout=holdout, centroid=centroid, umap=umap, seed=seed)
     with console.status("starting") as status:
         result = build_report(stores, out, options, overwrite=overwrite,
                               progress=lambda line: status.update(line))

@@ -12,8 +12,9 @@ from cli.common import JSON_HELP, check_plot_path, console, handle_errors, write
 
 commands = typer.Typer()
 
-def _pct(value) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
+def _frac(value) -> str:
+    """A metric as every table shows it: a fraction with three decimals (docs/metrics.md)."""
+    return "—" if value is None else f"{value:.3f}"
 
 
 @commands.command()
@@ -41,7 +42,7 @@ def triplets(
                         f"{protocol} protocol, scope {scope}", title_justify="left")
     for col in ("accuracy", "correct", "triplets", "terms"):
         table.add_column(col, justify="right")
-    table.add_row(_pct(result["accuracy"]), str(result["n_correct"]), str(result["n_triplets"]),
+    table.add_row(_frac(result["accuracy"]), str(result["n_correct"]), str(result["n_triplets"]),
                   str(len(result["terms"])))
     console.print(table)
     if scope == "classes":
@@ -49,7 +50,7 @@ def triplets(
         for col, justify in (("class", "left"), ("node", "left"), ("triplets", "right"), ("accuracy", "right")):
             per_term.add_column(col, justify=justify)
         for (term, stats), node in zip(result["per_term"].items(), result["nodes"]):
-            per_term.add_row(term, node.rsplit("/", 1)[-1], str(stats["n_triplets"]), _pct(stats["accuracy"]))
+            per_term.add_row(term, node.rsplit("/", 1)[-1], str(stats["n_triplets"]), _frac(stats["accuracy"]))
         console.print(per_term)
     if json_path:
         write_json(json_path, result)
@@ -66,25 +67,36 @@ def spaces(
         None, "--ontology-map", help="CSV with columns class,node mapping store classes to ontology nodes."),
     protocol: str = typer.Option("paper", help="Triplet protocol: paper or reference."),
     holdout: str = typer.Option("none", help="Centroids: none (the study's) or loo (leave each clip out)."),
+    centroid: str = typer.Option(
+        "raw", "--centroid", metavar="raw|unit",
+        help="raw: a class centroid is the mean of its stored vectors, then L2-normalised (the study's); "
+             "unit: the mean of the L2-normalised vectors."),
     json_path: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the side-by-side figure to this PNG."),
 ) -> None:
     """Pre-joint against joint: audio-only centroid labels and triplet accuracy in each space."""
     from analyses.spaces import plot_spaces, run_spaces
 
+    from analyses.centroids import check_centroid
+
+    check_centroid(centroid)
     check_plot_path(plot)
     result = run_spaces(store, prompt_set=prompts or None, ontology=ontology,
                         ontology_map=str(ontology_map) if ontology_map else None,
-                        protocol=protocol, holdout=holdout)
-    cols = result["spaces"]
-    cent = Table(title=f"Audio-only centroid labels (holdout {holdout})", title_justify="left")
-    cent.add_column("metric")
-    for space in cols:
-        cent.add_column(space, justify="right")
-    for key in ("top1", "top3", "top5", "f1_weighted", "roc_auc_macro", "pr_auc_macro"):
-        if all(key in result["centroids"][s] for s in cols):
-            cent.add_row(key, *(f"{result['centroids'][s][key]:.3f}" for s in cols))
-    console.print(cent)
+                        protocol=protocol, holdout=holdout, centroid=centroid)
+    cols, audio_cols = result["spaces"], result["audio_spaces"]
+    if audio_cols:
+        cent = Table(title=f"Audio-only centroid labels ({centroid} centroids, holdout {holdout})",
+                     title_justify="left")
+        cent.add_column("metric")
+        for space in audio_cols:
+            cent.add_column(space, justify="right")
+        for key in ("top1", "top3", "top5", "f1_weighted", "roc_auc_macro", "pr_auc_macro"):
+            if all(key in result["centroids"][s] for s in audio_cols):
+                cent.add_row(key, *(_frac(result["centroids"][s][key]) for s in audio_cols))
+        console.print(cent)
+    else:
+        console.print("no audio vectors in the store (text only): centroid labels skipped")
     if result["prompt_sets"]:
         trip = Table(title=f"Triplet accuracy ({protocol} protocol, {result['ontology']})", title_justify="left")
         trip.add_column("prompt set")
@@ -94,7 +106,7 @@ def spaces(
         for name in result["prompt_sets"]:
             by_space = result["triplets"][name]
             n = next(iter(by_space.values()))["n_triplets"] if by_space else 0
-            trip.add_row(name, *(_pct(by_space[s]["accuracy"]) if s in by_space else "—" for s in cols), str(n))
+            trip.add_row(name, *(_frac(by_space[s]["accuracy"]) if s in by_space else "—" for s in cols), str(n))
         console.print(trip)
     else:
         console.print("no class prompt set in the store: triplets skipped")

@@ -184,11 +184,13 @@ def test_class_without_positives_is_left_out_of_macro(single):
     assert result["roc_auc_macro"] == pytest.approx(roc_auc_score(onehot, scores[:, kept], average="macro"), abs=1e-9)
 
 
+@pytest.mark.parametrize("raw_members", [False, True])
 @pytest.mark.parametrize("multilabel", [False, True])
 @pytest.mark.parametrize("leave_one_out", [False, True])
-def test_centroid_scores_match_numpy(multilabel, leave_one_out):
+def test_centroid_scores_match_numpy(multilabel, leave_one_out, raw_members):
     rng = np.random.default_rng(3)
-    audio = embeddings.l2_normalize(rng.normal(size=(80, 6)))
+    raw = rng.normal(size=(80, 6)) * rng.uniform(0.1, 10, size=(80, 1))
+    audio = embeddings.l2_normalize(raw)
     if multilabel:
         member = rng.random((80, 4)) < 0.4
         member[:8] = np.eye(4, dtype=bool)[np.arange(8) % 4]  # at least two items per class
@@ -197,15 +199,16 @@ def test_centroid_scores_match_numpy(multilabel, leave_one_out):
         labels = np.arange(80) % 4
         member = np.eye(4, dtype=bool)[labels]
         targets = metrics.Targets.single(labels, 4)
-    got = metrics.CentroidScorer(audio, targets, leave_one_out).block(0, 80)
+    got = metrics.CentroidScorer(audio, targets, leave_one_out, raw_audio=raw if raw_members else None).block(0, 80)
     a = audio.astype(np.float64)
+    member_vectors = raw if raw_members else a
     expected = np.empty((80, 4))
     for i in range(80):
         for c in range(4):
             rows = member[:, c].copy()
             if leave_one_out and rows[i]:
                 rows[i] = False
-            centroid = a[rows].mean(axis=0)
+            centroid = member_vectors[rows].mean(axis=0)
             expected[i, c] = a[i] @ centroid / np.linalg.norm(centroid)
     np.testing.assert_allclose(got, expected, atol=1e-5)
 

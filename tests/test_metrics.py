@@ -79,23 +79,56 @@ def test_zeroshot_bootstrap_is_seeded(store):
     assert first["ci95"] != run_zeroshot(store, "pair", bootstrap=50, seed=4)["ci95"]
 
 
+def reference_centroid_scores(audio, labels, holdout, centroid):
+    """numpy: the study's centroids average the raw vectors ("raw"); the other the unit ones."""
+    n, n_classes = len(labels), labels.max() + 1
+    unit = audio / np.linalg.norm(audio, axis=1, keepdims=True)
+    members_of = audio if centroid == "raw" else unit
+    scores = np.empty((n, n_classes))
+    for i in range(n):
+        for c in range(n_classes):
+            members = (labels == c) & ((np.arange(n) != i) if holdout == "loo" else True)
+            mean = members_of[members].mean(axis=0)
+            scores[i, c] = unit[i] @ (mean / np.linalg.norm(mean))
+    return scores
+
+
+@pytest.mark.parametrize("centroid", ["raw", "unit"])
 @pytest.mark.parametrize("holdout", ["none", "loo"])
-def test_centroids_match_numpy(store, holdout):
-    result = run_centroids(store, holdout=holdout)
+def test_centroids_match_numpy(store, holdout, centroid):
+    result = run_centroids(store, holdout=holdout, centroid=centroid)
     with open_store(store) as st:
         audio = st.audio("joint").astype(np.float64)
         labels = st.labels
-    unit = audio / np.linalg.norm(audio, axis=1, keepdims=True)
-    scores = np.empty((N, len(CLASSES)))
-    for i in range(N):
-        for c in range(len(CLASSES)):
-            members = (labels == c) & ((np.arange(N) != i) if holdout == "loo" else True)
-            centroid = unit[members].mean(axis=0)
-            scores[i, c] = unit[i] @ centroid / np.linalg.norm(centroid)
+    scores = reference_centroid_scores(audio, labels, holdout, centroid)
     onehot = np.eye(len(CLASSES), dtype=bool)[labels]
-    assert result["holdout"] == holdout
+    assert result["holdout"] == holdout and result["centroid"] == centroid
     assert result["top1"] == pytest.approx(top_k_accuracy_score(labels, scores, k=1), abs=2 / N)
-    assert result["roc_auc_macro"] == pytest.approx(roc_auc_score(onehot, scores, average="macro"), abs=1e-3)
+    assert result["roc_auc_macro"] == pytest.approx(roc_auc_score(onehot, scores, average="macro"), abs=1e-4)
+    assert result["pr_auc_macro"] == pytest.approx(average_precision_score(onehot, scores, average="macro"), abs=1e-4)
+
+
+def test_centroid_default_is_the_studys_raw_mean_and_differs_from_unit_on_prejoint_like_vectors(tmp_path):
+    # Pre-joint vectors are not unit length: norms spread over two orders of magnitude here,
+    # so averaging raw vectors (the study's code) and unit vectors give other centroids.
+    from embedstore.store import create_store
+
+    rng = np.random.default_rng(5)
+    labels = np.arange(150) % 3
+    audio = (rng.normal(size=(3, 8))[labels] + 1.5 * rng.normal(size=(150, 8))) * np.exp(rng.normal(size=(150, 1)) * 1.5)
+    path = tmp_path / "prejoint-like.h5"
+    with create_store(path, model="m", dataset="d", classes=["a", "b", "c"]) as w:
+        w.set_items([f"i{k}" for k in range(150)], labels=labels)
+        w.add_audio("prejoint", audio)
+    default = run_centroids(path, space="prejoint")
+    unit = run_centroids(path, space="prejoint", centroid="unit")
+    assert default["centroid"] == "raw"
+    onehot = np.eye(3, dtype=bool)[labels]
+    for result, centroid in ((default, "raw"), (unit, "unit")):
+        scores = reference_centroid_scores(audio, labels, "none", centroid)
+        assert result["roc_auc_macro"] == pytest.approx(roc_auc_score(onehot, scores, average="macro"), abs=1e-6)
+        assert result["top1"] == pytest.approx(top_k_accuracy_score(labels, scores, k=1), abs=1e-9)
+    assert abs(default["roc_auc_macro"] - unit["roc_auc_macro"]) > 0.005
 
 
 def test_leave_one_out_is_harder_than_the_study_centroids(store):

@@ -31,8 +31,9 @@ def two_space_store(tmp_path):
 
 
 def reference_centroid_scores(audio, labels):
+    """The study's centroids: the mean of the raw vectors, normalised; clips compared by cosine."""
     unit = audio / np.linalg.norm(audio, axis=1, keepdims=True)
-    centroids = np.stack([unit[labels == c].mean(0) for c in range(labels.max() + 1)])
+    centroids = np.stack([audio[labels == c].mean(0) for c in range(labels.max() + 1)])
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
     return unit @ centroids.T
 
@@ -68,6 +69,34 @@ def test_spaces_options(two_space_store):
     assert result["holdout"] == "loo"
     with pytest.raises(InputError, match="no prompt set 'nope'"):
         run_spaces(path, prompt_set="nope")
+
+
+def test_spaces_shows_every_space_with_triplets_and_accepts_text_only_stores(tmp_path):
+    from embedstore.store import create_store
+
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(5), 4)
+    # audio in prejoint only; the prompt set has both spaces: its joint triplets are computed and shown
+    path = tmp_path / "prejoint-audio.h5"
+    text = {"joint": rng.normal(size=(5, 8)), "prejoint": rng.normal(size=(5, 6))}
+    with create_store(path, model="m", dataset="d", classes=CLASSES) as w:
+        w.set_items([f"i{k}" for k in range(20)], labels=labels)
+        w.add_audio("prejoint", rng.normal(size=(20, 6)))
+        w.add_prompt_set("plain", CLASSES, np.arange(5), text)
+    result = run_spaces(path)
+    assert result["spaces"] == ["prejoint", "joint"] and result["audio_spaces"] == ["prejoint"]
+    assert set(result["triplets"]["plain"]) == {"prejoint", "joint"}
+    # a text-only store: classes and prompt sets, no items or audio
+    text_only = tmp_path / "text-only.h5"
+    with create_store(text_only, model="m", dataset="d", classes=CLASSES) as w:
+        w.set_items([], labels=np.zeros(0, np.int32))
+        w.add_prompt_set("plain", CLASSES, np.arange(5), text)
+    result = run_spaces(text_only)
+    assert result["centroids"] == {} and result["audio_spaces"] == []
+    assert result["triplets"]["plain"] == {s: {k: run_triplets(text_only, "plain", space=s)[k]
+                                               for k in ("accuracy", "n_triplets", "n_correct")}
+                                           for s in ("prejoint", "joint")}
+    plot_spaces(result, tmp_path / "text-only.png")
 
 
 def test_ordered_spaces():
