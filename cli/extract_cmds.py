@@ -16,6 +16,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -112,6 +113,9 @@ def extract(
 
 
 def _print_summary(summary) -> None:
+    if summary.already_complete:
+        console.print(f"{escape(str(summary.path))} is already complete, made with the same settings: "
+                      "nothing to do", highlight=False)
     table = Table(show_header=False, box=None)
     table.add_row("store", str(summary.path))
     table.add_row("items", str(summary.items))
@@ -151,7 +155,9 @@ def extract_text(
 
     with open_store(store) as st:
         classes, made_by = st.classes, st.model
-        stored_precision = st.provenance.get("extraction", {}).get("precision")
+        # a store imported or written by another tool may record no extraction at all
+        extraction = (st.provenance or {}).get("extraction")
+        stored_precision = extraction.get("precision") if isinstance(extraction, dict) else None
     specs = [build_prompt_set(p, classes) for p in prompts]
     encoder = _load_model(model or made_by, checkpoint, tokenizer, device,
                           precision or stored_precision or "fp32")

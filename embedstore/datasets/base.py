@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from embedstore.errors import InputError
+from embedstore.store.names import check_names
 
 #: File suffixes read as audio when a dataset's folder is scanned.
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
@@ -85,6 +86,34 @@ class Dataset:
         if self.multilabel:
             raise InputError(f"dataset {self.name!r} is multi-label; use its label matrix")
         return np.argmax(self.label_matrix(), axis=1).astype(np.int32)
+
+    def check_names(self) -> None:
+        """Refuse names and values a store cannot hold, before any audio is decoded.
+
+        Classes, item ids and metadata column names go through the store's name policy
+        (:mod:`embedstore.store.names`); labels must be classes; text metadata values may
+        be empty but hold no NUL.
+
+        Raises
+        ------
+        InputError
+            Naming the first offending name and what it is.
+        """
+        check_names(self.classes, "class")
+        check_names([item.id for item in self.items], "item id")
+        known = set(self.classes)
+        columns = list(self.items[0].metadata) if self.items else []
+        check_names(columns, "metadata column", object_name=True)
+        for item in self.items:
+            unknown = next((label for label in item.labels if label not in known), None)
+            if unknown is not None or not item.labels:
+                raise InputError(f"item {item.id!r} has {'label ' + repr(unknown) if unknown else 'no label'}, "
+                                 f"not one of the dataset's classes")
+            if list(item.metadata) != columns:
+                raise InputError(f"item {item.id!r} has metadata columns {list(item.metadata)}, not {columns}")
+            bad = next((k for k, v in item.metadata.items() if isinstance(v, str) and "\x00" in v), None)
+            if bad is not None:
+                raise InputError(f"item {item.id!r}: metadata column {bad!r} holds a NUL character")
 
     def metadata_columns(self) -> dict[str, np.ndarray]:
         """Metadata as one array per column (int64, float64 or str), in item order."""

@@ -34,16 +34,17 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from embedstore.errors import InputError, ModelUnavailable, StoreExists
+from embedstore.extract.fingerprint import fingerprint_mismatch, settings_fingerprint
 from embedstore.extract.prompts import PromptSpec
 from embedstore.store.core import edit_store, open_store
 from embedstore.store.journal import Journal
 from embedstore.store.lock import writer_lock
+from embedstore.store.names import check_name, check_names
+from embedstore.store.partial import HEADER, journal_dir
 
 EXTRA_HINT = "install the extract extra: pip install 'embedstore[extract]'"
 LONG_MODES = ("first", "center", "mean")
 STORAGE_DTYPES = ("float32", "float16")
-# Settings that change the vectors: a resumed run must use the same ones.
-_RUN_SETTINGS = ("batch_size", "long_mode", "precision", "device")
 
 
 @dataclass
@@ -64,6 +65,8 @@ class ExtractSummary:
         First row this run embedded (0 for a fresh run).
     seconds : float
         Wall time of this run.
+    already_complete : bool
+        ``--resume`` found the run already finished with the same settings: nothing done.
     """
 
     path: Path
@@ -73,6 +76,7 @@ class ExtractSummary:
     prompt_sets: list[str]
     resumed_from: int = 0
     seconds: float = 0.0
+    already_complete: bool = False
 
 
 @dataclass
@@ -127,7 +131,10 @@ def run_extract(
         Which window of a clip longer than the model's window to embed; ``mean``
         embeds them all and averages.
     resume : bool
-        Continue the unfinished run of ``out`` (same model, data and settings).
+        Continue the unfinished run of ``out``. Every setting that shapes the vectors
+        (:func:`run_settings`) must be the one it started with, or the run is refused
+        naming the setting; a finished store made with the same settings is left as it
+        is (``already_complete``), one made with other settings is refused.
     overwrite : bool
         Replace an existing store at ``out``.
     dtype : {"float32", "float16"}
@@ -144,21 +151,23 @@ def run_extract(
     require_torch()
     start_time = time.perf_counter()
     check_settings(batch_size=batch_size, workers=workers, long_mode=long_mode, dtype=dtype)
-    _check_prompt_names(prompt_specs)
+    check_run_inputs(dataset, prompt_specs)
     items = items_table(dataset)
     provenance = extraction_provenance(model, dataset, batch_size=batch_size, long_mode=long_mode,
                                        command=command)
+    provenance["settings_fingerprint"] = settings_fingerprint(
+        run_settings(model, dataset, items, prompt_specs, dtype=dtype, long_mode=long_mode))
     header = dict(model=model.name, dataset=dataset.name, classes=list(dataset.classes),
                   provenance=provenance)
     # One writer per store: a second run on the same --out is refused, never interleaved.
     with writer_lock(out):
+        if resume:
+            check_same_run(out, provenance, overwrite=overwrite)
         journal = Journal.open(out, header=header, items=items, spaces=dict(model.audio_dims),
                                resume=resume, overwrite=overwrite)
         first_row = journal.next_row
         if journal.already_done:
-            return _summary(journal.out, first_row, start_time)
-        if resume:
-            _check_same_settings(journal.header["provenance"], provenance, out)
+            return _summary(journal.out, first_row, start_time, already_complete=True)
         _seed_torch()
 
         prompt_sets = embed_prompt_sets(model, prompt_specs, batch_size)
@@ -210,7 +219,7 @@ def add_prompt_sets(store_path: str | Path, model, prompt_specs: list[PromptSpec
     with writer_lock(store_path):
         _check_prompt_names(prompt_specs)
         with open_store(store_path) as st:
-            made_with = st.provenance.get("checkpoint_sha256")
+            made_with = (st.provenance or {}).get("checkpoint_sha256")
             if st.model != model.name:
                 raise InputError(f"{store_path} was made by model {st.model!r}, not {model.name!r}")
             if made_with is None:
@@ -234,10 +243,10 @@ def add_prompt_sets(store_path: str | Path, model, prompt_specs: list[PromptSpec
             return st.prompt_sets
 
 
-def _summary(path: Path, first_row: int, start_time: float) -> ExtractSummary:
+def _summary(path: Path, first_row: int, start_time: float, already_complete: bool = False) -> ExtractSummary:
     with open_store(path) as st:
         return ExtractSummary(Path(path), st.n_items, list(st.failed), st.audio_spaces,
-                              st.prompt_sets, first_row, time.perf_counter() - start_time)
+                              st.prompt_sets, first_row, time.perf_counter() - start_time, already_complete)
 
 
 def embed_clips(
@@ -486,21 +495,105 @@ def extraction_library_versions() -> dict[str, str | None]:
     return versions
 
 
-def _check_same_settings(saved: dict, current: dict, out) -> None:
-    before, now = saved.get("extraction", {}), current["extraction"]
-    for key in _RUN_SETTINGS:
-        if before.get(key) != now[key]:
-            raise InputError(f"cannot resume {out}: it was started with {key} {before.get(key)!r}, "
-                             f"now {now[key]!r}; use the same settings")
-    if saved.get("frontend") != current["frontend"]:
-        raise InputError(f"cannot resume {out}: the audio front end changed since it was started")
+def run_settings(model, dataset, items: dict, prompt_specs: list[PromptSpec], *, dtype: str,
+                 long_mode: str) -> dict:
+    """Every setting that shapes a run's result, for :func:`settings_fingerprint`.
+
+    Model and checkpoint digest, dataset name and root, the items table (ids, paths,
+    labels, metadata), the prompt sets, storage dtype, model precision, long-clip mode
+    and the audio front end. Batch size, device and workers are left out: they change
+    how a run goes, not what it computes (the provenance records them).
+    """
+    from embedstore.extract.audio import frontend_config
+
+    encoder = model.provenance()
+    return {
+        "model": model.name,
+        "checkpoint": checkpoint_digest(encoder) or encoder.get("checkpoint"),
+        "dataset": dataset.name,
+        "root": str(Path(dataset.root).expanduser().resolve()),
+        "items": {key: (np.asarray(value).tolist() if key != "metadata"
+                        else {k: np.asarray(v).tolist() for k, v in value.items()})
+                  for key, value in items.items()},
+        "prompts": [{"name": spec.name, "prompts": list(spec.prompts),
+                     "classes": np.asarray(spec.classes).tolist(), "terms": spec.terms}
+                    for spec in prompt_specs],
+        "dtype": dtype,
+        "precision": encoder.get("precision"),
+        "long_mode": long_mode,
+        "frontend": frontend_config(**_frontend_args(model, long_mode)),
+    }
+
+
+_SETTING_NAMES = {"model": "--model", "checkpoint": "checkpoint (weights)", "dataset": "--dataset",
+                  "root": "dataset --root", "items": "items (the dataset's files, labels or metadata)",
+                  "prompts": "--prompts", "dtype": "--dtype", "precision": "--precision",
+                  "long_mode": "--long", "frontend": "audio front end"}
+
+
+def check_same_run(out, provenance: dict, *, overwrite: bool = False) -> None:
+    """Refuse ``--resume`` unless ``out``'s journal or finished store is this very run.
+
+    Compares the saved settings fingerprint with ``provenance["settings_fingerprint"]``
+    and names the first setting that differs. A finished store is only checked when it
+    would be kept (not ``overwrite``).
+    """
+    out = Path(out)
+    header = journal_dir(out) / HEADER
+    if header.is_file():
+        import json
+
+        try:
+            saved = json.loads(header.read_text()).get("provenance") or {}
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot resume {out}: its journal header is unreadable ({exc})") from None
+        where = f"cannot resume {out}: the unfinished run"
+        fix = f"run the same command, or delete {journal_dir(out)} to start again"
+        _check_batch_size(saved, provenance, out)
+    elif out.exists() and not overwrite:
+        with open_store(out) as st:
+            saved = st.provenance or {}
+        where = f"{out} is a finished store; it"
+        fix = "--resume only continues the same run: give another --out, or --overwrite to replace it"
+    else:
+        return
+    before = saved.get("settings_fingerprint")
+    if not isinstance(before, dict):
+        raise InputError(f"{where} records no settings fingerprint (an older embedstore made it), so it "
+                         f"cannot be told to be the same run; {fix}")
+    setting = fingerprint_mismatch(before, provenance["settings_fingerprint"])
+    if setting is not None:
+        raise InputError(f"{where} was made with another {_SETTING_NAMES.get(setting, setting)}; {fix}")
+
+
+def _check_batch_size(saved: dict, current: dict, out) -> None:
+    # Batches must match for a resumed run to send the encoder the batches an
+    # uninterrupted run would have (kept out of the fingerprint: see issue 15).
+    before = (saved.get("extraction") or {}).get("batch_size")
+    now = current["extraction"]["batch_size"]
+    if before is not None and before != now:
+        raise InputError(f"cannot resume {out}: it was started with batch_size {before!r}, "
+                         f"now {now!r}; use the same settings")
+
+
+def check_run_inputs(dataset, prompt_specs: list[PromptSpec]) -> None:
+    """Every name the store will hold passes the name policy, before the first clip is decoded.
+
+    Classes, item ids, metadata columns and text values (:meth:`Dataset.check_names`),
+    prompt set names, prompts and ontology terms: a name the store would refuse fails
+    here in a second, not after the long audio pass.
+    """
+    dataset.check_names()
+    _check_prompt_names(prompt_specs)
 
 
 def _check_prompt_names(specs: list[PromptSpec]) -> None:
-    names = [spec.name for spec in specs]
-    duplicate = next((name for name in names if names.count(name) > 1), None)
-    if duplicate is not None:
-        raise InputError(f"prompt set {duplicate!r} is given twice")
+    check_names([spec.name for spec in specs], "prompt set name", object_name=True)
+    for spec in specs:
+        for prompt in spec.prompts:
+            check_name(prompt, f"prompt of set {spec.name!r}")
+        for term in spec.terms or []:
+            check_name(term, f"term of set {spec.name!r}")
 
 
 def _seed_torch() -> None:

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from embedstore.errors import InputError
+from embedstore.store.names import check_name
 from embedstore.resources import DATA_DIR
 
 PROMPTS_DIR = DATA_DIR / "prompts"
@@ -214,7 +215,7 @@ def read_prompt_file(path: str | Path, classes: list[str]) -> PromptSpec:
     if suffix not in _FILE_SUFFIXES:
         raise InputError(f"prompt file {path} must end in .txt, .csv or .json")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first prompt
     except FileNotFoundError:
         raise InputError(f"prompt file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -235,12 +236,13 @@ def read_prompt_file(path: str | Path, classes: list[str]) -> PromptSpec:
         prompt = " ".join(str(prompt).split())
         if not prompt:
             raise InputError(f"prompt file {path}: empty prompt for class {cls!r}")
-        prompts.append(prompt)
+        prompts.append(check_name(prompt, f"prompt in {path}"))
         codes.append(index)
     missing = [cls for i, cls in enumerate(classes) if i not in set(codes)]
     if missing:
         raise InputError(f"prompt file {path} has no prompt for: {', '.join(missing)}")
-    return PromptSpec(path.stem, prompts, np.asarray(codes, dtype=np.int32))
+    name = check_name(path.stem, f"prompt set name (the stem of {path})", object_name=True)
+    return PromptSpec(name, prompts, np.asarray(codes, dtype=np.int32))
 
 
 def _read_txt(path: Path, text: str, classes: list[str]) -> list[tuple[str, str]]:
