@@ -158,14 +158,14 @@ def test_an_unexpected_decoder_error_fails_one_clip_only(corpus, tmp_path, monke
     import embedstore.extract.audio
 
     root, expect = corpus
-    real_prepare = embedstore.extract.audio.prepare
+    real_decode = embedstore.extract.audio.decode
 
     def flaky(path, **kwargs):
         if str(path).endswith("rate_44100.wav"):
             raise RuntimeError("resampler blew up\nsecond line")
-        return real_prepare(path, **kwargs)
+        return real_decode(path, **kwargs)
 
-    monkeypatch.setattr(embedstore.extract.audio, "prepare", flaky)
+    monkeypatch.setattr(embedstore.extract.audio, "decode", flaky)
     data = load_dataset("folder", root)
     summary = run_extract(TinyEncoder(), data, [build_prompt_set("track", data.classes)],
                           tmp_path / "s.h5", batch_size=3, workers=0, long_mode="first")

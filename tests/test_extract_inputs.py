@@ -153,8 +153,8 @@ def no_decoding(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a clip was decoded before the inputs were checked")
 
-    monkeypatch.setattr(audio, "prepare", refuse)
-    monkeypatch.setattr(audio, "load_audio", refuse)
+    for name in ("prepare", "decode", "load_audio", "mono_blocks"):
+        monkeypatch.setattr(audio, name, refuse)
 
 
 def write_labels(folder, text):

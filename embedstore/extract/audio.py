@@ -16,6 +16,15 @@ The chain, one small function per step:
 :func:`prepare` chains the steps and :func:`frontend_config` describes them for a store's
 provenance.
 
+Memory is bounded by the work, never by the clip's length or what its header claims:
+:func:`decode` reads a file in blocks of :data:`DECODE_BLOCK_FRAMES` frames, downmixes
+and resamples each block as it comes (soxr's streaming resampler gives the one-shot
+output bit for bit), and keeps the result only for clips of at most
+:data:`EAGER_WINDOWS` windows. A longer clip comes back as a :class:`StreamedClip` that
+decodes again, block by block, and hands out one window at a time. Sample rates outside
+:data:`MIN_SAMPLE_RATE`..:data:`MAX_SAMPLE_RATE` and more than :data:`MAX_CHANNELS`
+channels are refused as unusable audio.
+
 Examples
 --------
 >>> import numpy as np
@@ -29,6 +38,8 @@ array([[0., 1.],
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +56,15 @@ CLAP_WINDOW_SECONDS = 10.0
 CLAP_LONG_MODE = "mean"
 
 RESAMPLER_QUALITY = "HQ"
+
+#: Frames decoded at a time (times the channels, in float32).
+DECODE_BLOCK_FRAMES = 1 << 16
+#: Clips of at most this many windows are decoded into memory at once; longer ones stream.
+EAGER_WINDOWS = 8
+#: Sample rates (Hz) and channel counts outside these bounds are refused as unusable audio.
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 768_000
+MAX_CHANNELS = 64
 
 
 class AudioError(InputError):
@@ -75,6 +95,22 @@ def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
         With ``reason`` one of: missing file, is a directory, not a regular file, empty
         file, not readable, not decodable audio, no samples, non-finite samples.
     """
+    path = _check_file(path)
+    try:
+        samples, sample_rate = sf.read(path, dtype="float32", always_2d=True)
+    except PermissionError:
+        raise AudioError(path, "not readable (permission denied)") from None
+    except _DECODE_ERRORS as err:
+        raise _not_decodable(path, err) from None
+    if samples.shape[0] == 0:
+        raise AudioError(path, "no samples (zero-length audio)")
+    if not np.isfinite(samples).all():
+        raise AudioError(path, "non-finite samples (NaN or infinity)")
+    return samples, int(sample_rate)
+
+
+def _check_file(path: str | Path) -> Path:
+    """``path`` as a Path, or AudioError when it is no non-empty regular file."""
     path = Path(path)
     if path.is_dir():
         raise AudioError(path, "is a directory")
@@ -84,19 +120,69 @@ def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
         raise AudioError(path, "not a regular file")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
+    return path
+
+
+def _not_decodable(path: Path, err: Exception) -> AudioError:
+    # libsndfile's own message says what it disliked (format, header); keep its first line
+    detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return AudioError(path, f"not decodable audio ({detail})")
+
+
+_DECODE_ERRORS = (sf.SoundFileError, RuntimeError, EOFError, ValueError)
+
+
+def mono_blocks(path: str | Path) -> Iterator[tuple[np.ndarray, int]]:
+    """Decode a file block by block: ``(mono float32 block, sample rate)`` pairs.
+
+    Raises
+    ------
+    AudioError
+        As :func:`load_audio`, and for a sample rate outside
+        ``MIN_SAMPLE_RATE..MAX_SAMPLE_RATE`` or more than ``MAX_CHANNELS`` channels (a
+        header claiming 1 Hz would otherwise turn 4 KB into hours of audio).
+    """
+    path = _check_file(path)
     try:
-        samples, sample_rate = sf.read(path, dtype="float32", always_2d=True)
+        f = sf.SoundFile(path)
     except PermissionError:
         raise AudioError(path, "not readable (permission denied)") from None
-    except (sf.SoundFileError, RuntimeError, EOFError, ValueError) as err:
-        # libsndfile's own message says what it disliked (format, header); keep its first line
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise AudioError(path, f"not decodable audio ({detail})") from None
-    if samples.shape[0] == 0:
+    except _DECODE_ERRORS as err:
+        raise _not_decodable(path, err) from None
+    with f:
+        if not MIN_SAMPLE_RATE <= f.samplerate <= MAX_SAMPLE_RATE:
+            raise AudioError(path, f"sample rate {f.samplerate} Hz is outside "
+                                   f"{MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz")
+        if not 1 <= f.channels <= MAX_CHANNELS:
+            raise AudioError(path, f"{f.channels} channels (at most {MAX_CHANNELS})")
+        frames = 0
+        try:
+            for block in f.blocks(DECODE_BLOCK_FRAMES, dtype="float32", always_2d=True):
+                if not np.isfinite(block).all():
+                    raise AudioError(path, "non-finite samples (NaN or infinity)")
+                frames += len(block)
+                yield to_mono(block), int(f.samplerate)
+        except _DECODE_ERRORS as err:
+            raise _not_decodable(path, err) from None
+    if frames == 0:
         raise AudioError(path, "no samples (zero-length audio)")
-    if not np.isfinite(samples).all():
-        raise AudioError(path, "non-finite samples (NaN or infinity)")
-    return samples, int(sample_rate)
+
+
+def resampled(blocks: Iterable[tuple[np.ndarray, int]], sr_out: int) -> Iterator[np.ndarray]:
+    """Mono blocks resampled to ``sr_out`` as they come (soxr streaming, quality ``"HQ"``).
+
+    The concatenated output equals :func:`resample` of the whole signal bit for bit.
+    """
+    stream = None
+    for block, sr_in in blocks:
+        if sr_in == sr_out:
+            yield block
+            continue
+        if stream is None:
+            stream = _soxr().ResampleStream(sr_in, sr_out, 1, dtype="float32", quality=RESAMPLER_QUALITY)
+        yield stream.resample_chunk(block)
+    if stream is not None:
+        yield stream.resample_chunk(np.zeros(0, np.float32), last=True)
 
 
 def to_mono(samples: np.ndarray) -> np.ndarray:
@@ -179,21 +265,130 @@ def windows(samples: np.ndarray, n: int, mode: str = CLAP_LONG_MODE) -> np.ndarr
 def prepare(path: str | Path, *, sample_rate: int = CLAP_SAMPLE_RATE,
             window_seconds: float = CLAP_WINDOW_SECONDS, long_mode: str = CLAP_LONG_MODE,
             int16: bool = True) -> np.ndarray:
-    """Load a file and return its model-ready windows.
+    """Load a file and return all its model-ready windows in memory (see :func:`decode`).
 
     Returns
     -------
     np.ndarray, shape (k, round(sample_rate * window_seconds)), float32
     """
-    samples, sr = load_audio(path)
-    mono = resample(to_mono(samples), sr, sample_rate)
-    if len(mono) == 0:  # e.g. 3 samples at 192 kHz hold less than one sample at 16 kHz
-        raise AudioError(path, f"too short: {len(samples)} sample(s) at {sr} Hz give none at "
+    clip = decode(path, sample_rate=sample_rate, window_seconds=window_seconds, long_mode=long_mode,
+                  int16=int16)
+    return clip if isinstance(clip, np.ndarray) else np.stack(list(clip))
+
+
+def decode(path: str | Path, *, sample_rate: int = CLAP_SAMPLE_RATE,
+           window_seconds: float = CLAP_WINDOW_SECONDS, long_mode: str = CLAP_LONG_MODE,
+           int16: bool = True):
+    """A clip's model-ready windows, in memory when short and streamed when long.
+
+    The file is read once, block by block: every sample is checked (non-finite samples
+    fail the clip), and the resampled signal is kept only while it fits in
+    :data:`EAGER_WINDOWS` windows.
+
+    Returns
+    -------
+    np.ndarray or StreamedClip
+        ``(k, n)`` float32 windows for a clip of at most ``EAGER_WINDOWS`` windows' worth
+        of samples; otherwise a :class:`StreamedClip` of the checked file, which decodes
+        it again one window at a time. Both give the same windows.
+
+    Raises
+    ------
+    AudioError
+        An unusable file (see :func:`mono_blocks`), or one too short to give a sample at
+        ``sample_rate``.
+    """
+    n = window_length(sample_rate, window_seconds)
+    if long_mode not in LONG_MODES:
+        raise InputError(f"unknown long-clip mode {long_mode!r}; use one of {', '.join(LONG_MODES)}")
+    limit = EAGER_WINDOWS * n
+    kept: list[np.ndarray] | None = []
+    total = frames = 0
+    rates = []
+
+    def counted():
+        nonlocal frames
+        for block, sr in mono_blocks(path):
+            frames += len(block)
+            rates.append(sr)
+            yield block, sr
+
+    for chunk in resampled(counted(), sample_rate):
+        total += len(chunk)
+        if kept is not None and total <= limit:
+            kept.append(chunk)
+        else:
+            kept = None  # too long to hold: stream it later
+    if total == 0:  # e.g. 3 samples at 192 kHz hold less than one sample at 16 kHz
+        raise AudioError(path, f"too short: {frames} sample(s) at {rates[0]} Hz give none at "
                                f"{sample_rate} Hz")
+    if kept is None:
+        return StreamedClip(str(path), total, sample_rate, float(window_seconds), long_mode, bool(int16))
+    mono = np.concatenate(kept)
     if int16:
         mono = int16_roundtrip(mono)
-    return windows(mono, window_length(sample_rate, window_seconds), long_mode).astype(
-        np.float32, copy=False)
+    return windows(mono, n, long_mode).astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class StreamedClip:
+    """A long clip, checked by :func:`decode`, that hands out its windows one at a time.
+
+    Iterating decodes the file again block by block, so it holds about one window and
+    one decoded block whatever the clip's length. ``len()`` is the number of windows.
+    The windows equal :func:`windows` of the whole signal.
+    """
+
+    path: str
+    n_samples: int  # resampled length, as decode counted it
+    sample_rate: int
+    window_seconds: float
+    long_mode: str
+    int16: bool
+
+    @property
+    def window(self) -> int:
+        return window_length(self.sample_rate, self.window_seconds)
+
+    def __len__(self) -> int:
+        n = self.window
+        if self.long_mode != "mean" or self.n_samples <= n:
+            return 1
+        return -(-self.n_samples // n)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        chunks = resampled(mono_blocks(self.path), self.sample_rate)
+        if self.int16:
+            chunks = (int16_roundtrip(c) for c in chunks)
+        yield from cut_windows(chunks, self.n_samples, self.window, self.long_mode, self.path)
+
+
+def cut_windows(chunks: Iterable[np.ndarray], total: int, n: int, mode: str, path="") -> Iterator[np.ndarray]:
+    """The windows :func:`windows` cuts from a signal of ``total`` samples, from its chunks in order.
+
+    Holds at most one window plus one chunk; stops reading once the last needed sample
+    has come (``first`` and ``center`` modes).
+    """
+    if total <= n:
+        yield repeatpad(np.concatenate(list(chunks)), n)
+        return
+    start = (total - n) // 2 if mode == "center" else 0
+    end = total if mode == "mean" else start + n
+    pos, held = 0, np.zeros(0, np.float32)
+    for chunk in chunks:
+        lo, hi = max(start - pos, 0), min(end - pos, len(chunk))
+        pos += len(chunk)
+        if hi > lo:
+            held = np.concatenate([held, chunk[lo:hi]])
+        while len(held) >= n:
+            yield held[:n].copy()
+            held = held[n:]
+        if pos >= end:
+            break
+    if pos < end or (mode == "mean" and pos != total):
+        raise AudioError(path, f"changed while being read ({pos} samples, {total} before)")
+    if len(held):
+        yield repeatpad(held, n)
 
 
 def window_length(sample_rate: int, window_seconds: float) -> int:

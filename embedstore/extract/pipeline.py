@@ -2,10 +2,13 @@
 
 Audio
     A torch ``DataLoader`` decodes and resamples clips in worker processes
-    (:func:`embedstore.extract.audio.prepare`), in dataset order. The main process packs their
+    (:func:`embedstore.extract.audio.decode`), in dataset order. The main process packs their
     windows into batches of exactly ``batch_size`` windows (the last one zero-padded), so
-    the encoder always sees one shape. A clip's windows may span two batches; with
+    the encoder always sees one shape. A clip's windows may span several batches; with
     ``long_mode="mean"`` its vectors are averaged per space (``joint`` re-normalised).
+    A long clip arrives as a :class:`~embedstore.extract.audio.StreamedClip` and is
+    decoded here one window at a time, so a clip costs a few windows of memory whatever
+    its length.
 Durability
     Rows go to a :class:`~embedstore.store.journal.Journal` whenever a batch ends on a clip
     boundary. A resumed run restarts packing from such a boundary, so it sends the
@@ -262,7 +265,9 @@ def embed_clips(
     embed_audio : callable
         ``(batch_size, n) float32 -> {space: (batch_size, d)}``, one forward pass.
     clips : iterable of (row, windows, reason)
-        In row order, starting at ``start_row``: ``windows`` is ``(k, n)`` float32, or
+        In row order, starting at ``start_row``: ``windows`` is ``(k, n)`` float32 or
+        any sized iterable of ``k`` windows of ``n`` samples (a
+        :class:`~embedstore.extract.audio.StreamedClip`, read one window at a time), or
         ``None`` for a clip that failed with ``reason``.
     batch_size : int
         Windows per call of ``embed_audio``; the last call is zero-padded to this size.
@@ -304,13 +309,15 @@ def embed_clips(
         if windows is None or len(windows) == 0:
             chunk.failed.append((row, reason or "no audio windows"))
             continue
-        expected[row] = len(windows)
-        queue.extend(windows)
-        owners.extend([row] * len(windows))
-        while len(queue) >= batch_size:
-            run_batch(queue[:batch_size], owners[:batch_size])
-            del queue[:batch_size], owners[:batch_size]
-            if not queue:  # the batch ended on a clip boundary: these rows are final
+        expected[row] = count = len(windows)
+        for index, window in enumerate(windows):  # a streamed clip decodes as it goes
+            queue.append(window)
+            owners.append(row)
+            if len(queue) < batch_size:
+                continue
+            run_batch(queue, owners)
+            queue, owners = [], []
+            if index == count - 1:  # the batch ended on a clip boundary: these rows are final
                 yield chunk
                 chunk = Chunk(chunk.stop, chunk.stop)
     if queue:
@@ -373,11 +380,11 @@ class ClipReader:
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        from embedstore.extract.audio import prepare
+        from embedstore.extract.audio import decode
 
         row = self.first_row + index
         try:
-            return row, prepare(self.paths[index], **self.frontend), ""
+            return row, decode(self.paths[index], **self.frontend), ""
         except InputError as exc:
             return row, None, str(exc)
         except Exception as exc:  # a decoder or resampler failing on one odd file
