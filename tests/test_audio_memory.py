@@ -176,32 +176,26 @@ def test_an_hour_of_silence_decodes_in_bounded_memory(tmp_path):
     assert rss_hour - rss_minute < 40, (rss_hour, rss_minute)
 
 
-def hour_and_minute_folders(tmp_path):
+def extract_hour_and_minute(tmp_path, long_mode, limit_mb):
+    """Peak memory of `extract` on an hour-long clip stays within ``limit_mb`` of a minute-long one."""
+    pytest.importorskip("torch")
+    peaks = {}
     for name, seconds in (("hour", 3600), ("minute", 60)):
         (tmp_path / name).mkdir()
         silent_flac(tmp_path / name / "clip.flac", seconds)
         (tmp_path / name / "labels.csv").write_text("path,label\nclip.flac,silence\n")
-    return tmp_path / "hour", tmp_path / "minute"
+        n_items, peaks[name] = peak_rss(tmp_path / name, "extract", tmp_path, long_mode)
+        assert n_items == 1
+    print(f"extract --long {long_mode}: hour {peaks['hour']:.0f} MB, minute {peaks['minute']:.0f} MB")
+    assert peaks["hour"] - peaks["minute"] < limit_mb, peaks
 
 
 def test_an_hour_long_clip_through_the_pipeline_in_bounded_memory(tmp_path):
     # --long first embeds one window, but the whole hour is decoded (every sample is checked)
-    pytest.importorskip("torch")
-    hour, minute = hour_and_minute_folders(tmp_path)
-    n_hour, rss_hour = peak_rss(hour, "extract", tmp_path, "first")
-    n_minute, rss_minute = peak_rss(minute, "extract", tmp_path, "first")
-    print(f"extract --long first: hour {rss_hour:.0f} MB, minute {rss_minute:.0f} MB")
-    assert n_hour == n_minute == 1
-    assert rss_hour - rss_minute < 40, (rss_hour, rss_minute)
+    extract_hour_and_minute(tmp_path, "first", 40)
 
 
 @pytest.mark.slow
 def test_an_hour_long_clip_averaged_through_the_pipeline_in_bounded_memory(tmp_path):
     # --long mean: all 7200 windows go through the encoder, a batch at a time (about a minute)
-    pytest.importorskip("torch")
-    hour, minute = hour_and_minute_folders(tmp_path)
-    n_hour, rss_hour = peak_rss(hour, "extract", tmp_path, "mean")
-    n_minute, rss_minute = peak_rss(minute, "extract", tmp_path, "mean")
-    print(f"extract --long mean: hour {rss_hour:.0f} MB, minute {rss_minute:.0f} MB")
-    assert n_hour == n_minute == 1
-    assert rss_hour - rss_minute < 60, (rss_hour, rss_minute)
+    extract_hour_and_minute(tmp_path, "mean", 60)
