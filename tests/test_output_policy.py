@@ -151,6 +151,30 @@ def test_a_killed_writer_leaves_no_lock(tmp_path):
         pass
 
 
+def _hold_lock_with_a_forked_child(path, ready, release):
+    import time
+
+    with writer_lock(path):
+        if os.fork() == 0:  # a child that outlives its parent, as a decoding worker may
+            time.sleep(30)
+            os._exit(0)
+        ready.set()
+        release.wait(30)
+
+
+def test_a_forked_child_does_not_keep_a_killed_writers_lock(tmp_path):
+    store = tmp_path / "s.h5"
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock_with_a_forked_child, args=(str(store), ready, release))
+    holder.start()
+    assert ready.wait(60)
+    holder.kill()
+    holder.join(30)
+    with writer_lock(store):  # the child still sleeps, and holds no lock
+        pass
+
+
 def test_the_lock_is_reentrant_in_one_process(tmp_path):
     store = tmp_path / "s.h5"
     with writer_lock(store), writer_lock(store):

@@ -33,6 +33,23 @@ _held: dict[Path, list[int]] = {}  # lock path -> [fd, depth], for re-entry in o
 _guard = threading.Lock()
 
 
+def _forget_inherited_locks() -> None:
+    # A forked child (a DataLoader worker, say) inherits the lock's file descriptor and with
+    # it the flock, which would then outlive a killed parent until the child exits. Closing
+    # the child's copy keeps the lock with the parent (flock is released only when every
+    # descriptor of it is closed, or by the holder).
+    for fd, _ in _held.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_inherited_locks)
+
+
 class StoreLocked(InputError):
     """Another process is writing this store."""
 
