@@ -10,10 +10,14 @@ written, so a failed run leaves no half-made report.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import html
 import json
+import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +26,13 @@ from analyses.embeddings import class_prompt_sets, opened
 from analyses.spaces import ordered_spaces
 from embedstore.errors import InputError, WriteFailed
 from embedstore.store.fileio import write_atomic
+from embedstore.store.outputs import check_outputs, mark_folder, replace_folder
 
 ZEROSHOT_COLUMNS = ("top1", "top3", "top5", "f1_weighted", "roc_auc_macro", "pr_auc_macro")
 CENTROID_COLUMNS = ZEROSHOT_COLUMNS
 PROTOCOLS = ("paper", "reference")
-NAME_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+PLAIN_STEM = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
+REPORT_COMMAND = "report"  # the name in the output folder's marker
 # Bulky per-item lists that the merged report leaves in the results/ files.
 PER_ITEM_KEYS = ("margins", "is_correct", "coords", "values", "prompt_coords")
 
@@ -65,10 +71,25 @@ class ReportOptions:
     seed: int = 0
 
 
+def file_stem(name: str) -> str:
+    """A file-name part for a store, dataset, prompt set or space name; distinct names give distinct stems.
+
+    A plain name (lower-case letters and digits, single ``.``, ``_`` or ``-`` between
+    them) is its own stem. Any other gets a slug and a hash of the name: ``a b`` and
+    ``a-b``, ``M`` and ``m`` (one file on a case-insensitive disk), ``x__y`` (which would
+    blur the ``__`` between parts) never share a file.
+    """
+    name = str(name)
+    if PLAIN_STEM.fullmatch(name):
+        return name
+    slug = re.sub(r"[^a-z0-9.-]+", "-", name.lower()).strip("-.")[:40]
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{slug}-{digest}" if slug else digest
+
+
 def result_name(model: str, dataset: str, experiment: str, prompt_set: str, space: str) -> str:
-    """``<model>__<dataset>__<experiment>__<prompt_set>__<space>.json`` with unsafe characters as ``-``."""
-    parts = (model, dataset, experiment, prompt_set, space)
-    return "__".join(NAME_SAFE.sub("-", p).strip("-") or "-" for p in parts) + ".json"
+    """``<model>__<dataset>__<experiment>__<prompt_set>__<space>.json``, each part a :func:`file_stem`."""
+    return "__".join(file_stem(p) for p in (model, dataset, experiment, prompt_set, space)) + ".json"
 
 
 def _write_json(path: Path, data) -> None:
@@ -349,22 +370,31 @@ def _sections(report: dict, figures: dict) -> list[Section]:
     return out
 
 
+MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]|~#!])|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def md_escape(value) -> str:
+    """``value`` as literal Markdown text on one line: no HTML, emphasis, links or table breaks."""
+    text = html.escape(" ".join(str(value).split()), quote=False)
+    return MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
+
+
 def render_markdown(title: str, sections: list[Section]) -> str:
-    """The report as Markdown, figures as image links."""
-    lines = [f"# {title}", ""]
+    """The report as Markdown, figures as image links; every string shows as written."""
+    lines = [f"# {md_escape(title)}", ""]
     for sec in sections:
-        lines += [f"## {sec.title}", ""]
+        lines += [f"## {md_escape(sec.title)}", ""]
         if sec.text:
-            lines += [sec.text, ""]
+            lines += [md_escape(sec.text), ""]
         for caption, header, rows in sec.tables:
             if caption:
-                lines += [f"**{caption}**", ""]
-            lines.append("| " + " | ".join(str(h) for h in header) + " |")
+                lines += [f"**{md_escape(caption)}**", ""]
+            lines.append("| " + " | ".join(md_escape(h) for h in header) + " |")
             lines.append("|" + "---|" * len(header))
-            lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+            lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
             lines.append("")
         for caption, path in sec.figures:
-            lines += [f"![{caption}]({path})", ""]
+            lines += [f"![{md_escape(caption)}]({path})", ""]
     return "\n".join(lines)
 
 
@@ -444,21 +474,21 @@ def _figures(report: dict, results_dir: Path, figures_dir: Path, say) -> dict:
 
     for store in report["stores"]:
         k = store["key"]
-        stem = NAME_SAFE.sub("-", k)
+        stem = file_stem(k)
         results = merged.get(k, {})
         zeroshot = {ps: by[space] for ps, by in results.get("zeroshot", {}).items() if space in by}
         if zeroshot:
             draw((k, "metrics", ""), f"{stem}__metrics.png", plots.plot_metrics, zeroshot)
         for ps, by in results.get("histograms", {}).items():
             if space in by:
-                draw((k, "histograms", ps), f"{stem}__histograms__{NAME_SAFE.sub('-', ps)}.png",
+                draw((k, "histograms", ps), f"{stem}__histograms__{file_stem(ps)}.png",
                      plots.plot_histograms, by[space])
         for ps, by in results.get("confidence", {}).items():
             if space in by:
                 # The per-clip margins live in the result files, not in the merged report.
                 full = json.loads((results_dir / result_name(k, store["dataset"], "confidence", ps, space))
                                   .read_text(encoding="utf-8"))["result"]
-                draw((k, "confidence", ps), f"{stem}__confidence__{NAME_SAFE.sub('-', ps)}.png",
+                draw((k, "confidence", ps), f"{stem}__confidence__{file_stem(ps)}.png",
                      plots.plot_confidence, full)
         for ps, by in results.get("umap", {}).items():
             if space in by:
@@ -504,6 +534,16 @@ def write_report(out_dir: Path, summaries: list[dict], skipped: list[dict], opti
     return report
 
 
+def _move_into(partial: Path, out_dir: Path) -> None:
+    """Replace the earlier report's files in ``out_dir`` by the finished ones in ``partial``."""
+    files = sorted(p.relative_to(partial).as_posix() for p in partial.rglob("*") if p.is_file())
+    replace_folder(out_dir)
+    for name in files:
+        (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(partial / name, out_dir / name)
+    mark_folder(out_dir, REPORT_COMMAND, files)
+
+
 def build_report(stores, out_dir, options: ReportOptions | None = None, overwrite: bool = False,
                  progress: Callable[[str], None] | None = None) -> dict:
     """Run every experiment on every store and write the report folder.
@@ -514,10 +554,13 @@ def build_report(stores, out_dir, options: ReportOptions | None = None, overwrit
         One store per model (their columns sit side by side).
     out_dir : path
         The report folder: ``results/``, ``figures/``, ``report.json``, ``report.md``,
-        ``report.html``. Built as ``<out_dir>.partial`` and renamed when complete.
+        ``report.html``. Built in a hidden temporary folder beside it and moved in when
+        complete; a missing or empty folder is filled, and an earlier report's folder is
+        replaced (with ``overwrite``) only when it holds nothing but that report's files
+        (its marker lists them).
     options : ReportOptions, optional
     overwrite : bool
-        Replace an existing, non-empty ``out_dir``.
+        Replace an earlier report in ``out_dir``; never files the report did not write.
     progress : callable, optional
         Called with a short line before each step.
 
@@ -542,27 +585,25 @@ def build_report(stores, out_dir, options: ReportOptions | None = None, overwrit
     if options.ontology_map:
         read_ontology_map(options.ontology_map)
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir} exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise InputError(f"{out_dir} exists and is not empty; pass --overwrite to replace it")
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    made_now = not os.path.lexists(out_dir)
+    # The output policy, before any work: only a folder an earlier report made (and
+    # nothing else in it, least of all a store) is ever replaced.
+    check_outputs(folders=[out_dir], inputs=[*stores, options.ontology, options.ontology_map],
+                  overwrite=overwrite, command=REPORT_COMMAND)
+    partial = None
     try:
-        partial.mkdir(parents=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
         summaries, skipped = run_experiments(stores, partial / "results", options, progress)
         report = write_report(partial, summaries, skipped, options, progress)
-        if out_dir.exists():
-            old = out_dir.with_name(out_dir.name + ".old.partial")
-            shutil.rmtree(old, ignore_errors=True)
-            out_dir.rename(old)
-            partial.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            partial.rename(out_dir)
+        _move_into(partial, out_dir)
     except BaseException as exc:
-        shutil.rmtree(partial, ignore_errors=True)
+        if made_now:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # made by the check above, still empty
         if isinstance(exc, OSError):
             raise WriteFailed(f"cannot write the report in {out_dir}: {exc}") from None
         raise
+    finally:
+        if partial is not None:
+            shutil.rmtree(partial, ignore_errors=True)  # our own uniquely named folder
     return report

@@ -59,6 +59,8 @@ def run_umap(store, space: str = "joint", prompt_set: str | None = None, color: 
         without a prompt set), ``space``, ``prompt_set``, ``n_items``, ``seed``,
         ``n_neighbors``, ``min_dist``, ``metric``.
     """
+    if n_neighbors < 2:
+        raise InputError(f"UMAP needs at least 2 neighbours, got {n_neighbors}")
     with opened(store) as st:
         if space not in st.audio_spaces:
             raise InputError(f"store has no audio space {space!r} (has: {', '.join(st.audio_spaces)})")
@@ -78,7 +80,13 @@ def run_umap(store, space: str = "joint", prompt_set: str | None = None, color: 
             remap = np.full(len(st.classes), -1)
             remap[present] = np.arange(present.size)
             prompt_labels = [str(st.classes[i]) for i in present]
-            prompt_vectors = prompt_ensemble(np.where(groups >= 0, remap[groups], -1), st.text(prompt_set, space),
+            text = st.text(prompt_set, space)
+            if text.shape[1] != audio.shape[1]:
+                # Pre-joint towers need not share a width (or a meaning): no common map.
+                raise InputError(f"prompt set {prompt_set!r} has {text.shape[1]}-dimensional {space!r} vectors and "
+                                 f"the audio {audio.shape[1]}-dimensional ones: they cannot share a map; "
+                                 f"use the joint space or leave out the prompts")
+            prompt_vectors = prompt_ensemble(np.where(groups >= 0, remap[groups], -1), text,
                                              prompt_labels, prompt_set)
     points = np.concatenate([audio, prompt_vectors])
     if points.shape[0] < 4:

@@ -9,16 +9,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from cli.common import JSON_HELP, check_plot_path, console, handle_errors, write_json
+from cli.common import (
+    JSON_HELP,
+    OVERWRITE_HELP,
+    check_analysis_outputs,
+    console,
+    handle_errors,
+    styled,
+    write_json,
+)
 from embedstore.errors import InputError
 
 commands = typer.Typer()
 
 STORE_HELP = "The store file (.h5)."
 SPACE_HELP = "Embedding space: joint (after the projection head) or prejoint (before it)."
+MAX_SEED = 2**32 - 1  # numpy's and UMAP's seeds
+MAX_BOOTSTRAP = 100_000
+MAX_BINS = 1_000_000
 BOOTSTRAP_HELP = "Resample the clips N times for 95% confidence intervals (0: none)."
 CENTROID_HELP = ("raw: a class centroid is the mean of its stored vectors, then L2-normalised (the study's); "
                  "unit: the mean of the L2-normalised vectors.")
@@ -41,13 +51,6 @@ def _num(value, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def _check_counts(bootstrap: int = 0, bins: int = 1) -> None:
-    if bootstrap < 0:
-        raise InputError(f"--bootstrap must be 0 or more, got {bootstrap}")
-    if bins < 1:
-        raise InputError(f"--bins must be 1 or more, got {bins}")
-
-
 def _metrics_table(title: str, rows: dict, with_ci: bool) -> Table:
     multilabel = all(r.get("top1") is None for r in rows.values())
     columns = [(k, label) for k, label in METRIC_COLUMNS if not multilabel or k in ("roc_auc_macro", "pr_auc_macro")]
@@ -57,11 +60,11 @@ def _metrics_table(title: str, rows: dict, with_ci: bool) -> Table:
         table.add_column(label, justify="right", overflow="fold")
     for name, result in rows.items():
         mark = " *" if result.get("tied_classes") else ""
-        table.add_row(escape(name) + mark, *(_frac(result.get(key)) for key, _ in columns))
+        table.add_row(name + mark, *(_frac(result.get(key)) for key, _ in columns))
         if with_ci:
             intervals = [(result.get("ci95") or {}).get(key) for key, _ in columns]
-            table.add_row("[dim]  95% CI[/]", *(
-                f"[dim]{_frac(ci[0])}–{_frac(ci[1])}[/]" if ci else "—" for ci in intervals
+            table.add_row(styled(("  95% CI", "dim")), *(
+                styled((f"{_frac(ci[0])}–{_frac(ci[1])}", "dim")) if ci else "—" for ci in intervals
             ))
     return table
 
@@ -74,7 +77,7 @@ def _per_class_table(title: str, result: dict) -> Table:
     for key in keys:
         table.add_column(key.replace("_", "-").upper(), justify="right")
     for name, values in result["per_class"].items():
-        table.add_row(escape(name), str(values["support"]), *(_frac(values.get(k)) for k in keys))
+        table.add_row(name, str(values["support"]), *(_frac(values.get(k)) for k in keys))
     return table
 
 
@@ -82,8 +85,8 @@ def print_ties(results: dict) -> None:
     """One line per prompt set whose classes tie (identical prompt vectors): their top-1 is the tie-break's."""
     for name, result in results.items():
         for group in result.get("tied_classes") or []:
-            console.print(f"[yellow]* {escape(name)}:[/] classes {escape(' = '.join(group))} have identical prompt "
-                          "vectors: among them top-1 is the tie-break's choice and the margin is 0",
+            console.print(styled((f"* {name}:", "yellow"), f" classes {' = '.join(group)} have identical prompt "
+                                 "vectors: among them top-1 is the tie-break's choice and the margin is 0"),
                           highlight=False, soft_wrap=True)
 
 
@@ -95,26 +98,26 @@ def zeroshot(
         [], "--prompts", metavar="SET", help="Prompt set to evaluate; repeatable (default: every set whose prompts all name classes)."
     ),
     space: str = typer.Option("joint", "--space", metavar="SPACE", help=SPACE_HELP),
-    bootstrap: int = typer.Option(0, "--bootstrap", metavar="N", help=BOOTSTRAP_HELP),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resampling."),
+    bootstrap: int = typer.Option(0, "--bootstrap", metavar="N", min=0, max=MAX_BOOTSTRAP, help=BOOTSTRAP_HELP),
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Seed of the bootstrap resampling."),
     per_class: bool = typer.Option(False, "--per-class", help="Also print F1, ROC-AUC and PR-AUC for every class."),
     json_path: Path | None = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
     plot: Path | None = typer.Option(None, "--plot", metavar="PATH.png", help="Write the metrics bar chart (one bar per prompt set) here (.png)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Zero-shot classification of every clip by its nearest class prompt (ensemble), per prompt set."""
     from analyses.embeddings import class_prompt_sets
     from analyses.zeroshot import run_zeroshot
     from embedstore.store import open_store
 
-    _check_counts(bootstrap)
-    check_plot_path(plot)
+    check_analysis_outputs(json_path, plot=plot, inputs=[store], overwrite=overwrite)
     with open_store(store) as st:
         names = list(dict.fromkeys(prompts)) or class_prompt_sets(st)
         if not names:
             raise InputError(f"{store} has no prompt set whose prompts all name classes; pass --prompts SET")
         results = {name: run_zeroshot(st, name, space=space, bootstrap=bootstrap, seed=seed) for name in names}
         model, dataset, n_items = st.model, st.dataset, st.n_items
-    title = f"Zero-shot — {escape(model)} on {escape(dataset)}, {space} space, {n_items} clips"
+    title = f"Zero-shot — {model} on {dataset}, {space} space, {n_items} clips"
     console.print(_metrics_table(title, results, with_ci=bootstrap > 0))
     print_ties(results)
     if per_class:
@@ -127,7 +130,7 @@ def zeroshot(
         from analyses.plots import plot_metrics
 
         plot_metrics(results, plot)
-        console.print(f"wrote {plot}")
+        console.print(f"wrote {plot}", highlight=False)
 
 
 @commands.command()
@@ -140,11 +143,12 @@ def centroids(
         help="none: each clip counts in its own class mean, as in the study; loo: leave it out (the fair variant).",
     ),
     centroid: str = typer.Option("raw", "--centroid", metavar="raw|unit", help=CENTROID_HELP),
-    bootstrap: int = typer.Option(0, "--bootstrap", metavar="N", help=BOOTSTRAP_HELP),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resampling."),
+    bootstrap: int = typer.Option(0, "--bootstrap", metavar="N", min=0, max=MAX_BOOTSTRAP, help=BOOTSTRAP_HELP),
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Seed of the bootstrap resampling."),
     per_class: bool = typer.Option(False, "--per-class", help="Also print F1, ROC-AUC and PR-AUC for every class."),
     json_path: Path | None = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
     plot: Path | None = typer.Option(None, "--plot", metavar="PATH.png", help="Write the metrics bar chart here (.png)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Audio-only labels: classify each clip by the nearest class mean of the audio vectors."""
     from analyses.centroids import run_centroids
@@ -152,13 +156,12 @@ def centroids(
 
     from analyses.centroids import check_centroid
 
-    _check_counts(bootstrap)
     check_centroid(centroid)
-    check_plot_path(plot)
+    check_analysis_outputs(json_path, plot=plot, inputs=[store], overwrite=overwrite)
     with open_store(store) as st:
         result = run_centroids(st, space=space, holdout=holdout, bootstrap=bootstrap, seed=seed, centroid=centroid)
         model, dataset = st.model, st.dataset
-    title = (f"Audio-only labels — {escape(model)} on {escape(dataset)}, {space} space, {result['n_items']} clips, "
+    title = (f"Audio-only labels — {model} on {dataset}, {space} space, {result['n_items']} clips, "
              f"{centroid} centroids")
     console.print(_metrics_table(title, {f"centroids ({holdout})": result}, with_ci=bootstrap > 0))
     if per_class:
@@ -169,7 +172,7 @@ def centroids(
         from analyses.plots import plot_metrics
 
         plot_metrics({f"centroids ({holdout})": result}, plot)
-        console.print(f"wrote {plot}")
+        console.print(f"wrote {plot}", highlight=False)
 
 
 @commands.command()
@@ -180,9 +183,10 @@ def histograms(
     centroids: bool = typer.Option(False, "--centroids", help="Use the audio class centroids as labels instead."),
     centroid: str = typer.Option("raw", "--centroid", metavar="raw|unit", help="With --centroids: " + CENTROID_HELP),
     space: str = typer.Option("joint", "--space", metavar="SPACE", help=SPACE_HELP),
-    bins: int = typer.Option(100, "--bins", help="Equal-width bins over cosine similarity -1..1."),
+    bins: int = typer.Option(100, "--bins", min=1, max=MAX_BINS, help="Equal-width bins over cosine similarity -1..1."),
     json_path: Path | None = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
     plot: Path | None = typer.Option(None, "--plot", metavar="PATH.png", help="Write the two histograms here (.png)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Positive vs negative clip-label similarities: histograms, their overlap AUC and Bhattacharyya coefficient."""
     from analyses.histograms import run_histograms
@@ -192,15 +196,14 @@ def histograms(
         raise InputError("give exactly one of --prompts SET and --centroids")
     from analyses.centroids import check_centroid
 
-    _check_counts(bins=bins)
     check_centroid(centroid)
-    check_plot_path(plot)
+    check_analysis_outputs(json_path, plot=plot, inputs=[store], overwrite=overwrite)
     with open_store(store) as st:
         result = run_histograms(st, prompt_set=prompts, centroids=centroids, space=space, bins=bins,
                                 centroid=centroid)
         model, dataset = st.model, st.dataset
     labels = f"{centroid} centroids" if centroids else result["labels"]
-    table = Table(title=f"Similarity histograms — {escape(model)} on {escape(dataset)}, {escape(labels)} ({space})",
+    table = Table(title=f"Similarity histograms — {model} on {dataset}, {labels} ({space})",
                   title_justify="left")
     for col in ("pairs", "count", "mean", "std"):
         table.add_column(col, justify="left" if col == "pairs" else "right")
@@ -216,7 +219,7 @@ def histograms(
         from analyses.plots import plot_histograms
 
         plot_histograms(result, plot)
-        console.print(f"wrote {plot}")
+        console.print(f"wrote {plot}", highlight=False)
 
 
 @commands.command()
@@ -227,16 +230,17 @@ def confidence(
     space: str = typer.Option("joint", "--space", metavar="SPACE", help=SPACE_HELP),
     json_path: Path | None = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
     plot: Path | None = typer.Option(None, "--plot", metavar="PATH.png", help="Write box plots of the margins here (.png)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Confidence margins: each clip's top-1 minus top-2 class similarity, split by correct and wrong."""
     from analyses.confidence import run_confidence
     from embedstore.store import open_store
 
-    check_plot_path(plot)
+    check_analysis_outputs(json_path, plot=plot, inputs=[store], overwrite=overwrite)
     with open_store(store) as st:
         result = run_confidence(st, prompts, space=space)
         model, dataset = st.model, st.dataset
-    table = Table(title=f"Top-2 margins — {escape(model)} on {escape(dataset)}, {escape(prompts)} ({space})",
+    table = Table(title=f"Top-2 margins — {model} on {dataset}, {prompts} ({space})",
                   title_justify="left")
     for col in ("predictions", "clips", "median", "q1", "q3"):
         table.add_column(col, justify="left" if col == "predictions" else "right")
@@ -252,4 +256,4 @@ def confidence(
         from analyses.plots import plot_confidence
 
         plot_confidence(result, plot)
-        console.print(f"wrote {plot}")
+        console.print(f"wrote {plot}", highlight=False)

@@ -16,11 +16,11 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from cli.common import console, err_console, handle_errors
+from cli.common import check_input_names, console, err_console, handle_errors, styled
+from embedstore.store.outputs import check_outputs
 from embedstore.models import MODELS
 
 commands = typer.Typer()
@@ -63,8 +63,8 @@ def extract(
     labels: Optional[Path] = typer.Option(None, "--labels", help="folder only: CSV with columns path,label (several labels split by ';'); default <root>/labels.csv."),
     prompts: Optional[List[str]] = typer.Option(None, "--prompts", "-p", help=PROMPTS_HELP + " Default: every built-in set that fits the classes."),
     device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda, cuda:1, mps."),
-    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Audio windows per forward pass."),
-    workers: int = typer.Option(2, "--workers", "-w", help="Processes decoding and resampling audio ahead of the model (0: none)."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, max=65_536, help="Audio windows per forward pass."),
+    workers: int = typer.Option(2, "--workers", "-w", min=0, max=256, help="Processes decoding and resampling audio ahead of the model (0: none)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or bf16."),
     long_mode: str = typer.Option("mean", "--long", help="Clips longer than the model's window: first, center, or mean of all windows."),
     dtype: str = typer.Option("float32", "--dtype", help="Storage precision of the vectors: float32 or float16."),
@@ -82,6 +82,10 @@ def extract(
     from embedstore.extract.prompts import build_prompt_set, default_prompt_specs
 
     check_settings(batch_size=batch_size, workers=workers, long_mode=long_mode, dtype=dtype)
+    check_input_names(prompts or [])
+    # The store is checked before any clip is read; --resume continues what is there.
+    check_outputs([out], inputs=[labels, checkpoint, *_prompt_files(prompts)],
+                  overwrite=overwrite or resume)
     if dataset == "tinysol" and root is None:
         dataset = "notes"
     data = load_dataset(dataset, root, labels)
@@ -112,9 +116,14 @@ def extract(
     _print_summary(summary)
 
 
+def _prompt_files(prompts: list[str] | None) -> list[Path]:
+    """The ``--prompts`` values that name files (the others are built-in sets)."""
+    return [Path(p) for p in prompts or [] if Path(p).is_file()]
+
+
 def _print_summary(summary) -> None:
     if summary.already_complete:
-        console.print(f"{escape(str(summary.path))} is already complete, made with the same settings: "
+        console.print(f"{summary.path} is already complete, made with the same settings: "
                       "nothing to do", highlight=False)
     table = Table(show_header=False, box=None)
     table.add_row("store", str(summary.path))
@@ -127,7 +136,7 @@ def _print_summary(summary) -> None:
     table.add_row("time", f"{summary.seconds:.1f} s")
     console.print(table)
     for path, reason in summary.failed[:10]:
-        console.print(f"  [yellow]skipped[/] {path}: {reason}", highlight=False)
+        console.print(styled("  ", ("skipped", "yellow"), f" {path}: {reason}"), highlight=False)
     if len(summary.failed) > 10:
         console.print(f"  ... and {len(summary.failed) - 10} more (see `embedstore info`)")
 
@@ -142,23 +151,29 @@ def extract_text(
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Local tokenizer folder for the text tower."),
     device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda, cuda:1, mps."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or bf16; default: the store's."),
-    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Prompts per forward pass."),
-    replace: bool = typer.Option(False, "--replace", help="Overwrite prompt sets the store already has."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, max=65_536, help="Prompts per forward pass."),
+    replace: bool = typer.Option(False, "--replace", "--overwrite",
+                                 help="Replace prompt sets the store already has (--overwrite says the same)."),
 ):
     """Add prompt sets to an existing store, embedded by the model that made it.
 
     The model's checkpoint SHA-256 must equal the one in the store's provenance.
     """
+    from embedstore.errors import StoreExists
     from embedstore.extract import add_prompt_sets
     from embedstore.extract.prompts import build_prompt_set
     from embedstore.store import open_store
 
+    check_input_names(prompts)
     with open_store(store) as st:
-        classes, made_by = st.classes, st.model
+        classes, made_by, present = st.classes, st.model, st.prompt_sets
         # a store imported or written by another tool may record no extraction at all
         extraction = (st.provenance or {}).get("extraction")
         stored_precision = extraction.get("precision") if isinstance(extraction, dict) else None
     specs = [build_prompt_set(p, classes) for p in prompts]
+    taken = [spec.name for spec in specs if spec.name in present]
+    if taken and not replace:  # said before the model loads; add_prompt_sets checks again under the lock
+        raise StoreExists(f"{store} already has prompt set(s) {', '.join(taken)}; pass --replace to replace them")
     encoder = _load_model(model or made_by, checkpoint, tokenizer, device,
                           precision or stored_precision or "fp32")
     sets = add_prompt_sets(store, encoder, specs, batch_size=batch_size, replace=replace)

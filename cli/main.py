@@ -6,7 +6,15 @@ there is no import circle; importing them stays cheap (no torch, no umap at impo
 
 from __future__ import annotations
 
+import sys
+
 import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.2x carries its own copy of click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_errors
 
 from cli import (
     analyze_cmds,
@@ -17,7 +25,40 @@ from cli import (
     train_cmds,
 )
 
+
+
+class OneLineErrors(TyperGroup):
+    """The root command: a usage error (bad option, value out of range) is one line, exit 2.
+
+    Typer would draw a box of several lines; the README promises one line for every error.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as exc:
+            print(exc.ctx.get_help())
+            code = 2
+        except click_errors.ClickException as exc:
+            from cli.common import err_console, one_line, styled
+
+            where = getattr(getattr(exc, "ctx", None), "command_path", None)
+            hint = f" (see `{where} --help`)" if where else ""
+            err_console.print(styled(("error:", "bold red"), " ", one_line(exc.format_message()) + hint),
+                              highlight=False, soft_wrap=True)
+            code = exc.exit_code
+        except typer.Abort:
+            from cli.common import err_console
+
+            err_console.print("aborted")
+            code = 1
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     name="embedstore",
     help=(
         "Embed audio and text with two-tower models into versioned HDF5 stores, "

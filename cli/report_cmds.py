@@ -7,8 +7,9 @@ from typing import List, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from cli.common import console, handle_errors
+from cli.common import check_input_names, console, handle_errors, styled
 
 commands = typer.Typer()
 
@@ -29,24 +30,28 @@ def report(
                                  help="Audio-only centroids: raw (mean of the stored vectors, then normalised: "
                                       "the study's) or unit (mean of the normalised vectors)."),
     umap: bool = typer.Option(True, "--umap/--no-umap", help="Draw the UMAP maps (about 10-20 s per store)."),
-    seed: int = typer.Option(0, help="UMAP random state."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report folder."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="UMAP random state."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an earlier report in --out; never files the report did not write."),
 ) -> None:
     """Run every experiment on every store and write one report: tables, figures and every number.
 
     The study's figures: metrics per prompt set (Figure 2), positive vs negative
     similarities (3), confidence margins (4), triplet accuracy in both spaces (5), plus
     audio-only centroid labels and UMAP maps. Per-experiment JSON files go to
-    OUT/results/<model>__<dataset>__<experiment>__<prompt set>__<space>.json.
+    OUT/results/<model>__<dataset>__<experiment>__<prompt set>__<space>.json (a name with
+    characters other than lower-case letters, digits, '.', '_' and '-' gets a short hash, so
+    distinct names never share a file). --overwrite replaces only an earlier report's files.
     """
     from analyses.report import ReportOptions, build_report
 
+    check_input_names([ontology])
     options = ReportOptions(prompt_sets=prompts or None, space=space, ontology=ontology,
                             ontology_map=str(ontology_map) if ontology_map else None,
                             holdout=holdout, centroid=centroid, umap=umap, seed=seed)
     with console.status("starting") as status:
         result = build_report(stores, out, options, overwrite=overwrite,
-                              progress=lambda line: status.update(line))
+                              progress=lambda line: status.update(Text(line)))
     table = Table(title=f"Report in {out}", title_justify="left")
     for col in ("column", "model", "dataset", "items", "results", "skipped"):
         table.add_column(col)
@@ -57,7 +62,8 @@ def report(
         table.add_row(key, store["model"], store["dataset"], str(store["n_items"]), str(n_results), str(n_skipped))
     console.print(table)
     for s in result["skipped"]:
-        console.print(f"[yellow]skipped[/] {s['store']} {s['experiment']} {s['prompt_set']} ({s['space']}): {s['reason']}",
+        console.print(styled(("skipped", "yellow"),
+                             f" {s['store']} {s['experiment']} {s['prompt_set']} ({s['space']}): {s['reason']}"),
                       highlight=False)
     console.print(f"wrote {out / 'report.html'}, {out / 'report.md'}, {out / 'report.json'} "
-                  f"and {len(result['figures'])} figures")
+                  f"and {len(result['figures'])} figures", highlight=False)

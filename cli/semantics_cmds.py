@@ -8,9 +8,19 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from cli.common import JSON_HELP, check_plot_path, console, handle_errors, write_json
+from cli.analyze_cmds import MAX_SEED
+from cli.common import (
+    JSON_HELP,
+    OVERWRITE_HELP,
+    check_analysis_outputs,
+    check_input_names,
+    console,
+    handle_errors,
+    write_json,
+)
 
 commands = typer.Typer()
+
 
 def _frac(value) -> str:
     """A metric as every table shows it: a fraction with three decimals (docs/metrics.md)."""
@@ -31,9 +41,13 @@ def triplets(
     scope: str = typer.Option(
         "classes", help="classes: the store's classes; ontology: every ontology node (needs an ontology prompt set)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Ontology triplets on the text tower: is each term nearer its tree neighbour than a farther term?"""
     from analyses.triplets import run_triplets
+
+    check_input_names([ontology])
+    check_analysis_outputs(json_path, inputs=[store, ontology, ontology_map], overwrite=overwrite)
 
     result = run_triplets(store, prompts, space=space, ontology=ontology,
                           ontology_map=str(ontology_map) if ontology_map else None,
@@ -73,6 +87,7 @@ def spaces(
              "unit: the mean of the L2-normalised vectors."),
     json_path: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the side-by-side figure to this PNG."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Pre-joint against joint: audio-only centroid labels and triplet accuracy in each space."""
     from analyses.spaces import plot_spaces, run_spaces
@@ -80,7 +95,8 @@ def spaces(
     from analyses.centroids import check_centroid
 
     check_centroid(centroid)
-    check_plot_path(plot)
+    check_input_names([ontology])
+    check_analysis_outputs(json_path, plot=plot, inputs=[store, ontology, ontology_map], overwrite=overwrite)
     result = run_spaces(store, prompt_set=prompts or None, ontology=ontology,
                         ontology_map=str(ontology_map) if ontology_map else None,
                         protocol=protocol, holdout=holdout, centroid=centroid)
@@ -114,7 +130,7 @@ def spaces(
         write_json(json_path, result)
     if plot:
         plot_spaces(result, plot)
-        console.print(f"wrote {plot}")
+        console.print(f"wrote {plot}", highlight=False)
 
 
 @commands.command()
@@ -125,15 +141,16 @@ def umap(
     color: str = typer.Option("label", help="Colour items by 'label' or by an item column (family, dynamics...)."),
     prompts: Optional[str] = typer.Option(
         None, "--prompts", help="Also place this prompt set's class vectors (prompt ensembles) on the map."),
-    seed: int = typer.Option(0, help="UMAP random state; the same seed gives the same map."),
-    neighbors: int = typer.Option(15, help="UMAP neighbourhood size."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="UMAP random state; the same seed gives the same map."),
+    neighbors: int = typer.Option(15, min=2, max=10_000, help="UMAP neighbourhood size (capped below the point count)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the 2-D coordinates to this JSON file."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the map to this PNG."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """A 2-D UMAP map (cosine metric) of the audio vectors, optionally with the prompts."""
     from analyses.umap_map import plot_umap, run_umap
 
-    check_plot_path(plot)
+    check_analysis_outputs(json_path, plot=plot, inputs=[store], overwrite=overwrite)
     result = run_umap(store, space=space, prompt_set=prompts, color=color, seed=seed, n_neighbors=neighbors)
     table = Table(title=f"UMAP of {space} audio vectors", title_justify="left")
     for col in ("colour", "items", "prompts", "groups", "neighbours", "seed"):
@@ -145,4 +162,4 @@ def umap(
         write_json(json_path, result)
     if plot:
         plot_umap(result, plot)
-        console.print(f"wrote {plot}")
+        console.print(f"wrote {plot}", highlight=False)

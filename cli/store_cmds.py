@@ -8,8 +8,9 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from cli.common import console, fail, handle_errors
+from cli.common import OVERWRITE_HELP, check_input_names, console, fail, handle_errors, styled
 from embedstore.errors import StoreDamaged
+from embedstore.store.outputs import check_outputs
 
 commands = typer.Typer()
 
@@ -22,16 +23,16 @@ def info(store: Path = typer.Argument(..., help="The store file (.h5).")) -> Non
 
     with open_store(store) as st:
         head = Table.grid(padding=(0, 2))
-        head.add_row("[bold]store[/]", str(st.path))
-        head.add_row("[bold]format[/]", f"embedstore {st.format_version}")
-        head.add_row("[bold]model[/]", st.model)
-        head.add_row("[bold]dataset[/]", st.dataset)
+        head.add_row(styled(("store", "bold")), str(st.path))
+        head.add_row(styled(("format", "bold")), f"embedstore {st.format_version}")
+        head.add_row(styled(("model", "bold")), st.model)
+        head.add_row(styled(("dataset", "bold")), st.dataset)
         kind = "multi-label" if st.multilabel else "single-label"
-        head.add_row("[bold]items[/]", f"{st.n_items} ({kind}), {len(st.failed)} failed")
-        head.add_row("[bold]classes[/]", f"{len(st.classes)}: " + ", ".join(st.classes))
+        head.add_row(styled(("items", "bold")), f"{st.n_items} ({kind}), {len(st.failed)} failed")
+        head.add_row(styled(("classes", "bold")), f"{len(st.classes)}: " + ", ".join(st.classes))
         meta = st.metadata_columns
         if meta:
-            head.add_row("[bold]item columns[/]", ", ".join(meta))
+            head.add_row(styled(("item columns", "bold")), ", ".join(meta))
         console.print(head)
 
         spaces = Table(title="Vectors", title_justify="left")
@@ -80,9 +81,10 @@ def verify(store: Path = typer.Argument(..., help="The store file (.h5).")) -> N
     report = verify_store(store)
     if not report.ok:
         for problem in report.problems[1:]:
-            console.print(f"[red]damaged:[/] {problem}", highlight=False)
+            console.print(styled(("damaged:", "red"), f" {problem}"), highlight=False)
         raise StoreDamaged(f"{store} is damaged: {report.problems[0]}")
-    console.print(f"[green]intact[/]: {store} ({report.arrays_checked} arrays match their digests)")
+    console.print(styled(("intact", "green"), f": {store} ({report.arrays_checked} arrays match their digests)"),
+                  highlight=False)
 
 
 @commands.command("import")
@@ -103,12 +105,18 @@ def import_(
     model: str = typer.Option("unknown", "--model", help="Name of the model that made the vectors."),
     dataset: str = typer.Option("unknown", "--dataset", help="Name of the dataset."),
     float16: bool = typer.Option(False, "--float16", help="Store vectors as float16 (default float32)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store (never an input file)."),
 ) -> None:
     """Build a store from arrays computed elsewhere (e.g. the .npy files a paper releases)."""
     from embedstore.store import open_store
-    from embedstore.store.interchange import import_store
+    from embedstore.store.interchange import import_store, parse_assignment
 
+    files = [parse_assignment(spec, "=", flag)[1]
+             for flag, specs in (("--audio", audio), ("--prompts", prompts),
+                                 ("--prompt-classes", prompt_classes), ("--text", text))
+             for spec in specs]
+    check_input_names(files)
+    check_outputs([out], inputs=[items, classes, *files], overwrite=overwrite)
     import_store(
         out,
         items_csv=items,
@@ -126,10 +134,10 @@ def import_(
         overwrite=overwrite,
     )
     with open_store(out) as st:
-        console.print(
-            f"[green]wrote[/] {out}: {st.n_items} items, {len(st.classes)} classes, "
+        console.print(styled(
+            ("wrote", "green"), f" {out}: {st.n_items} items, {len(st.classes)} classes, "
             f"audio spaces {st.audio_spaces or '-'}, prompt sets {st.prompt_sets or '-'}"
-        )
+        ), highlight=False)
 
 
 @commands.command()
@@ -139,11 +147,13 @@ def export(
     audio: Optional[str] = typer.Option(None, "--audio", help="Audio space to export."),
     text: Optional[str] = typer.Option(None, "--text", help="SET:SPACE of prompt vectors to export."),
     out: Path = typer.Option(..., "--out", help="Output prefix: writes PREFIX.npy and PREFIX.csv."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Write one space as PREFIX.npy and PREFIX.csv (item id and path, or prompt and class)."""
     from embedstore.store.interchange import export_space
 
     if (audio is None) == (text is None):
         fail("give exactly one of --audio SPACE or --text SET:SPACE", 2)
+    check_outputs([Path(f"{out}.npy"), Path(f"{out}.csv")], inputs=[store], overwrite=overwrite)
     npy, csv_path = export_space(store, out, audio=audio, text=text)
-    console.print(f"[green]wrote[/] {npy} and {csv_path}")
+    console.print(styled(("wrote", "green"), f" {npy} and {csv_path}"), highlight=False)

@@ -14,7 +14,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from cli.common import console, handle_errors
+from cli.common import console, finite, handle_errors
+from embedstore.store.outputs import check_outputs, mark_folder, replace_folder
 
 commands = typer.Typer()
 
@@ -25,18 +26,20 @@ def train(
     csv: Path = typer.Option(..., "--csv", help="CSV with columns path,caption and optionally split (train/val); several rows may share a path."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for checkpoint.pt and the exported model (config.json, model.safetensors, metrics.json)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Folder that relative audio paths start from (default: the CSV's folder)."),
-    epochs: int = typer.Option(40, "--epochs", help="Passes over the training clips."),
-    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Clips per contrastive batch."),
-    lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate (cosine-decayed to zero)."),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of clips held out for validation when the CSV has no split column."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the split, batch order, caption choice and initial weights."),
+    epochs: int = typer.Option(40, "--epochs", min=1, max=100_000, help="Passes over the training clips."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=2, max=100_000, help="Clips per contrastive batch."),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0, max=10.0, callback=finite, help="AdamW learning rate (cosine-decayed to zero)."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", min=0.0, max=1.0, callback=finite, help="Share of clips held out for validation when the CSV has no split column."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seed for the split, batch order, caption choice and initial weights."),
     loss: str = typer.Option("clip", "--loss", help="clip (symmetric InfoNCE) or weighted_clip (weighted by caption similarity)."),
-    window_seconds: float = typer.Option(2.0, "--window-seconds", help="Audio window length the model is built for."),
-    width: int = typer.Option(8, "--width", help="Channels of the ResNet stem (MusCALL's conv_out_channels; the authors use 16)."),
-    pitch_shift: float = typer.Option(0.0, "--pitch-shift", help="Augment training clips by resampling them up to +- this many semitones (0: off)."),
+    window_seconds: float = typer.Option(2.0, "--window-seconds", min=0.1, max=60.0, callback=finite, help="Audio window length the model is built for."),
+    width: int = typer.Option(8, "--width", min=1, max=256, help="Channels of the ResNet stem (MusCALL's conv_out_channels; the authors use 16)."),
+    pitch_shift: float = typer.Option(0.0, "--pitch-shift", min=0.0, max=24.0, callback=finite, help="Augment training clips by resampling them up to +- this many semitones (0: off)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt (same CSV and settings)."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a model folder that `embedstore train` wrote before (never any other folder)."),
     name: str = typer.Option("muscall-trained", "--name", help="Model name recorded in config.json."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads (default: torch's choice; 1 is often fastest on a busy machine)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=1024, help="Torch CPU threads (default: torch's choice; 1 is often fastest on a busy machine)."),
 ):
     """Train a MusCALL-style model: its log-mel ResNet audio tower and projections against the frozen all-MiniLM-L6-v2 text tower, with a checkpoint every epoch.
 
@@ -45,13 +48,19 @@ def train(
     from embedstore.extract import require_torch
 
     require_torch()
-    from embedstore.train import TrainConfig, fit, read_captions
+    from embedstore.train import TrainConfig, fit, output_files, read_captions
 
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
                          seed=seed, loss=loss, window_seconds=window_seconds,
                          conv_out_channels=width, pitch_shift=pitch_shift)
     config.validate()
     table = read_captions(csv, root, val_fraction=val_fraction, seed=seed)
+    # Only a folder this command made is ever replaced (or resumed): never a model folder
+    # from elsewhere, such as the bundled notes-toy.
+    check_outputs(folders=[out], inputs=[csv, root], overwrite=overwrite, resume=resume, command="train")
+    if overwrite and not resume:
+        replace_folder(out)
+    mark_folder(out, "train", output_files())
     n_val = int(table.is_val.sum())
     console.print(f"{len(table.clips)} clips, {len(table.captions)} captions "
                   f"({len(table.captions) - n_val} train, {n_val} validation rows)",

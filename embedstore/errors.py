@@ -25,6 +25,10 @@ class NotAStore(EmbedstoreError):
     exit_code = 2
 
 
+class StoreMissing(NotAStore, InputError):
+    """No file at the path given as a store: not a store (exit 2), and bad input."""
+
+
 class StoreTooNew(EmbedstoreError):
     """The store was written by a newer major format version."""
 

@@ -38,6 +38,14 @@ CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.json"
 
 
+def output_files() -> list[str]:
+    """Every file :func:`fit` may leave in its folder, finished or interrupted."""
+    from embedstore.models.muscall import CONFIG_FILE, WEIGHTS_FILE
+
+    names = [CHECKPOINT_FILE, CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE]
+    return names + [name + ".tmp" for name in names]
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; stored in checkpoints and config.json.

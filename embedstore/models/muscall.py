@@ -757,6 +757,9 @@ def load_muscall(checkpoint=None, device="cpu", precision="fp32", cache_dir=None
 def load_notes_toy(checkpoint=None, device="cpu", precision="fp32", cache_dir=None) -> Encoder:
     """Registry loader for ``notes-toy``, the small model bundled with the project."""
     path = Path(checkpoint) if checkpoint else BUNDLED_DIR
+    if checkpoint is not None and not (path / CONFIG_FILE).is_file():
+        raise InputError(f"--model notes-toy takes no weights file ({path}); it is the bundled model. "
+                         f"A folder from `embedstore train` loads with --model muscall --checkpoint DIR")
     if not path.is_dir():
         raise ModelUnavailable(f"bundled model directory missing: {path}")
     return load_model_dir(path, device, precision, name="notes-toy")

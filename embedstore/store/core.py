@@ -37,6 +37,7 @@ from embedstore.errors import (
     StoreDamaged,
     StoreExists,
     StoreIncomplete,
+    StoreMissing,
     WriteFailed,
 )
 from embedstore.store import elements as el
@@ -298,9 +299,11 @@ def _open_h5(path: Path) -> h5py.File:
     if not path.exists():
         if journal_dir(path).is_dir():
             raise StoreIncomplete(describe_unfinished(path))
-        raise InputError(f"{path}: no such file")
+        raise StoreMissing(f"{path}: no such file, so not a store")
     if path.is_dir():
         raise NotAStore(f"{path} is a directory, not a store")
+    if not path.is_file():  # a FIFO or device: opening it could block forever
+        raise NotAStore(f"{path} is not a regular file (a FIFO, socket or device), so not a store")
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)

@@ -60,19 +60,24 @@ def read_marker(folder: Path) -> dict | None:
     return marker
 
 
-def _check_folder(folder: Path, command: str, overwrite: bool) -> None:
-    if not folder.exists():
+def _real_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+def _check_folder(folder: Path, command: str, overwrite: bool, resume: bool) -> None:
+    if not os.path.lexists(folder):
         return
-    if not folder.is_dir():
+    if not _real_dir(folder):
         raise InputError(f"{folder} exists and is not a folder")
-    present = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir())
+    # A link is listed like a file: the marker never vouches for what it points to.
+    present = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not _real_dir(p))
     if not present and not any(folder.iterdir()):
         return
     marker = read_marker(folder)
     if marker is None or marker.get("command") != command:
         raise InputError(f"{folder} already holds files that `embedstore {command}` did not write; "
                          f"choose a new or empty folder")
-    if not overwrite:
+    if not (overwrite or resume):
         raise InputError(f"{folder} holds an earlier `embedstore {command}` output; "
                          f"pass --overwrite to replace it")
     listed = set(marker["files"]) | {MARKER}
@@ -85,7 +90,7 @@ def _check_folder(folder: Path, command: str, overwrite: bool) -> None:
 def check_outputs(files: Iterable[str | os.PathLike | None] = (), *,
                   folders: Iterable[str | os.PathLike | None] = (),
                   inputs: Iterable[str | os.PathLike | None] = (),
-                  overwrite: bool = False, command: str = "") -> None:
+                  overwrite: bool = False, resume: bool = False, command: str = "") -> None:
     """Refuse, in one line, any output that would lose something the user owns.
 
     Parameters
@@ -96,6 +101,9 @@ def check_outputs(files: Iterable[str | os.PathLike | None] = (), *,
         What the command reads; never a target.
     overwrite : bool
         The command's ``--overwrite``.
+    resume : bool
+        The command continues its own earlier folder output (``--resume``): a folder the
+        same command made is accepted without ``overwrite``, and is not to be replaced.
     command : str
         The command's name, recorded in folder markers.
 
@@ -130,7 +138,7 @@ def check_outputs(files: Iterable[str | os.PathLike | None] = (), *,
             if _inside(source, folder):
                 raise InputError(f"{source} is an input of this command and lies inside the output "
                                  f"folder {folder}; write elsewhere")
-        _check_folder(folder, command, overwrite)
+        _check_folder(folder, command, overwrite, resume)
     for target in file_paths:
         target.parent.mkdir(parents=True, exist_ok=True)
     for folder in folder_paths:
@@ -144,11 +152,11 @@ def replace_folder(folder: str | os.PathLike) -> None:
     if marker is None:
         return
     for name in marker["files"]:
-        path = folder / name
-        if path.is_file() and _inside(path.resolve(), folder):
+        path = folder / str(name)
+        if path.is_file() and not path.is_symlink() and _inside(path.resolve(), folder):
             path.unlink()
     (folder / MARKER).unlink(missing_ok=True)
-    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+    for sub in sorted((p for p in folder.rglob("*") if _real_dir(p)), reverse=True):
         if not any(sub.iterdir()):
             sub.rmdir()
 
