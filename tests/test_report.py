@@ -12,6 +12,7 @@ from analyses.triplets import run_triplets
 from analyses.zeroshot import run_zeroshot
 from cli.main import app
 from embedstore.errors import InputError, NotAStore
+from embedstore.store.outputs import MARKER
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -90,19 +91,46 @@ def test_markdown_and_html_show_the_numbers_and_every_figure(built):
     assert "figures/triplets__paper.png" in figures
 
 
-def test_existing_folder_is_kept_unless_overwrite(stores, tmp_path):
+def test_a_folder_with_files_the_report_did_not_write_is_never_replaced(stores, tmp_path):
     out = tmp_path / "rep"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(InputError, match="not empty; pass --overwrite"):
+    for overwrite in (False, True):  # before the fix, --overwrite deleted keep.txt
+        with pytest.raises(InputError, match="did not write"):
+            build_report([stores[1]], out, ReportOptions(umap=False), overwrite=overwrite)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_the_input_store_inside_the_report_folder_is_never_deleted(stores, tmp_path):
+    import shutil
+
+    out = tmp_path / "rep"
+    out.mkdir()
+    store = shutil.copy(stores[1], out / "s.h5")
+    before = open(store, "rb").read()
+    result = CliRunner().invoke(app, ["report", str(store), "--out", str(out), "--overwrite", "--no-umap"])
+    assert result.exit_code == 1 and "input" in result.output and "Traceback" not in result.output
+    assert open(out / "s.h5", "rb").read() == before and sorted(p.name for p in out.iterdir()) == ["s.h5"]
+
+
+def test_overwrite_replaces_only_an_earlier_reports_own_files(stores, tmp_path):
+    out = tmp_path / "rep"
+    build_report([stores[1]], out, ReportOptions(umap=False))
+    first = json.loads((out / MARKER).read_text())
+    assert first["command"] == "report" and "report.html" in first["files"]
+    with pytest.raises(InputError, match="pass --overwrite"):
         build_report([stores[1]], out, ReportOptions(umap=False))
-    assert (out / "keep.txt").read_text() == "mine"
     report = build_report([stores[1], stores[1]], out, ReportOptions(umap=False), overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "report.html").exists()
-    # The same model twice keeps two columns.
+    # The same model twice keeps two columns, and two sets of files.
     assert [s["key"] for s in report["stores"]] == ["toy_muscall", "toy_muscall@tinysol"]
-    assert (out / "results" / "toy_muscall-tinysol__tinysol__zeroshot__label__joint.json").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
+    twice = result_name("toy_muscall@tinysol", "tinysol", "zeroshot", "label", "joint")
+    assert (out / "results" / twice).exists() and twice != result_name("toy_muscall", "tinysol", "zeroshot",
+                                                                       "label", "joint")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]  # no temporary folder left
+    (out / "notes.txt").write_text("mine")  # added by the user since
+    with pytest.raises(InputError, match="notes.txt"):
+        build_report([stores[1]], out, ReportOptions(umap=False), overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "report.html").exists()
 
 
 def test_failure_leaves_nothing_behind(stores, tmp_path):

@@ -212,7 +212,7 @@ def test_cli_export_on_a_full_disk_keeps_the_earlier_export(small_disk, tmp_path
     (small_disk / "joint.npy").write_bytes(b"earlier npy")
     (small_disk / "joint.csv").write_text("earlier csv\n")
     fill(small_disk, leave=32 * 1024)
-    result = cli("export", store, "--audio", "joint", "--out", prefix)
+    result = cli("export", store, "--audio", "joint", "--out", prefix, "--overwrite")
     # numpy reports a short write ("38400 requested and 8160 written") rather than ENOSPC.
     assert result.exit_code == 1 and "nothing was replaced" in one_line(result.stderr)
     assert (small_disk / "joint.npy").read_bytes() == b"earlier npy"
