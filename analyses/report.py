@@ -77,10 +77,10 @@ def file_stem(name: str) -> str:
     A plain name (lower-case letters and digits, single ``.``, ``_`` or ``-`` between
     them) is its own stem. Any other gets a slug and a hash of the name: ``a b`` and
     ``a-b``, ``M`` and ``m`` (one file on a case-insensitive disk), ``x__y`` (which would
-    blur the ``__`` between parts) never share a file.
+    blur the ``__`` between parts) never share a file. Stems stay under 52 characters.
     """
     name = str(name)
-    if PLAIN_STEM.fullmatch(name):
+    if PLAIN_STEM.fullmatch(name) and len(name) <= 40:  # five parts stay far below 255 bytes
         return name
     slug = re.sub(r"[^a-z0-9.-]+", "-", name.lower()).strip("-.")[:40]
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:10]

@@ -83,14 +83,16 @@ def extract(
 
     check_settings(batch_size=batch_size, workers=workers, long_mode=long_mode, dtype=dtype)
     check_input_names(prompts or [])
-    # The store is checked before any clip is read; --resume continues what is there.
-    check_outputs([out], inputs=[labels, checkpoint, *_prompt_files(prompts)],
-                  overwrite=overwrite or resume)
     if dataset == "tinysol" and root is None:
         dataset = "notes"
     data = load_dataset(dataset, root, labels)
     specs = ([build_prompt_set(p, data.classes) for p in prompts] if prompts
              else default_prompt_specs(data.classes))
+    # The store is checked before any model loads or clip is read; no input (labels,
+    # weights, prompts, audio) is ever a target; --resume continues what is there.
+    inputs = [labels or data.root / "labels.csv", checkpoint, *_prompt_files(prompts),
+              *(item.path for item in data.items)]
+    check_outputs([out], inputs=inputs, overwrite=overwrite or resume)
     encoder = _load_model(model, checkpoint, tokenizer, device, precision)
     console.print(f"{data.name}: {len(data.items)} clips, {len(data.classes)} classes, "
                   f"{len(specs)} prompt sets; model {encoder.name} on {device} ({precision})",
