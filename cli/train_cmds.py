@@ -15,7 +15,8 @@ from rich.progress import (
 )
 
 from cli.common import console, finite, handle_errors
-from embedstore.store.outputs import check_outputs, mark_folder, replace_folder
+from embedstore.errors import InputError
+from embedstore.store.outputs import check_outputs, mark_folder, read_marker, replace_folder
 
 commands = typer.Typer()
 
@@ -57,6 +58,10 @@ def train(
     table = read_captions(csv, root, val_fraction=val_fraction, seed=seed)
     # Only a folder this command made is ever replaced (or resumed): never a model folder
     # from elsewhere, such as the bundled notes-toy.
+    earlier = read_marker(out)
+    if earlier and earlier.get("command") == "train" and not (overwrite or resume):
+        raise InputError(f"{out} holds an earlier `embedstore train` run: pass --resume to continue it, "
+                         f"--overwrite to replace it, or give another --out")
     check_outputs(folders=[out], inputs=[csv, root], overwrite=overwrite, resume=resume, command="train")
     if overwrite and not resume:
         replace_folder(out)

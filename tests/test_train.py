@@ -201,6 +201,13 @@ def test_train_command(tones, tmp_path):
     again = runner.invoke(app, args)
     assert again.exit_code == 1
     assert "--resume" in again.output and "Traceback" not in again.output
+    # --overwrite replaces the folder train made, and nothing else in it.
+    replaced = runner.invoke(app, args + ["--overwrite", "--threads", "1"])
+    assert replaced.exit_code == 0, replaced.output
+    (tmp_path / "cli" / "notes.txt").write_text("mine")
+    refused = runner.invoke(app, args + ["--overwrite"])
+    assert refused.exit_code == 1 and "notes.txt" in refused.output
+    assert (tmp_path / "cli" / "notes.txt").read_text() == "mine"
 
     (tmp_path / "bad.csv").write_text("path,caption\nnope.wav,x\n")
     bad = runner.invoke(app, ["train", "--csv", str(tmp_path / "bad.csv"), "--out",
