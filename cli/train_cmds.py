@@ -16,6 +16,7 @@ from rich.progress import (
 
 from cli.common import console, finite, handle_errors
 from embedstore.errors import InputError
+from embedstore.store.names import check_name
 from embedstore.store.outputs import check_outputs, mark_folder, read_marker, replace_folder
 
 commands = typer.Typer()
@@ -55,6 +56,7 @@ def train(
                          seed=seed, loss=loss, window_seconds=window_seconds,
                          conv_out_channels=width, pitch_shift=pitch_shift)
     config.validate()
+    name = check_name(name, "model name")  # the store's model name later: the one name policy
     table = read_captions(csv, root, val_fraction=val_fraction, seed=seed)
     # Only a folder this command made is ever replaced (or resumed): never a model folder
     # from elsewhere, such as the bundled notes-toy.

@@ -638,6 +638,7 @@ def create_store(
     """
     path = Path(path)
     classes = check_names([str(c) for c in classes], "class")
+    model, dataset = check_name(str(model), "model name"), check_name(str(dataset), "dataset name")
     if not classes:
         raise InputError("a store needs at least one class")
     with writer_lock(path):
