@@ -534,6 +534,16 @@ def write_report(out_dir: Path, summaries: list[dict], skipped: list[dict], opti
     return report
 
 
+def _check_space(stores, space: str) -> None:
+    """Refuse a space no store has (every experiment would be skipped), before any work."""
+    have = set()
+    for store in stores:
+        with opened(store) as st:
+            have.update(st.audio_spaces)
+    if space not in have:
+        raise InputError(f"no store has a {space!r} audio space (they have: {', '.join(sorted(have)) or 'none'})")
+
+
 def _move_into(partial: Path, out_dir: Path) -> None:
     """Replace the earlier report's files in ``out_dir`` by the finished ones in ``partial``."""
     files = sorted(p.relative_to(partial).as_posix() for p in partial.rglob("*") if p.is_file())
@@ -584,6 +594,7 @@ def build_report(stores, out_dir, options: ReportOptions | None = None, overwrit
     load_ontology(options.ontology)
     if options.ontology_map:
         read_ontology_map(options.ontology_map)
+    _check_space(stores, options.space)
     out_dir = Path(out_dir)
     made_now = not os.path.lexists(out_dir)
     # The output policy, before any work: only a folder an earlier report made (and
