@@ -20,8 +20,8 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.common import check_input_names, console, err_console, handle_errors, styled
-from embedstore.store.outputs import check_outputs
 from embedstore.models import MODELS
+from embedstore.store.outputs import check_outputs
 
 commands = typer.Typer()
 

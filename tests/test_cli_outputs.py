@@ -8,6 +8,7 @@ one line, and report file names stay distinct per source name.
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,11 +47,11 @@ def store(tmp_path_factory):
 
 def test_an_analysis_never_writes_its_json_over_its_store(store, tmp_path):
     target = shutil.copy(store, tmp_path / "s.h5")
-    before = open(target, "rb").read()
+    before = Path(target).read_bytes()
     for extra in ([], ["--overwrite"]):  # before the fix the store became JSON
         result = cli("analyze", "zeroshot", target, "--prompts", "single", "--json", target, *extra)
         assert result.exit_code == 1 and "is an input" in error_line(result)
-    assert open(target, "rb").read() == before
+    assert Path(target).read_bytes() == before
 
 
 @pytest.mark.parametrize("command", [["zeroshot", "--prompts", "single"], ["centroids"],

@@ -1,6 +1,7 @@
 """`embedstore report`: every experiment per store, templated result files, merged report, atomicity."""
 
 import json
+from pathlib import Path
 
 import pytest
 from semantic_stores import CHECKPOINT_SHA256, make_tinysol_store
@@ -107,10 +108,10 @@ def test_the_input_store_inside_the_report_folder_is_never_deleted(stores, tmp_p
     out = tmp_path / "rep"
     out.mkdir()
     store = shutil.copy(stores[1], out / "s.h5")
-    before = open(store, "rb").read()
+    before = Path(store).read_bytes()
     result = CliRunner().invoke(app, ["report", str(store), "--out", str(out), "--overwrite", "--no-umap"])
     assert result.exit_code == 1 and "input" in result.output and "Traceback" not in result.output
-    assert open(out / "s.h5", "rb").read() == before and sorted(p.name for p in out.iterdir()) == ["s.h5"]
+    assert (out / "s.h5").read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["s.h5"]
 
 
 def test_overwrite_replaces_only_an_earlier_reports_own_files(stores, tmp_path):
