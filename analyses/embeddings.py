@@ -18,15 +18,22 @@ READ_BLOCK = 8192
 
 
 @contextlib.contextmanager
-def opened(store) -> Iterator:
-    """Yield ``store`` itself, or the store at a path (closed again on exit)."""
+def opened(store, selection=None) -> Iterator:
+    """Yield ``store`` itself, or the store at a path (closed again on exit).
+
+    With ``selection`` (an :class:`analyses.selection.Selection`) the store is seen
+    through it: every item-indexed array keeps only the chosen items. This is the one
+    place where analyses meet item selection.
+    """
+    from analyses.selection import select
+
     if isinstance(store, (str, os.PathLike)):
         from embedstore.store import open_store
 
         with open_store(store) as st:
-            yield st
+            yield select(st, selection)
     else:
-        yield store
+        yield select(store, selection)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

@@ -414,3 +414,53 @@ def auc_ap_from_counts(ptr, positives_sorted, slots, ties, n_items, auc, ap):
             j = end
         auc[c] = u / (2.0 * n_pos * n_neg)
         ap[c] = precision_sum / n_pos
+
+
+@njit(cache=True, parallel=True)
+def knn_vote(similarities, first_row, labels, ks, n_classes, predictions):
+    """Leave-one-out k-nearest-neighbour votes for one block of rows.
+
+    ``similarities[i, j]`` is item ``first_row + i`` against item ``j``; the item itself is
+    never its own neighbour. Neighbours rank by similarity, higher first, ties to the lower
+    item index; each ``k`` of ``ks`` (ascending) takes the majority class of the first k
+    neighbours, ties to the lower class index (scikit-learn's vote). Fills
+    ``predictions[i, q]`` for ``k = ks[q]``.
+    """
+    n, m = similarities.shape
+    k_max = ks[ks.shape[0] - 1]
+    for i in prange(n):
+        own = first_row + i
+        best = np.full(k_max, -1, np.int64)
+        found = 0
+        # insertion into a short sorted list: k is small, so this beats a full sort
+        for j in range(m):
+            if j == own:
+                continue
+            s = similarities[i, j]
+            if found == k_max and s <= similarities[i, best[k_max - 1]]:
+                continue
+            pos = min(found, k_max - 1)
+            while pos > 0 and similarities[i, best[pos - 1]] < s:
+                best[pos] = best[pos - 1]
+                pos -= 1
+            best[pos] = j
+            if found < k_max:
+                found += 1
+        votes = np.zeros(n_classes, np.int64)
+        q = 0
+        for r in range(found):
+            votes[labels[best[r]]] += 1
+            while q < ks.shape[0] and ks[q] == r + 1:
+                top = 0
+                for c in range(1, n_classes):
+                    if votes[c] > votes[top]:
+                        top = c
+                predictions[i, q] = top
+                q += 1
+        while q < ks.shape[0]:  # fewer items than k: every other item votes
+            top = 0
+            for c in range(1, n_classes):
+                if votes[c] > votes[top]:
+                    top = c
+            predictions[i, q] = top
+            q += 1

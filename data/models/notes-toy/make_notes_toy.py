@@ -44,24 +44,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
 from embedstore.datasets import load_dataset, pitch_name  # noqa: E402
+from embedstore.datasets.notes import TEST_PITCH_POSITIONS, pitch_positions  # noqa: E402
 from embedstore.extract.audio import load_audio, prepare, to_mono  # noqa: E402
 from embedstore.extract.captions import note_captions  # noqa: E402
 from embedstore.train import TrainConfig, fit, read_captions, resample_pitch  # noqa: E402
 
 CAPTIONS_PER_NOTE = 6
-TEST_PITCH_POSITIONS = (1, 4)  # of each instrument's pitches, sorted low to high
 PROMPT = "A {} track"
-
-
-def pitch_positions(items) -> np.ndarray:
-    """(n,) int: the rank of each note's pitch among its instrument's pitches (0 = lowest)."""
-    positions = np.zeros(len(items), dtype=int)
-    for instrument in {item.labels[0] for item in items}:
-        rows = [i for i, item in enumerate(items) if item.labels[0] == instrument]
-        pitches = sorted({items[i].metadata["midi_pitch"] for i in rows})
-        for i in rows:
-            positions[i] = pitches.index(items[i].metadata["midi_pitch"])
-    return positions
 
 
 def splits(items, validate_on: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,0 +1,144 @@
+"""A linear map from the text tower to the audio class centroids, tested on unseen classes.
+
+If zero-shot fails because the text vectors sit in the wrong place, not because they lack
+the information, a linear map fitted on some classes (prompt vector -> that class's audio
+centroid) should carry over to classes it never saw. Classes are split into k folds; each
+fold's classes are held out in turn: the map is fitted on the other classes, and the
+held-out classes' items are classified among the held-out classes only, once with the
+mapped prompt vectors and once with the plain ones (the same items and candidates).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analyses import embeddings, kernels, metrics
+from embedstore.errors import InputError
+
+METHODS = ("procrustes", "ridge")
+
+
+def fit_procrustes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The orthogonal W minimising ||x W - y||_F: ``U V^T`` from the SVD of ``x^T y``.
+
+    With ``x`` and ``y`` of different widths W is semi-orthogonal (orthonormal rows or
+    columns): the same formula, the nearest isometry between the two spaces.
+    """
+    u, _, vt = np.linalg.svd(x.T @ y, full_matrices=False)
+    return u @ vt
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """W minimising ||x W - y||^2 + alpha ||W||^2 (no intercept), solved in the smaller dual."""
+    n, d = x.shape
+    if n < d:  # W = x^T (x x^T + alpha I)^-1 y, the same solution through the n x n system
+        return x.T @ np.linalg.solve(x @ x.T + alpha * np.eye(n), y)
+    return np.linalg.solve(x.T @ x + alpha * np.eye(d), x.T @ y)
+
+
+def fit_map(x: np.ndarray, y: np.ndarray, method: str = "procrustes", alpha: float = 1.0) -> np.ndarray:
+    """Fit a linear map of ``method`` from rows of ``x`` to rows of ``y``."""
+    if method == "procrustes":
+        return fit_procrustes(x, y)
+    if method == "ridge":
+        return fit_ridge(x, y, alpha)
+    raise InputError(f"unknown map {method!r} (choose from {', '.join(METHODS)})")
+
+
+def class_folds(present: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """The held-out classes of each fold: ``KFold(folds, shuffle=True, random_state=seed)`` over classes."""
+    from sklearn.model_selection import KFold
+
+    if folds < 2:
+        raise InputError(f"--folds must be 2 or more, got {folds}")
+    if present.size < folds:
+        raise InputError(f"{folds} folds over classes need {folds} classes with items; there are {present.size}")
+    if present.size // folds < 2:
+        raise InputError(f"{present.size} classes in {folds} folds leave folds of one class, where top-1 "
+                         f"is always 1; use fewer folds")
+    return [present[test] for _, test in KFold(n_splits=folds, shuffle=True, random_state=seed).split(present)]
+
+
+def _top1(audio: np.ndarray, labels: np.ndarray, candidates: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Per item: is its class the nearest of the candidate class vectors (tie rule of the metrics)?"""
+    scores = audio @ embeddings.l2_normalize(vectors).T
+    predicted = np.empty(audio.shape[0], np.int32)
+    margins = np.empty(audio.shape[0], np.float32)
+    kernels.top2(np.ascontiguousarray(scores, np.float32), predicted, margins)
+    return candidates[predicted] == labels
+
+
+def run_text_map(store, prompt_set: str, space: str = "joint", method: str = "procrustes",
+                 folds: int = 5, seed: int = 0, alpha: float = 1.0) -> dict:
+    """Zero-shot on held-out classes with prompt vectors mapped onto audio centroids.
+
+    Parameters
+    ----------
+    store : Store, StoreView or path
+        A single-label store.
+    prompt_set : str
+        Prompt set whose class ensembles are mapped.
+    space : str
+        Space of both the prompt and the audio vectors (one shared width: the unmapped
+        scores compare them directly).
+    method : {"procrustes", "ridge"}
+        Orthogonal Procrustes (a rotation: geometry kept) or ridge regression (any linear map).
+    folds, seed : int
+        ``KFold`` over the classes that have items.
+    alpha : float
+        Ridge penalty.
+
+    Returns
+    -------
+    dict
+        ``top1_mapped`` and ``top1_unmapped`` (pooled over every held-out item, each scored
+        once), ``chance`` (mean of 1 / candidates over items), ``per_fold`` (classes, items,
+        both top-1s), ``method``, ``alpha`` (ridge only), ``folds``, ``seed``, ``prompt_set``,
+        ``space``, ``n_items``.
+    """
+    if method not in METHODS:
+        raise InputError(f"unknown map {method!r} (choose from {', '.join(METHODS)})")
+    if method == "ridge" and not alpha > 0:
+        raise InputError(f"ridge alpha must be positive, got {alpha}")
+    with embeddings.opened(store) as st:
+        if st.multilabel:
+            raise InputError("the text map scores single labels; this store is multi-label")
+        audio = embeddings.unit_audio(st, space)
+        text = embeddings.class_vectors(st, prompt_set, space).astype(np.float64)
+        targets = metrics.Targets.from_store(st)
+        classes = list(st.classes)
+    if text.shape[1] != audio.shape[1]:
+        raise InputError(f"space {space!r}: prompt vectors have {text.shape[1]} dimensions and audio "
+                         f"{audio.shape[1]}; unmapped zero-shot needs one shared space")
+    labels = targets.labels.astype(np.int64)
+    sums, counts = embeddings.class_centroid_sums(audio, targets)
+    centroids = embeddings.l2_normalize(sums).astype(np.float64)
+    present = np.flatnonzero(counts > 0)
+    per_fold, hits_mapped, hits_plain, chance = [], 0, 0, 0.0
+    for held in class_folds(present, folds, seed):
+        train = np.setdiff1d(present, held)
+        w = fit_map(text[train], centroids[train], method, alpha)
+        items = np.flatnonzero(np.isin(labels, held))
+        mapped = _top1(audio[items], labels[items], held, text[held] @ w)
+        plain = _top1(audio[items], labels[items], held, text[held])
+        hits_mapped += int(mapped.sum())
+        hits_plain += int(plain.sum())
+        chance += items.size / held.size
+        per_fold.append({"classes": [classes[c] for c in held], "n_items": int(items.size),
+                         "top1_mapped": float(mapped.mean()), "top1_unmapped": float(plain.mean())})
+    n = sum(f["n_items"] for f in per_fold)
+    out = {
+        "prompt_set": prompt_set,
+        "space": space,
+        "method": method,
+        "top1_mapped": hits_mapped / n,
+        "top1_unmapped": hits_plain / n,
+        "chance": chance / n,
+        "per_fold": per_fold,
+        "folds": int(folds),
+        "seed": int(seed),
+        "n_items": int(n),
+    }
+    if method == "ridge":
+        out["alpha"] = float(alpha)
+    return out
