@@ -13,6 +13,7 @@ import numpy as np
 
 from analyses import embeddings, kernels, metrics
 from analyses.confusion import label_source, top1_predictions
+from analyses.selection import selection_record
 from embedstore.errors import InputError
 
 METRICS = ("top1", "f1_weighted")
@@ -75,7 +76,7 @@ def _side(store, prompt_set, centroids, space, holdout, selection):
         path = str(getattr(st, "path", store))
         return st.item_ids, classes[labels], classes[predictions], {
             "store": path, "model": st.model, "labels": label_source(prompt_set, centroids, holdout),
-            "space": space}
+            "space": space, "selection": selection_record(st)}
 
 
 def run_compare(store_a, store_b=None, prompts_a: str | None = None, prompts_b: str | None = None,
@@ -103,7 +104,7 @@ def run_compare(store_a, store_b=None, prompts_a: str | None = None, prompts_b: 
     Returns
     -------
     dict
-        ``a`` and ``b`` (store, model, labels, space), ``top1`` and ``f1_weighted`` (each
+        ``a`` and ``b`` (store, model, labels, space, selection), ``top1`` and ``f1_weighted`` (each
         ``{a, b, diff, ci95, p_value}``, diff = A - B), ``n_items``, ``resamples``, ``seed``.
     """
     store_b = store_a if store_b is None else store_b

@@ -97,3 +97,67 @@ def plot_confidence(result: dict, path) -> None:
     ax.set_title(f"Confidence margins — {result.get('prompt_set', '')} ({result.get('space', '')})", fontsize="medium")
     ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
+
+
+def plot_gap_shift(results_by_prompt_set: dict, path) -> None:
+    """Zero-shot top-1 against the gap-shift factor lambda, one line per prompt set."""
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for name, result in results_by_prompt_set.items():
+        lambdas = [point["lambda"] for point in result["shift"]]
+        top1 = [np.nan if point["top1"] is None else point["top1"] for point in result["shift"]]
+        ax.plot(lambdas, top1, marker="o", markersize=3, label=f"{name} (gap {result['gap_distance']:.2f})")
+    ax.axvline(0.0, color="grey", linestyle=":", linewidth=1)
+    ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel("λ (0: as embedded, 1: centres moved together)")
+    ax.set_ylabel("zero-shot top-1")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    first = next(iter(results_by_prompt_set.values()), {})
+    ax.set_title(f"Modality gap shift ({first.get('space', '')} space, {first.get('n_items', 0)} clips)",
+                 fontsize="medium")
+    _save(fig, path)
+
+
+def plot_confusion(result: dict, path) -> None:
+    """The confusion matrix as a heat map of row shares (each true class's items), counts in the cells."""
+    matrix = np.asarray(result["matrix"], dtype=np.float64)
+    classes = result["classes"]
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1.0)
+    size = max(4.0, 0.45 * len(classes) + 2.0)
+    fig, ax = plt.subplots(figsize=(size + 1.0, size))
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    if len(classes) <= 30:
+        for i, j in zip(*np.nonzero(matrix)):
+            ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=7,
+                    color="white" if shares[i, j] > 0.6 else "black")
+    ax.set_xticks(np.arange(len(classes)), classes, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(np.arange(len(classes)), classes, fontsize=7)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class's clips")
+    ax.set_title(f"Confusion — {result.get('labels', '')} ({result.get('space', '')}), "
+                 f"top-1 {result.get('top1', 0):.2f}", fontsize="medium")
+    _save(fig, path)
+
+
+def plot_ladder(rows: dict, path) -> None:
+    """Grouped bars of top-1 per space: zero-shot, centroids, kNN, probe (labels from none to all).
+
+    ``rows`` maps a space to ``{step name: top-1 or None}``, steps in display order.
+    """
+    spaces = list(rows)
+    steps = list(dict.fromkeys(step for by in rows.values() for step in by))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(steps) + 1.0), 4.0))
+    width = 0.8 / max(len(spaces), 1)
+    x = np.arange(len(steps))
+    for i, space in enumerate(spaces):
+        values = [np.nan if rows[space].get(step) is None else rows[space][step] for step in steps]
+        ax.bar(x + (i - (len(spaces) - 1) / 2) * width, values, width, label=space)
+    ax.set_xticks(x, steps, rotation=15, ha="right", fontsize="small")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("top-1")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(title="space", fontsize="small")
+    ax.set_title("From reading to listening: top-1 with more and more labels", fontsize="medium")
+    _save(fig, path)

@@ -17,6 +17,10 @@ from cli.common import (
     check_analysis_outputs,
     console,
     handle_errors,
+    items_option,
+    open_selected,
+    selection_of,
+    where_option,
     styled,
     write_json,
 )
@@ -104,19 +108,21 @@ def zeroshot(
     json_path: Path | None = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
     plot: Path | None = typer.Option(None, "--plot", metavar="PATH.png", help="Write the metrics bar chart (one bar per prompt set) here (.png)."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    where: list[str] = where_option(),
+    items: Path | None = items_option(),
 ) -> None:
     """Zero-shot classification of every clip by its nearest class prompt (ensemble), per prompt set."""
     from analyses.embeddings import class_prompt_sets
     from analyses.zeroshot import run_zeroshot
-    from embedstore.store import open_store
 
-    check_analysis_outputs(json_path, plot=plot, inputs=[store], overwrite=overwrite)
-    with open_store(store) as st:
+    check_analysis_outputs(json_path, plot=plot, inputs=[store, items], overwrite=overwrite)
+    with open_selected(store, where, items) as st:
         names = list(dict.fromkeys(prompts)) or class_prompt_sets(st)
         if not names:
             raise InputError(f"{store} has no prompt set whose prompts all name classes; pass --prompts SET")
         results = {name: run_zeroshot(st, name, space=space, bootstrap=bootstrap, seed=seed) for name in names}
         model, dataset, n_items = st.model, st.dataset, st.n_items
+        selection = selection_of(st)
     title = f"Zero-shot — {model} on {dataset}, {space} space, {n_items} clips"
     console.print(_metrics_table(title, results, with_ci=bootstrap > 0))
     print_ties(results)
@@ -125,7 +131,7 @@ def zeroshot(
             console.print(_per_class_table(f"Per class — {name}", result))
     if json_path:
         write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, "space": space,
-                                "results": results})
+                                "selection": selection, "results": results})
     if plot:
         from analyses.plots import plot_metrics
 
@@ -149,25 +155,28 @@ def centroids(
     json_path: Path | None = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
     plot: Path | None = typer.Option(None, "--plot", metavar="PATH.png", help="Write the metrics bar chart here (.png)."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    where: list[str] = where_option(),
+    items: Path | None = items_option(),
 ) -> None:
     """Audio-only labels: classify each clip by the nearest class mean of the audio vectors."""
     from analyses.centroids import run_centroids
-    from embedstore.store import open_store
 
     from analyses.centroids import check_centroid
 
     check_centroid(centroid)
-    check_analysis_outputs(json_path, plot=plot, inputs=[store], overwrite=overwrite)
-    with open_store(store) as st:
+    check_analysis_outputs(json_path, plot=plot, inputs=[store, items], overwrite=overwrite)
+    with open_selected(store, where, items) as st:
         result = run_centroids(st, space=space, holdout=holdout, bootstrap=bootstrap, seed=seed, centroid=centroid)
         model, dataset = st.model, st.dataset
+        selection = selection_of(st)
     title = (f"Audio-only labels — {model} on {dataset}, {space} space, {result['n_items']} clips, "
              f"{centroid} centroids")
     console.print(_metrics_table(title, {f"centroids ({holdout})": result}, with_ci=bootstrap > 0))
     if per_class:
         console.print(_per_class_table("Per class", result))
     if json_path:
-        write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, **result})
+        write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, "selection": selection,
+                                **result})
     if plot:
         from analyses.plots import plot_metrics
 
@@ -187,21 +196,23 @@ def histograms(
     json_path: Path | None = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
     plot: Path | None = typer.Option(None, "--plot", metavar="PATH.png", help="Write the two histograms here (.png)."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    where: list[str] = where_option(),
+    items: Path | None = items_option(),
 ) -> None:
     """Positive vs negative clip-label similarities: histograms, their overlap AUC and Bhattacharyya coefficient."""
     from analyses.histograms import run_histograms
-    from embedstore.store import open_store
 
     if (prompts is None) == (not centroids):
         raise InputError("give exactly one of --prompts SET and --centroids")
     from analyses.centroids import check_centroid
 
     check_centroid(centroid)
-    check_analysis_outputs(json_path, plot=plot, inputs=[store], overwrite=overwrite)
-    with open_store(store) as st:
+    check_analysis_outputs(json_path, plot=plot, inputs=[store, items], overwrite=overwrite)
+    with open_selected(store, where, items) as st:
         result = run_histograms(st, prompt_set=prompts, centroids=centroids, space=space, bins=bins,
                                 centroid=centroid)
         model, dataset = st.model, st.dataset
+        selection = selection_of(st)
     labels = f"{centroid} centroids" if centroids else result["labels"]
     table = Table(title=f"Similarity histograms — {model} on {dataset}, {labels} ({space})",
                   title_justify="left")
@@ -214,7 +225,8 @@ def histograms(
                   f"Bhattacharyya coefficient {_num(result['bhattacharyya'], 4)}", highlight=False)
     print_ties({result["labels"]: result})
     if json_path:
-        write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, **result})
+        write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, "selection": selection,
+                                **result})
     if plot:
         from analyses.plots import plot_histograms
 
@@ -231,15 +243,17 @@ def confidence(
     json_path: Path | None = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
     plot: Path | None = typer.Option(None, "--plot", metavar="PATH.png", help="Write box plots of the margins here (.png)."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    where: list[str] = where_option(),
+    items: Path | None = items_option(),
 ) -> None:
     """Confidence margins: each clip's top-1 minus top-2 class similarity, split by correct and wrong."""
     from analyses.confidence import run_confidence
-    from embedstore.store import open_store
 
-    check_analysis_outputs(json_path, plot=plot, inputs=[store], overwrite=overwrite)
-    with open_store(store) as st:
+    check_analysis_outputs(json_path, plot=plot, inputs=[store, items], overwrite=overwrite)
+    with open_selected(store, where, items) as st:
         result = run_confidence(st, prompts, space=space)
         model, dataset = st.model, st.dataset
+        selection = selection_of(st)
     table = Table(title=f"Top-2 margins — {model} on {dataset}, {prompts} ({space})",
                   title_justify="left")
     for col in ("predictions", "clips", "median", "q1", "q3"):
@@ -251,7 +265,8 @@ def confidence(
     console.print(table)
     print_ties({prompts: result})
     if json_path:
-        write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, **result})
+        write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, "selection": selection,
+                                **result})
     if plot:
         from analyses.plots import plot_confidence
 

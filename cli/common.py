@@ -144,3 +144,38 @@ def check_plot_path(plot: Path | None) -> None:
     """Refuse a ``--plot`` path that is not a PNG, before any work."""
     if plot is not None and plot.suffix.lower() != ".png":
         raise InputError(f"--plot writes PNG; give a path ending in .png, not {plot.name!r}")
+
+
+# -- item selection (--where / --items), shared by every analysis and the report -----------
+
+WHERE_HELP = ("Keep only items whose metadata COLUMN equals VALUE (e.g. split=test); repeatable: "
+              "values of one column are alternatives, different columns must all match.")
+ITEMS_HELP = "Keep only the items whose ids this file lists, one per line."
+
+
+def where_option():
+    """A fresh ``--where COLUMN=VALUE`` option (repeatable)."""
+    return typer.Option([], "--where", metavar="COLUMN=VALUE", help=WHERE_HELP)
+
+
+def items_option():
+    """A fresh ``--items FILE`` option."""
+    return typer.Option(None, "--items", metavar="FILE", help=ITEMS_HELP)
+
+
+def open_selected(store: Path, where: list[str] | None, items: Path | None):
+    """Open ``store`` for reading, seen through ``--where``/``--items`` (a context manager).
+
+    The selection is parsed, and its names checked, before the store is opened.
+    """
+    from analyses.embeddings import opened
+    from analyses.selection import Selection
+
+    return opened(store, Selection.parse(where, items))
+
+
+def selection_of(st) -> dict | None:
+    """What the JSON outputs record about the items ``st`` shows (None: every item)."""
+    from analyses.selection import selection_record
+
+    return selection_record(st)

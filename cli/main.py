@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 
 from cli import (
     analyze_cmds,
+    beyond_cmds,
     extract_cmds,
     report_cmds,
     semantics_cmds,
@@ -72,7 +73,8 @@ app = typer.Typer(
 
 analyze_app = typer.Typer(
     help="Probe a store offline: zero-shot metrics, audio-only labels, similarity histograms, "
-    "confidence margins, ontology triplets, pre-joint vs joint, UMAP maps.",
+    "confidence margins, ontology triplets, pre-joint vs joint, UMAP maps, and beyond the study: "
+    "modality gap, probe and kNN, text-to-audio map, hierarchy-aware scores, confusion, paired comparisons.",
     no_args_is_help=True,
 )
 
@@ -83,6 +85,6 @@ def _include(group: typer.Typer, *modules) -> None:
 
 
 _include(app, extract_cmds, store_cmds)
-_include(analyze_app, analyze_cmds, semantics_cmds)
+_include(analyze_app, analyze_cmds, semantics_cmds, beyond_cmds)
 app.add_typer(analyze_app, name="analyze")
 _include(app, report_cmds, train_cmds)

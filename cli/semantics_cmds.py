@@ -16,6 +16,10 @@ from cli.common import (
     check_input_names,
     console,
     handle_errors,
+    items_option,
+    open_selected,
+    selection_of,
+    where_option,
     write_json,
 )
 
@@ -88,6 +92,8 @@ def spaces(
     json_path: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the side-by-side figure to this PNG."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    where: List[str] = where_option(),
+    items: Optional[Path] = items_option(),
 ) -> None:
     """Pre-joint against joint: audio-only centroid labels and triplet accuracy in each space."""
     from analyses.spaces import plot_spaces, run_spaces
@@ -96,10 +102,12 @@ def spaces(
 
     check_centroid(centroid)
     check_input_names([ontology])
-    check_analysis_outputs(json_path, plot=plot, inputs=[store, ontology, ontology_map], overwrite=overwrite)
-    result = run_spaces(store, prompt_set=prompts or None, ontology=ontology,
-                        ontology_map=str(ontology_map) if ontology_map else None,
-                        protocol=protocol, holdout=holdout, centroid=centroid)
+    check_analysis_outputs(json_path, plot=plot, inputs=[store, ontology, ontology_map, items], overwrite=overwrite)
+    with open_selected(store, where, items) as st:
+        result = run_spaces(st, prompt_set=prompts or None, ontology=ontology,
+                            ontology_map=str(ontology_map) if ontology_map else None,
+                            protocol=protocol, holdout=holdout, centroid=centroid)
+        result["selection"] = selection_of(st)
     cols, audio_cols = result["spaces"], result["audio_spaces"]
     if audio_cols:
         cent = Table(title=f"Audio-only centroid labels ({centroid} centroids, holdout {holdout})",
@@ -146,12 +154,16 @@ def umap(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the 2-D coordinates to this JSON file."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the map to this PNG."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    where: List[str] = where_option(),
+    items: Optional[Path] = items_option(),
 ) -> None:
     """A 2-D UMAP map (cosine metric) of the audio vectors, optionally with the prompts."""
     from analyses.umap_map import plot_umap, run_umap
 
-    check_analysis_outputs(json_path, plot=plot, inputs=[store], overwrite=overwrite)
-    result = run_umap(store, space=space, prompt_set=prompts, color=color, seed=seed, n_neighbors=neighbors)
+    check_analysis_outputs(json_path, plot=plot, inputs=[store, items], overwrite=overwrite)
+    with open_selected(store, where, items) as st:
+        result = run_umap(st, space=space, prompt_set=prompts, color=color, seed=seed, n_neighbors=neighbors)
+        result["selection"] = selection_of(st)
     table = Table(title=f"UMAP of {space} audio vectors", title_justify="left")
     for col in ("colour", "items", "prompts", "groups", "neighbours", "seed"):
         table.add_column(col, justify="right")
