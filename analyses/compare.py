@@ -128,3 +128,27 @@ def run_compare(store_a, store_b=None, prompts_a: str | None = None, prompts_b: 
     result = paired_bootstrap(encode(true_a), encode(pred_a), encode(pred_b), len(classes), resamples, seed)
     return {"a": side_a, "b": side_b, **result, "n_items": int(ids_a.size), "resamples": int(resamples),
             "seed": int(seed)}
+
+
+def run_prompt_set_comparisons(store, prompt_sets: list[str], space: str = "joint", resamples: int = 1000,
+                               seed: int = 0) -> dict:
+    """Every prompt set against the best one by top-1, each with a paired bootstrap on the same items.
+
+    Returns
+    -------
+    dict
+        ``best`` (the prompt set with the highest top-1, the first on ties), ``space``,
+        ``comparisons`` (prompt set -> the ``top1`` and ``f1_weighted`` entries of
+        :func:`paired_bootstrap`, A = the best set, B = that set), ``resamples``, ``seed``.
+    """
+    with embeddings.opened(store) as st:
+        predicted = {name: top1_predictions(st, name, space=space) for name in prompt_sets}
+        n_classes = len(st.classes)
+    if len(predicted) < 2:
+        raise InputError("comparing prompt sets needs at least two of them")
+    top1 = {name: float(np.mean(labels == pred)) for name, (labels, pred) in predicted.items()}
+    best = max(top1, key=top1.get)
+    labels, best_pred = predicted[best]
+    comparisons = {name: paired_bootstrap(labels, best_pred, pred, n_classes, resamples, seed)
+                   for name, (_, pred) in predicted.items() if name != best}
+    return {"best": best, "space": space, "comparisons": comparisons, "resamples": int(resamples), "seed": int(seed)}

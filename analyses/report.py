@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analyses.embeddings import class_prompt_sets, opened
+from analyses.selection import selection_record
 from analyses.spaces import ordered_spaces
 from embedstore.errors import InputError, WriteFailed
 from embedstore.store.fileio import write_atomic
@@ -58,6 +59,8 @@ class ReportOptions:
         Whether to compute the UMAP maps (seconds per store).
     bins, seed
         Histogram bins; UMAP seed.
+    selection : analyses.selection.Selection or None
+        Items every experiment reads (``--where`` / ``--items``); None: all.
     """
 
     prompt_sets: list[str] | None = None
@@ -69,6 +72,7 @@ class ReportOptions:
     umap: bool = True
     bins: int = 100
     seed: int = 0
+    selection: object = None
 
 
 def file_stem(name: str) -> str:
@@ -116,6 +120,7 @@ def store_summary(st, key: str) -> dict:
         "prompt_sets": list(st.prompt_sets),
         "checkpoint": None if checkpoint is None else str(checkpoint),
         "checkpoint_sha256": prov.get("checkpoint_sha256"),
+        "selection": selection_record(st),
     }
 
 
@@ -155,6 +160,9 @@ def plan_experiments(st, prompt_sets: list[str], options: ReportOptions):
                                                                  "centroid": options.centroid}
     yield "histograms", "centroids", space, run_histograms, {"centroids": True, "space": space, "bins": options.bins,
                                                              "centroid": options.centroid}
+    from analyses.report_beyond import plan_beyond
+
+    yield from plan_beyond(st, prompt_sets, options)
     if options.umap:
         from analyses.umap_map import run_umap
 
@@ -182,7 +190,7 @@ def run_experiments(stores, results_dir: Path, options: ReportOptions | None = N
     results_dir.mkdir(parents=True, exist_ok=True)
     summaries, skipped, keys = [], [], set()
     for store in stores:
-        with opened(store) as st:
+        with opened(store, options.selection) as st:
             # Two stores of one model (other datasets, other checkpoints) keep their columns apart.
             key = st.model if st.model not in keys else f"{st.model}@{st.dataset}"
             base, copy = key, 1
@@ -361,6 +369,10 @@ def _sections(report: dict, figures: dict) -> list[Section]:
         um.figures += [(k, figures[k, "umap", ""]) for k in keys if (k, "umap", "") in figures]
         out.append(um)
 
+    from analyses.report_beyond import beyond_sections
+
+    out += beyond_sections(report, figures, Section)
+
     if report["skipped"]:
         sk = Section("Skipped", "Experiments a store could not support, and why.")
         sk.tables.append(("", ["store", "experiment", "prompt set", "space", "reason"],
@@ -498,6 +510,9 @@ def _figures(report: dict, results_dir: Path, figures_dir: Path, say) -> dict:
     for protocol in PROTOCOLS:
         if any(f"triplets-{protocol}" in merged.get(s["key"], {}) for s in report["stores"]):
             draw(("", "triplets", protocol), f"triplets__{protocol}.png", plot_triplets_by_model, report, protocol)
+    from analyses.report_beyond import beyond_figures
+
+    beyond_figures(report, draw)
     return made
 
 
@@ -518,7 +533,8 @@ def write_report(out_dir: Path, summaries: list[dict], skipped: list[dict], opti
         "options": {"prompt_sets": options.prompt_sets, "space": options.space, "ontology": options.ontology,
                     "ontology_map": options.ontology_map, "holdout": options.holdout,
                     "centroid": options.centroid, "umap": options.umap,
-                    "bins": options.bins, "seed": options.seed},
+                    "bins": options.bins, "seed": options.seed,
+                    "selection": None if options.selection is None else options.selection.describe()},
         "skipped": skipped,
         "results": _slim(merge_results(out_dir / "results")),
     }

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from cli.common import check_input_names, console, handle_errors, styled
+from cli.common import check_input_names, console, handle_errors, items_option, styled, where_option
 
 commands = typer.Typer()
 
@@ -33,6 +33,8 @@ def report(
     seed: int = typer.Option(0, min=0, max=2**32 - 1, help="UMAP random state."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an earlier report in --out; never files the report did not write."),
+    where: List[str] = where_option(),
+    items: Optional[Path] = items_option(),
 ) -> None:
     """Run every experiment on every store and write one report: tables, figures and every number.
 
@@ -44,11 +46,13 @@ def report(
     distinct names never share a file). --overwrite replaces only an earlier report's files.
     """
     from analyses.report import ReportOptions, build_report
+    from analyses.selection import Selection
 
     check_input_names([ontology])
     options = ReportOptions(prompt_sets=prompts or None, space=space, ontology=ontology,
                             ontology_map=str(ontology_map) if ontology_map else None,
-                            holdout=holdout, centroid=centroid, umap=umap, seed=seed)
+                            holdout=holdout, centroid=centroid, umap=umap, seed=seed,
+                            selection=Selection.parse(where, items))
     with console.status("starting") as status:
         result = build_report(stores, out, options, overwrite=overwrite,
                               progress=lambda line: status.update(Text(line)))
