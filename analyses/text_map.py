@@ -19,13 +19,26 @@ METHODS = ("procrustes", "ridge")
 
 
 def fit_procrustes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The orthogonal W minimising ||x W - y||_F: ``U V^T`` from the SVD of ``x^T y``.
+    """The orthogonal W minimising ||x W - y||_F, and the one nearest the identity among ties.
 
-    With ``x`` and ``y`` of different widths W is semi-orthogonal (orthonormal rows or
-    columns): the same formula, the nearest isometry between the two spaces.
+    With the SVD ``x^T y = U S V^T``, W = ``U V^T`` (Schönemann 1966; scipy's
+    ``orthogonal_procrustes``). When ``x^T y`` has rank r below the width d (fewer classes
+    than dimensions, the usual case) only ``U_r V_r^T`` is determined; on the rest W may be
+    any rotation, and an SVD routine would pick one arbitrarily. Here it is the one that
+    maximises trace(W), so directions the fitted classes say nothing about are left where
+    they are rather than turned at random.
     """
-    u, _, vt = np.linalg.svd(x.T @ y, full_matrices=False)
-    return u @ vt
+    if x.shape[1] != y.shape[1]:
+        raise InputError(f"an orthogonal map needs one width on both sides, got {x.shape[1]} and {y.shape[1]}")
+    u, s, vt = np.linalg.svd(x.T @ y)
+    rank = int(np.sum(s > s[0] * max(x.shape) * np.finfo(np.float64).eps)) if s.size and s[0] > 0 else 0
+    w = u[:, :rank] @ vt[:rank]
+    if rank < u.shape[0]:
+        u_rest, v_rest = u[:, rank:], vt[rank:].T
+        # maximise trace(u_rest q v_rest^T) = trace(q c) over orthogonal q: q = T P^T for c = P S T^T
+        p, _, tt = np.linalg.svd(v_rest.T @ u_rest)
+        w += u_rest @ (tt.T @ p.T) @ v_rest.T
+    return w
 
 
 def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float = 1.0) -> np.ndarray:
