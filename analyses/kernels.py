@@ -451,16 +451,18 @@ def knn_vote(similarities, first_row, labels, ks, n_classes, predictions):
         for r in range(found):
             votes[labels[best[r]]] += 1
             while q < ks.shape[0] and ks[q] == r + 1:
-                top = 0
-                for c in range(1, n_classes):
-                    if votes[c] > votes[top]:
-                        top = c
-                predictions[i, q] = top
+                predictions[i, q] = _first_max(votes)
                 q += 1
         while q < ks.shape[0]:  # fewer items than k: every other item votes
-            top = 0
-            for c in range(1, n_classes):
-                if votes[c] > votes[top]:
-                    top = c
-            predictions[i, q] = top
+            predictions[i, q] = _first_max(votes)
             q += 1
+
+
+@njit(cache=True, inline="always")
+def _first_max(values):
+    """Index of the largest value, the lowest index among equals."""
+    top = 0
+    for c in range(1, values.shape[0]):
+        if values[c] > values[top]:
+            top = c
+    return top
