@@ -18,6 +18,19 @@ from embedstore.errors import InputError
 METHODS = ("procrustes", "ridge")
 
 
+def _procrustes_nearest_identity(m: np.ndarray) -> np.ndarray:
+    """The orthogonal W maximising trace(W^T m), the largest trace(W) among ties (m square)."""
+    u, s, vt = np.linalg.svd(m)
+    rank = int(np.sum(s > s[0] * m.shape[0] * np.finfo(np.float64).eps)) if s.size and s[0] > 0 else 0
+    w = u[:, :rank] @ vt[:rank]
+    if rank < u.shape[0]:
+        u_rest, v_rest = u[:, rank:], vt[rank:].T
+        # maximise trace(u_rest q v_rest^T) = trace(q c) over orthogonal q: q = T P^T for c = P S T^T
+        p, _, tt = np.linalg.svd(v_rest.T @ u_rest)
+        w += u_rest @ (tt.T @ p.T) @ v_rest.T
+    return w
+
+
 def fit_procrustes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """The orthogonal W minimising ||x W - y||_F, and the one nearest the identity among ties.
 
@@ -26,19 +39,17 @@ def fit_procrustes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     than dimensions, the usual case) only ``U_r V_r^T`` is determined; on the rest W may be
     any rotation, and an SVD routine would pick one arbitrarily. Here it is the one that
     maximises trace(W), so directions the fitted classes say nothing about are left where
-    they are rather than turned at random.
+    they are rather than turned at random. That W is the identity outside the span S of the
+    rows of x and y, so it is solved in S (at most 2n dimensions for n classes), not in d.
     """
     if x.shape[1] != y.shape[1]:
         raise InputError(f"an orthogonal map needs one width on both sides, got {x.shape[1]} and {y.shape[1]}")
-    u, s, vt = np.linalg.svd(x.T @ y)
-    rank = int(np.sum(s > s[0] * max(x.shape) * np.finfo(np.float64).eps)) if s.size and s[0] > 0 else 0
-    w = u[:, :rank] @ vt[:rank]
-    if rank < u.shape[0]:
-        u_rest, v_rest = u[:, rank:], vt[rank:].T
-        # maximise trace(u_rest q v_rest^T) = trace(q c) over orthogonal q: q = T P^T for c = P S T^T
-        p, _, tt = np.linalg.svd(v_rest.T @ u_rest)
-        w += u_rest @ (tt.T @ p.T) @ v_rest.T
-    return w
+    d = x.shape[1]
+    basis, _ = np.linalg.qr(np.vstack([x, y]).T)  # (d, m): S, orthonormal
+    if basis.shape[1] >= d:
+        return _procrustes_nearest_identity(x.T @ y)
+    inner = _procrustes_nearest_identity((x @ basis).T @ (y @ basis))
+    return basis @ (inner - np.eye(basis.shape[1])) @ basis.T + np.eye(d)
 
 
 def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float = 1.0) -> np.ndarray:
