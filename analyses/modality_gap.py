@@ -24,7 +24,7 @@ def gap_centres(unit_audio: np.ndarray, unit_text: np.ndarray) -> tuple[np.ndarr
 
 def shifted_top1(unit_audio: np.ndarray, unit_text: np.ndarray, prompt_classes: np.ndarray,
                  targets: metrics.Targets, classes: list[str], gap: np.ndarray, lam: float,
-                 set_name: str = "") -> float | None:
+                 set_name: str = "") -> float:
     """Zero-shot top-1 after audio' = normalise(a - lam g/2), text' = normalise(t + lam g/2).
 
     The shifted prompts form their class ensembles exactly as in :mod:`analyses.zeroshot`.
@@ -33,7 +33,7 @@ def shifted_top1(unit_audio: np.ndarray, unit_text: np.ndarray, prompt_classes: 
     audio = embeddings.l2_normalize(unit_audio.astype(np.float64) - half)
     text = embeddings.l2_normalize(unit_text.astype(np.float64) + half)
     scorer = metrics.CosineScorer(audio, embeddings.prompt_ensemble(prompt_classes, text, classes, set_name))
-    return metrics.classification_metrics(scorer, targets, classes)["top1"]
+    return float(np.mean(metrics.rank_pass(scorer, targets)["correct"]))
 
 
 def run_modality_gap(store, prompt_set: str, space: str = "joint", lambdas=DEFAULT_LAMBDAS) -> dict:

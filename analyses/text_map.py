@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analyses import embeddings, kernels, metrics
+from analyses import embeddings, metrics
 from embedstore.errors import InputError
 
 METHODS = ("procrustes", "ridge")
@@ -84,12 +84,13 @@ def class_folds(present: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
 
 
 def _top1(audio: np.ndarray, labels: np.ndarray, candidates: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """Per item: is its class the nearest of the candidate class vectors (tie rule of the metrics)?"""
+    """Per item: is its class the nearest of the candidate class vectors?
+
+    Ties go to the later candidate, the rule of :func:`analyses.kernels.top2`.
+    """
     scores = audio @ embeddings.l2_normalize(vectors).T
-    predicted = np.empty(audio.shape[0], np.int32)
-    margins = np.empty(audio.shape[0], np.float32)
-    kernels.top2(np.ascontiguousarray(scores, np.float32), predicted, margins)
-    return candidates[predicted] == labels
+    nearest = scores.shape[1] - 1 - np.argmax(scores[:, ::-1], axis=1)
+    return candidates[nearest] == labels
 
 
 def run_text_map(store, prompt_set: str, space: str = "joint", method: str = "procrustes",
