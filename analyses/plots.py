@@ -112,7 +112,7 @@ def plot_gap_shift(results_by_prompt_set: dict, path) -> None:
     ax.set_ylabel("zero-shot top-1")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: no line hidden
     first = next(iter(results_by_prompt_set.values()), {})
     ax.set_title(f"Modality gap shift ({first.get('space', '')} space, {first.get('n_items', 0)} clips)",
                  fontsize="medium")
