@@ -158,6 +158,6 @@ def plot_ladder(rows: dict, path) -> None:
     ax.set_ylim(0, 1)
     ax.set_ylabel("top-1")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(title="space", fontsize="small")
+    ax.legend(title="space", fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title("From reading to listening: top-1 with more and more labels", fontsize="medium")
     _save(fig, path)
