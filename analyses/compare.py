@@ -68,20 +68,21 @@ def paired_bootstrap(labels: np.ndarray, predictions_a: np.ndarray, predictions_
     return out
 
 
-def _side(store, prompt_set, centroids, space, holdout, selection):
+def _side(store, prompt_set, centroids, space, holdout, centroid, selection):
     """(ids, true labels by class name, predictions by class name, description) of one side."""
     with embeddings.opened(store, selection) as st:
-        labels, predictions = top1_predictions(st, prompt_set, centroids, space, holdout)
+        labels, predictions = top1_predictions(st, prompt_set, centroids, space, holdout, centroid)
         classes = np.array(st.classes, dtype=object)
         path = str(getattr(st, "path", store))
         return st.item_ids, classes[labels], classes[predictions], {
             "store": path, "model": st.model, "labels": label_source(prompt_set, centroids, holdout),
-            "space": space, "selection": selection_record(st)}
+            "space": space, **({"centroid": centroid} if centroids else {}), "selection": selection_record(st)}
 
 
 def run_compare(store_a, store_b=None, prompts_a: str | None = None, prompts_b: str | None = None,
                 centroids_a: bool = False, centroids_b: bool = False, space: str = "joint",
-                holdout: str = "none", resamples: int = 1000, seed: int = 0, selection=None) -> dict:
+                holdout: str = "none", centroid: str = "raw", resamples: int = 1000, seed: int = 0,
+                selection=None) -> dict:
     """Compare two labelings of the same items with a paired bootstrap.
 
     Parameters
@@ -94,7 +95,7 @@ def run_compare(store_a, store_b=None, prompts_a: str | None = None, prompts_b: 
         Prompt set of each side (``prompts_b`` defaults to ``prompts_a``).
     centroids_a, centroids_b : bool
         Audio-centroid labels on that side instead of a prompt set.
-    space, holdout
+    space, holdout, centroid
         As for zero-shot and centroids.
     resamples, seed : int
         The paired bootstrap.
@@ -109,8 +110,8 @@ def run_compare(store_a, store_b=None, prompts_a: str | None = None, prompts_b: 
     """
     store_b = store_a if store_b is None else store_b
     prompts_b = prompts_a if prompts_b is None and not centroids_b else prompts_b
-    ids_a, true_a, pred_a, side_a = _side(store_a, prompts_a, centroids_a, space, holdout, selection)
-    ids_b, true_b, pred_b, side_b = _side(store_b, prompts_b, centroids_b, space, holdout, selection)
+    ids_a, true_a, pred_a, side_a = _side(store_a, prompts_a, centroids_a, space, holdout, centroid, selection)
+    ids_b, true_b, pred_b, side_b = _side(store_b, prompts_b, centroids_b, space, holdout, centroid, selection)
     if side_a["store"] == side_b["store"] and side_a["labels"] == side_b["labels"]:
         raise InputError("both sides are the same labels on the same store; compare two prompt sets or two stores")
     if set(ids_a.tolist()) != set(ids_b.tolist()):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from analyses import embeddings, metrics
-from analyses.centroids import HOLDOUTS
+from analyses.centroids import HOLDOUTS, centroid_scorer
 from embedstore.errors import InputError
 
 
@@ -25,22 +25,22 @@ def label_source(prompt_set: str | None, centroids: bool, holdout: str = "none")
 
 
 def top1_predictions(st, prompt_set: str | None = None, centroids: bool = False, space: str = "joint",
-                     holdout: str = "none") -> tuple[np.ndarray, np.ndarray]:
+                     holdout: str = "none", centroid: str = "raw") -> tuple[np.ndarray, np.ndarray]:
     """(true labels, top-1 predictions) of one open single-label store, both (n,) int64.
 
-    Labels are a prompt set's class ensembles or the audio class centroids (the study's
-    definition with ``holdout="none"``), exactly as :mod:`analyses.zeroshot` and
-    :mod:`analyses.centroids` score them; ties go to the higher class index.
+    Labels are a prompt set's class ensembles or the audio class centroids (``holdout`` and
+    ``centroid`` as in :func:`analyses.centroids.run_centroids`; the defaults are the study's),
+    exactly as :mod:`analyses.zeroshot` and :mod:`analyses.centroids` score them; ties go to
+    the higher class index.
     """
     label_source(prompt_set, centroids, holdout)
     if st.multilabel:
         raise InputError("top-1 predictions need single labels; this store is multi-label")
     targets = metrics.Targets.from_store(st)
-    audio = embeddings.unit_audio(st, space)
     if centroids:
-        scorer = metrics.CentroidScorer(audio, targets, leave_one_out=holdout == "loo")
+        scorer = centroid_scorer(st, space, targets, holdout, centroid)
     else:
-        scorer = metrics.CosineScorer(audio, embeddings.class_vectors(st, prompt_set, space))
+        scorer = metrics.CosineScorer(embeddings.unit_audio(st, space), embeddings.class_vectors(st, prompt_set, space))
     ranked = metrics.rank_pass(scorer, targets)
     return targets.labels.astype(np.int64), ranked["predictions"].astype(np.int64)
 
@@ -75,7 +75,7 @@ def per_class_table(matrix: np.ndarray, classes: list[str]) -> dict:
 
 
 def run_confusion(store, prompt_set: str | None = None, centroids: bool = False, space: str = "joint",
-                  holdout: str = "none") -> dict:
+                  holdout: str = "none", centroid: str = "raw") -> dict:
     """Confusion matrix and per-class results of zero-shot (a prompt set) or centroid labels.
 
     Returns
@@ -84,16 +84,17 @@ def run_confusion(store, prompt_set: str | None = None, centroids: bool = False,
         ``labels`` (the prompt set or ``centroids``), ``space``, ``classes``, ``matrix``
         (rows true, columns predicted: item counts), ``per_class`` (class -> support,
         correct, recall (its top-1), precision, f1, most_confused_with, n_confused),
-        ``top1``, ``n_items``.
+        ``top1``, ``n_items`` and, for centroids, ``centroid``.
     """
     name = label_source(prompt_set, centroids, holdout)
     with embeddings.opened(store) as st:
-        labels, predictions = top1_predictions(st, prompt_set, centroids, space, holdout)
+        labels, predictions = top1_predictions(st, prompt_set, centroids, space, holdout, centroid)
         classes = list(st.classes)
     matrix = confusion_matrix(labels, predictions, len(classes))
     return {
         "labels": name,
         "space": space,
+        **({"centroid": centroid} if centroids else {}),
         "classes": classes,
         "matrix": matrix.tolist(),
         "per_class": per_class_table(matrix, classes),

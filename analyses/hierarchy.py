@@ -53,13 +53,14 @@ def hierarchy_scores(labels: np.ndarray, predictions: np.ndarray, families: list
 
 def run_hierarchy(store, prompt_set: str | None = None, centroids: bool = False, space: str = "joint",
                   holdout: str = "none", ontology: str | Ontology = "hdio",
-                  ontology_map: str | dict | None = None, family_depth: int | None = None) -> dict:
+                  ontology_map: str | dict | None = None, family_depth: int | None = None,
+                  centroid: str = "raw") -> dict:
     """Family-level top-1 and the tree distance of the errors, for zero-shot or centroid labels.
 
     Parameters
     ----------
     store : Store, StoreView or path
-    prompt_set, centroids, space, holdout
+    prompt_set, centroids, space, holdout, centroid
         The labels, as for :func:`analyses.confusion.run_confusion`.
     ontology, ontology_map
         The tree and the class -> node overrides, as for the triplets.
@@ -83,13 +84,14 @@ def run_hierarchy(store, prompt_set: str | None = None, centroids: bool = False,
         classes = list(st.classes)
         nodes = map_classes(onto, classes, ontology_map)  # fails before any scoring
         families = [family_of(onto, node, family_depth) for node in nodes]
-        labels, predictions = top1_predictions(st, prompt_set, centroids, space, holdout)
+        labels, predictions = top1_predictions(st, prompt_set, centroids, space, holdout, centroid)
     distance = np.array([[onto.distance(a, b) for b in nodes] for a in nodes], dtype=np.int64)
     return {
         "labels": name,
         "space": space,
         "ontology": onto.name,
         "family_depth": family_depth,
+        **({"centroid": centroid} if centroids else {}),
         **hierarchy_scores(labels, predictions, families, distance),
         "families": dict(zip(classes, families)),
         "nodes": {c: n.path for c, n in zip(classes, nodes)},

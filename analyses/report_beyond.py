@@ -29,13 +29,13 @@ def plan_beyond(st, prompt_sets: list[str], options):
     onto = {"ontology": options.ontology, "ontology_map": options.ontology_map}
     for name in prompt_sets:
         yield "modality-gap", name, space, run_modality_gap, {"prompt_set": name, "space": space}
-        yield "text-map", name, space, run_text_map, {"prompt_set": name, "space": space}
+        yield "text-map", name, space, run_text_map, {"prompt_set": name, "space": space,
+                                                      "centroid": options.centroid}
         yield "confusion", name, space, run_confusion, {"prompt_set": name, "space": space}
         yield "hierarchy", name, space, run_hierarchy, {"prompt_set": name, "space": space, **onto}
-    yield "confusion", "centroids", space, run_confusion, {"centroids": True, "space": space,
-                                                          "holdout": options.holdout}
-    yield "hierarchy", "centroids", space, run_hierarchy, {"centroids": True, "space": space,
-                                                          "holdout": options.holdout, **onto}
+    centroids = {"centroids": True, "space": space, "holdout": options.holdout, "centroid": options.centroid}
+    yield "confusion", "centroids", space, run_confusion, centroids
+    yield "hierarchy", "centroids", space, run_hierarchy, {**centroids, **onto}
     if len(prompt_sets) > 1:
         yield "compare", "prompt sets", space, run_prompt_set_comparisons, {"prompt_sets": list(prompt_sets),
                                                                             "space": space}

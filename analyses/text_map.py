@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from analyses import embeddings, metrics
+from analyses.centroids import centroid_scorer
 from embedstore.errors import InputError
 
 METHODS = ("procrustes", "ridge")
@@ -94,7 +95,7 @@ def _top1(audio: np.ndarray, labels: np.ndarray, candidates: np.ndarray, vectors
 
 
 def run_text_map(store, prompt_set: str, space: str = "joint", method: str = "procrustes",
-                 folds: int = 5, seed: int = 0, alpha: float = 1.0) -> dict:
+                 folds: int = 5, seed: int = 0, alpha: float = 1.0, centroid: str = "raw") -> dict:
     """Zero-shot on held-out classes with prompt vectors mapped onto audio centroids.
 
     Parameters
@@ -112,6 +113,9 @@ def run_text_map(store, prompt_set: str, space: str = "joint", method: str = "pr
         ``KFold`` over the classes that have items.
     alpha : float
         Ridge penalty.
+    centroid : {"raw", "unit"}
+        How the audio class centroids are made, as in :func:`analyses.centroids.run_centroids`
+        (``raw``, the study's: the mean of the stored vectors, normalised).
 
     Returns
     -------
@@ -132,13 +136,14 @@ def run_text_map(store, prompt_set: str, space: str = "joint", method: str = "pr
         text = embeddings.class_vectors(st, prompt_set, space).astype(np.float64)
         targets = metrics.Targets.from_store(st)
         classes = list(st.classes)
+        # the class sums of the centroid definition the rest of the toolkit uses
+        scorer = centroid_scorer(st, space, targets, "none", centroid)
     if text.shape[1] != audio.shape[1]:
         raise InputError(f"space {space!r}: prompt vectors have {text.shape[1]} dimensions and audio "
                          f"{audio.shape[1]}; unmapped zero-shot needs one shared space")
     labels = targets.labels.astype(np.int64)
-    sums, counts = embeddings.class_centroid_sums(audio, targets)
-    centroids = embeddings.l2_normalize(sums).astype(np.float64)
-    present = np.flatnonzero(counts > 0)
+    centroids = embeddings.l2_normalize(scorer.sums).astype(np.float64)
+    present = np.flatnonzero(targets.support() > 0)
     per_fold, hits_mapped, hits_plain, chance = [], 0, 0, 0.0
     for held in class_folds(present, folds, seed):
         train = np.setdiff1d(present, held)
@@ -156,6 +161,7 @@ def run_text_map(store, prompt_set: str, space: str = "joint", method: str = "pr
         "prompt_set": prompt_set,
         "space": space,
         "method": method,
+        "centroid": centroid,
         "top1_mapped": hits_mapped / n,
         "top1_unmapped": hits_plain / n,
         "chance": chance / n,

@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from cli.analyze_cmds import CENTROID_HELP
 from cli.common import (
     JSON_HELP,
     check_plot_path,
@@ -147,6 +148,7 @@ def text_map(
     method: str = typer.Option("procrustes", "--map", metavar="procrustes|ridge",
                                help="procrustes: a rotation (orthogonal); ridge: any linear map."),
     alpha: float = typer.Option(1.0, "--alpha", help="Ridge penalty."),
+    centroid: str = typer.Option("raw", "--centroid", metavar="raw|unit", help=CENTROID_HELP),
     folds: int = typer.Option(5, "--folds", help="Folds over the classes."),
     seed: int = typer.Option(0, "--seed", help="Seed of the class shuffle."),
     json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
@@ -161,7 +163,8 @@ def text_map(
     _outputs("text-map", json_path, None, [store, items], overwrite)
     with open_selected(store, where, items) as st:
         names = _prompt_sets(st, prompts)
-        results = {name: run_text_map(st, name, space=space, method=method, folds=folds, seed=seed, alpha=alpha)
+        results = {name: run_text_map(st, name, space=space, method=method, folds=folds, seed=seed, alpha=alpha,
+                                   centroid=centroid)
                    for name in names}
         header = _header(st, store)
         title = _title(st, f"Text-to-audio map ({method}, {folds} folds over classes), {space} space")
@@ -189,6 +192,7 @@ def hierarchy(
     centroids: bool = typer.Option(False, "--centroids", help="Also (or only) the audio class centroids as labels."),
     space: str = typer.Option("joint", "--space", metavar="SPACE", help=SPACE_HELP),
     holdout: str = typer.Option("none", "--holdout", metavar="none|loo", help="Centroids: none (the study's) or loo."),
+    centroid: str = typer.Option("raw", "--centroid", metavar="raw|unit", help=CENTROID_HELP),
     ontology: str = typer.Option("hdio", "--ontology", help="Built-in ontology name, or an ontology JSON file."),
     ontology_map: Optional[Path] = typer.Option(
         None, "--ontology-map", help="CSV with columns class,node mapping store classes to ontology nodes."),
@@ -210,7 +214,7 @@ def hierarchy(
         for name, is_centroids in sides:
             result = run_hierarchy(st, prompt_set=name, centroids=is_centroids, space=space, holdout=holdout,
                                    ontology=ontology, ontology_map=str(ontology_map) if ontology_map else None,
-                                   family_depth=family_depth)
+                                   family_depth=family_depth, centroid=centroid)
             results[result["labels"]] = result
         header = _header(st, store)
         title = _title(st, f"Hierarchy-aware scores ({next(iter(results.values()))['ontology']}), {space} space")
@@ -233,6 +237,7 @@ def confusion(
     centroids: bool = typer.Option(False, "--centroids", help="Use the audio class centroids as labels instead."),
     space: str = typer.Option("joint", "--space", metavar="SPACE", help=SPACE_HELP),
     holdout: str = typer.Option("none", "--holdout", metavar="none|loo", help="Centroids: none (the study's) or loo."),
+    centroid: str = typer.Option("raw", "--centroid", metavar="raw|unit", help=CENTROID_HELP),
     json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
     plot: Optional[Path] = typer.Option(None, "--plot", metavar="PATH.png", help="Write the confusion matrix here (.png)."),
     where: List[str] = where_option(),
@@ -246,7 +251,8 @@ def confusion(
         raise InputError("give exactly one of --prompts SET and --centroids")
     _outputs("confusion", json_path, plot, [store, items], overwrite)
     with open_selected(store, where, items) as st:
-        result = run_confusion(st, prompt_set=prompts, centroids=centroids, space=space, holdout=holdout)
+        result = run_confusion(st, prompt_set=prompts, centroids=centroids, space=space, holdout=holdout,
+                               centroid=centroid)
         header = _header(st, store)
         title = _title(st, f"Per class — {result['labels']}, {space} space, top-1 {result['top1']:.3f}")
     table = Table(title=title, title_justify="left")
@@ -276,6 +282,7 @@ def compare(
     centroids: bool = typer.Option(False, "--centroids", help="Side B uses the audio class centroids as labels."),
     space: str = typer.Option("joint", "--space", metavar="SPACE", help=SPACE_HELP),
     holdout: str = typer.Option("none", "--holdout", metavar="none|loo", help="Centroids: none (the study's) or loo."),
+    centroid: str = typer.Option("raw", "--centroid", metavar="raw|unit", help=CENTROID_HELP),
     resamples: int = typer.Option(1000, "--resamples", metavar="N", help="Paired bootstrap resamples."),
     seed: int = typer.Option(0, "--seed", help="Seed of the resampling."),
     json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
@@ -298,7 +305,7 @@ def compare(
     prompts_b = None if centroids else prompts[-1]
     selection = Selection.parse(where, items)
     result = run_compare(stores[0], stores[-1] if len(stores) == 2 else None, prompts_a=prompts[0],
-                         prompts_b=prompts_b, centroids_b=centroids, space=space, holdout=holdout,
+                         prompts_b=prompts_b, centroids_b=centroids, space=space, holdout=holdout, centroid=centroid,
                          resamples=resamples, seed=seed, selection=selection)
     a, b = result["a"], result["b"]
     shown = "" if selection is None else f", {selection.describe()}"

@@ -160,15 +160,17 @@ def class_store(path, n_classes=12, d=4, noise=0.6, seed=0, rotation=None):
     return path, centres
 
 
-@pytest.mark.parametrize("method", ["procrustes", "ridge"])
-def test_text_map_equals_a_plain_reference_on_the_same_folds(tmp_path, method):
+@pytest.mark.parametrize("method, centroid", [("procrustes", "raw"), ("ridge", "raw"), ("procrustes", "unit")])
+def test_text_map_equals_a_plain_reference_on_the_same_folds(tmp_path, method, centroid):
     # 12 classes in 4 dimensions: every fold fits on more classes than dimensions, so the
     # Procrustes map is unique and scipy's is the reference
     path, _ = class_store(tmp_path / "c.h5")
-    result = run_text_map(path, "p", method=method, folds=3, seed=1, alpha=0.5)
+    result = run_text_map(path, "p", method=method, folds=3, seed=1, alpha=0.5, centroid=centroid)
     with open_store(path) as st:
-        a, y, text = unit(st.audio("joint").astype(np.float64)), st.labels, unit(st.text("p", "joint"))
-    centroids = unit(np.stack([a[y == c].mean(axis=0) for c in range(12)]))
+        raw, y, text = st.audio("joint").astype(np.float64), st.labels, unit(st.text("p", "joint"))
+    a = unit(raw)
+    members = raw if centroid == "raw" else a  # the study's centroids average the stored vectors
+    centroids = unit(np.stack([members[y == c].mean(axis=0) for c in range(12)]))
     mapped_hits = plain_hits = 0
     for train, held in KFold(3, shuffle=True, random_state=1).split(np.arange(12)):
         if method == "procrustes":
@@ -197,17 +199,19 @@ def test_text_map_recovers_a_known_rotation(tmp_path):
 # -- confusion and hierarchy -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("labels", ["pair", "centroids"])
+@pytest.mark.parametrize("labels", ["pair", "raw", "unit"])
 def test_confusion_equals_scikit_learn(store, arrays, labels):
     a, y = unit(arrays["audio"]), arrays["labels"]
     if labels == "pair":
         result = run_confusion(store, prompt_set="pair")
         vectors = ensemble(arrays["pair"], arrays["pair_classes"], len(CLASSES))
         assert result["top1"] == run_zeroshot(store, "pair")["top1"]
-    else:
-        result = run_confusion(store, centroids=True)
-        vectors = unit(np.stack([a[y == c].mean(axis=0) for c in range(len(CLASSES))]))
-        assert result["top1"] == pytest.approx(run_centroids(store)["top1"], abs=1e-12)
+    else:  # the study's centroids average the stored vectors; "unit" averages unit vectors
+        result = run_confusion(store, centroids=True, centroid=labels)
+        members = arrays["audio"] if labels == "raw" else a
+        vectors = unit(np.stack([members[y == c].mean(axis=0) for c in range(len(CLASSES))]))
+        assert result["top1"] == pytest.approx(run_centroids(store, centroid=labels)["top1"], abs=1e-12)
+        assert result["centroid"] == labels
     predicted = np.argmax(a @ vectors.T, axis=1)
     np.testing.assert_array_equal(result["matrix"], confusion_matrix(y, predicted, labels=range(len(CLASSES))))
     recall = recall_score(y, predicted, average=None)
