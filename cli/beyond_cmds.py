@@ -16,7 +16,7 @@ from rich.table import Table
 from cli.analyze_cmds import CENTROID_HELP
 from cli.common import (
     JSON_HELP,
-    check_plot_path,
+    check_analysis_outputs,
     console,
     handle_errors,
     items_option,
@@ -26,7 +26,6 @@ from cli.common import (
     write_json,
 )
 from embedstore.errors import InputError
-from embedstore.store.outputs import check_outputs
 
 commands = typer.Typer()
 
@@ -38,12 +37,6 @@ PROMPTS_HELP = "Prompt set; repeatable (default: every set whose prompts all nam
 
 def _num(value, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
-
-
-def _outputs(command: str, json_path, plot, inputs, overwrite: bool) -> None:
-    """The output policy for ``--json`` and ``--plot``, before any computation."""
-    check_plot_path(plot)
-    check_outputs([json_path, plot], inputs=inputs, overwrite=overwrite, command=f"analyze {command}")
 
 
 def _prompt_sets(st, prompts: list[str]) -> list[str]:
@@ -83,7 +76,7 @@ def modality_gap(
     zero-shot top-1 as both modalities are shifted along it."""
     from analyses.modality_gap import DEFAULT_LAMBDAS, run_modality_gap
 
-    _outputs("modality-gap", json_path, plot, [store, items], overwrite)
+    check_analysis_outputs(json_path, plot=plot, inputs=[store, items], overwrite=overwrite)
     with open_selected(store, where, items) as st:
         names = _prompt_sets(st, prompts)
         results = {name: run_modality_gap(st, name, space=space, lambdas=lambdas or DEFAULT_LAMBDAS)
@@ -122,7 +115,7 @@ def probe(
     """The linear-probe ceiling (logistic regression, stratified k-fold) and leave-one-out kNN top-1."""
     from analyses.probe import run_probe
 
-    _outputs("probe", json_path, None, [store, items], overwrite)
+    check_analysis_outputs(json_path, inputs=[store, items], overwrite=overwrite)
     with open_selected(store, where, items) as st:
         result = run_probe(st, space=space, folds=folds, seed=seed)
         header = _header(st, store)
@@ -160,7 +153,7 @@ def text_map(
     the held-out classes, mapped against unmapped."""
     from analyses.text_map import run_text_map
 
-    _outputs("text-map", json_path, None, [store, items], overwrite)
+    check_analysis_outputs(json_path, inputs=[store, items], overwrite=overwrite)
     with open_selected(store, where, items) as st:
         names = _prompt_sets(st, prompts)
         results = {name: run_text_map(st, name, space=space, method=method, folds=folds, seed=seed, alpha=alpha,
@@ -208,7 +201,7 @@ def hierarchy(
     from analyses.hierarchy import run_hierarchy
 
     sides = _labels(prompts, centroids)
-    _outputs("hierarchy", json_path, None, [store, items, ontology_map], overwrite)
+    check_analysis_outputs(json_path, inputs=[store, items, ontology, ontology_map], overwrite=overwrite)
     with open_selected(store, where, items) as st:
         results = {}
         for name, is_centroids in sides:
@@ -249,7 +242,7 @@ def confusion(
 
     if (prompts is None) == (not centroids):
         raise InputError("give exactly one of --prompts SET and --centroids")
-    _outputs("confusion", json_path, plot, [store, items], overwrite)
+    check_analysis_outputs(json_path, plot=plot, inputs=[store, items], overwrite=overwrite)
     with open_selected(store, where, items) as st:
         result = run_confusion(st, prompt_set=prompts, centroids=centroids, space=space, holdout=holdout,
                                centroid=centroid)
@@ -301,7 +294,7 @@ def compare(
     if not (len(prompts) == wanted or (len(stores) == 2 and len(prompts) == 1)):
         raise InputError("give --prompts A --prompts B (one store), --prompts SET (two stores), "
                          "or --prompts A --centroids")
-    _outputs("compare", json_path, None, [*stores, items], overwrite)
+    check_analysis_outputs(json_path, inputs=[*stores, items], overwrite=overwrite)
     prompts_b = None if centroids else prompts[-1]
     selection = Selection.parse(where, items)
     result = run_compare(stores[0], stores[-1] if len(stores) == 2 else None, prompts_a=prompts[0],
