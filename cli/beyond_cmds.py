@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from cli.analyze_cmds import CENTROID_HELP
@@ -54,7 +53,7 @@ def _header(st, store: Path) -> dict:
 
 def _title(st, text: str) -> str:
     shown = f", {st.n_items} clips" + (f" ({st.selection.describe()})" if selection_of(st) else "")
-    return escape(f"{text} — {st.model} on {st.dataset}{shown}")
+    return str(f"{text} — {st.model} on {st.dataset}{shown}")
 
 
 @commands.command("modality-gap")
@@ -86,7 +85,7 @@ def modality_gap(
     table = Table(title=title, title_justify="left")
     table.add_column("")
     for name in results:
-        table.add_column(escape(name), justify="right")
+        table.add_column(str(name), justify="right")
     table.add_row("gap distance", *(_num(r["gap_distance"]) for r in results.values()))
     for i, point in enumerate(next(iter(results.values()))["shift"]):
         table.add_row(f"top-1 at λ = {point['lambda']:g}", *(_num(r["shift"][i]["top1"]) for r in results.values()))
@@ -165,7 +164,7 @@ def text_map(
     for col in ("prompt set", "mapped top-1", "unmapped top-1", "chance"):
         table.add_column(col, justify="left" if col == "prompt set" else "right")
     for name, result in results.items():
-        table.add_row(escape(name), _num(result["top1_mapped"]), _num(result["top1_unmapped"]), _num(result["chance"]))
+        table.add_row(str(name), _num(result["top1_mapped"]), _num(result["top1_unmapped"]), _num(result["chance"]))
     console.print(table)
     if json_path:
         write_json(json_path, {**header, "space": space, "results": results})
@@ -215,7 +214,7 @@ def hierarchy(
     for col in ("labels", "top-1", "family top-1", "errors", "in family", "mean error distance"):
         table.add_column(col, justify="left" if col == "labels" else "right")
     for name, r in results.items():
-        table.add_row(escape(name), _num(r["top1"]), _num(r["family_top1"]), str(r["n_errors"]),
+        table.add_row(str(name), _num(r["top1"]), _num(r["family_top1"]), str(r["n_errors"]),
                       str(r["family_errors"]), _num(r["error_distance_mean"], 2))
     console.print(table)
     if json_path:
@@ -253,8 +252,8 @@ def confusion(
         table.add_column(col, justify="left" if col in ("class", "most confused with") else "right")
     for name, row in result["per_class"].items():
         confused = "—" if row["most_confused_with"] is None else f"{row['most_confused_with']} ({row['n_confused']})"
-        table.add_row(escape(name), str(row["support"]), str(row["correct"]), _num(row["recall"]),
-                      _num(row["precision"]), _num(row["f1"]), escape(confused))
+        table.add_row(str(name), str(row["support"]), str(row["correct"]), _num(row["recall"]),
+                      _num(row["precision"]), _num(row["f1"]), str(confused))
     console.print(table)
     if json_path:
         write_json(json_path, {**header, **result})
@@ -302,7 +301,7 @@ def compare(
                          resamples=resamples, seed=seed, selection=selection)
     a, b = result["a"], result["b"]
     shown = "" if selection is None else f", {selection.describe()}"
-    table = Table(title=escape(f"A = {a['labels']} ({a['model']}), B = {b['labels']} ({b['model']}), "
+    table = Table(title=str(f"A = {a['labels']} ({a['model']}), B = {b['labels']} ({b['model']}), "
                                f"{result['n_items']} clips, {resamples} paired resamples{shown}"),
                   title_justify="left")
     for col in ("metric", "A", "B", "A - B", "95% interval", "p"):

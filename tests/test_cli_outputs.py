@@ -194,6 +194,9 @@ def test_markup_in_store_strings_is_printed_as_written(markup_store, tmp_path):
     assert zeroshot.exit_code == 0 and "p[red]" in zeroshot.stdout and "m[/]x" in zeroshot.stdout
     confidence = cli("analyze", "confidence", markup_store, "--prompts", "p[red]")
     assert confidence.exit_code == 0
+    for command in ("confusion", "modality-gap"):  # the analyses beyond the study print alike
+        beyond = cli("analyze", command, markup_store, "--prompts", "p[red]")
+        assert beyond.exit_code == 0 and "p[red]" in beyond.stdout and "\\[" not in beyond.stdout, beyond.stdout
     report = cli("report", markup_store, "--out", tmp_path / "rep", "--no-umap")
     assert report.exit_code == 0 and "m[/]x" in report.stdout
     missing = cli("info", tmp_path / "[/]missing.h5")
