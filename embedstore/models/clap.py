@@ -104,14 +104,16 @@ class LogMel(torch.nn.Module):
     Centred frames with reflect padding, power spectrum (see :func:`stft_kernels`), mel
     projection, then ``10 * log10(max(mel, 1e-10))`` (``ref=1``, no ``top_db``).
     Input (B, samples) -> output (B, 1, frames, n_mels), always computed in float32.
+    ``mel_filters`` (n_fft//2+1, n_mels) replaces the computed filterbank, for models whose
+    published code uses the one stored in the checkpoint.
     """
 
-    def __init__(self, config: MelConfig):
+    def __init__(self, config: MelConfig, mel_filters: np.ndarray | None = None):
         super().__init__()
         self.config = config
+        filters = slaney_mel_filters(config) if mel_filters is None else mel_filters
         self.register_buffer("kernels", torch.from_numpy(stft_kernels(config.n_fft)), persistent=False)
-        self.register_buffer("mel_filters",
-                             torch.from_numpy(slaney_mel_filters(config).astype(np.float32)),
+        self.register_buffer("mel_filters", torch.as_tensor(np.asarray(filters, np.float32)),
                              persistent=False)
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
@@ -194,6 +196,35 @@ def _count(state, pattern: str) -> int:
     return max(found) + 1 if found else 0
 
 
+def infer_audio_config(state: dict[str, torch.Tensor]) -> dict:
+    """``ClapAudioConfig`` arguments of a (non-fusion) HTSAT read from its ``audio_branch.*``
+    tensors: patch width, stage depths, heads (from the relative-position tables), window,
+    spectrogram size (from the cached shifted-window mask, else 256), mel bands, MLP ratio,
+    pooled width and AudioSet classes."""
+    n_stages = _count(state, r"audio_branch\.layers\.(\d+)\.")
+    depths = [_count(state, rf"audio_branch\.layers\.{i}\.blocks\.(\d+)\.") for i in range(n_stages)]
+    heads = [state[f"audio_branch.layers.{i}.blocks.0.attn.relative_position_bias_table"].shape[1]
+             for i in range(n_stages)]
+    table_rows = state["audio_branch.layers.0.blocks.0.attn.relative_position_bias_table"].shape[0]
+    window = (int(round(table_rows ** 0.5)) + 1) // 2
+    patch = state["audio_branch.patch_embed.proj.weight"]
+    embed_dim = patch.shape[0]
+    fc1 = state["audio_branch.layers.0.blocks.0.mlp.fc1.weight"]
+    spec_size = 256
+    mask_key = "audio_branch.layers.0.blocks.1.attn_mask"
+    if mask_key in state:  # (windows, w*w, w*w) over the first stage's (spec/4)^2 patch grid
+        spec_size = int(round(state[mask_key].shape[0] ** 0.5)) * window * patch.shape[-1]
+    audio = dict(patch_embeds_hidden_size=embed_dim, depths=depths, num_attention_heads=heads,
+                 window_size=window, patch_size=patch.shape[-1], patch_stride=[patch.shape[-1]] * 2,
+                 patch_embed_input_channels=patch.shape[1],
+                 num_mel_bins=state["audio_branch.bn0.weight"].shape[0], spec_size=spec_size,
+                 hidden_size=state["audio_branch.norm.weight"].shape[0], mlp_ratio=fc1.shape[0] / embed_dim,
+                 enable_fusion=False)
+    if "audio_branch.head.weight" in state:
+        audio["num_classes"] = state["audio_branch.head.weight"].shape[0]
+    return audio
+
+
 def infer_config(state: dict[str, torch.Tensor]):
     """A ``ClapConfig`` read from a laion_clap state dict's own tensor shapes.
 
@@ -213,28 +244,8 @@ def infer_config(state: dict[str, torch.Tensor]):
                          "audio_branch.patch_embed.fusion_model")) for k in state):
         raise InputError("fusion CLAP checkpoints are not supported: use a non-fusion checkpoint")
 
-    n_stages = _count(state, r"audio_branch\.layers\.(\d+)\.")
-    depths = [_count(state, rf"audio_branch\.layers\.{i}\.blocks\.(\d+)\.") for i in range(n_stages)]
-    heads = [state[f"audio_branch.layers.{i}.blocks.0.attn.relative_position_bias_table"].shape[1]
-             for i in range(n_stages)]
-    table_rows = state["audio_branch.layers.0.blocks.0.attn.relative_position_bias_table"].shape[0]
-    window = (int(round(table_rows ** 0.5)) + 1) // 2
-    patch = state["audio_branch.patch_embed.proj.weight"]
-    embed_dim = patch.shape[0]
-    fc1 = state["audio_branch.layers.0.blocks.0.mlp.fc1.weight"]
+    audio = infer_audio_config(state)
     audio_projection = state["audio_projection.0.weight"]
-    spec_size = 256
-    mask_key = "audio_branch.layers.0.blocks.1.attn_mask"
-    if mask_key in state:  # (windows, w*w, w*w) over the first stage's (spec/4)^2 patch grid
-        spec_size = int(round(state[mask_key].shape[0] ** 0.5)) * window * patch.shape[-1]
-    audio = dict(patch_embeds_hidden_size=embed_dim, depths=depths, num_attention_heads=heads,
-                 window_size=window, patch_size=patch.shape[-1], patch_stride=[patch.shape[-1]] * 2,
-                 patch_embed_input_channels=patch.shape[1],
-                 num_mel_bins=state["audio_branch.bn0.weight"].shape[0], spec_size=spec_size,
-                 hidden_size=audio_projection.shape[1], mlp_ratio=fc1.shape[0] / embed_dim,
-                 enable_fusion=False)
-    if "audio_branch.head.weight" in state:
-        audio["num_classes"] = state["audio_branch.head.weight"].shape[0]
 
     words = state["text_branch.embeddings.word_embeddings.weight"]
     hidden = words.shape[1]
@@ -294,7 +305,8 @@ def build_clap_model(state: dict[str, torch.Tensor], source: str):
 
 # --------------------------------------------------------------------------- tokenizer
 
-def load_tokenizer(tokenizer_dir=None, hub_id: str = TOKENIZER_ID, hub_cache=None):
+def load_tokenizer(tokenizer_dir=None, hub_id: str = TOKENIZER_ID, hub_cache=None,
+                   files: str = "vocab.json, merges.txt, tokenizer_config.json"):
     """The text tower's tokenizer: from ``tokenizer_dir``, else the Hugging Face cache (or
     ``hub_cache``), else fetched from the hub.
 
@@ -318,7 +330,7 @@ def load_tokenizer(tokenizer_dir=None, hub_id: str = TOKENIZER_ID, hub_cache=Non
                 f"hf-cache:{hub_id}")
     except (OSError, ValueError):
         pass
-    hint = (f"fetch the '{hub_id}' tokenizer files (vocab.json, merges.txt, tokenizer_config.json) "
+    hint = (f"fetch the '{hub_id}' tokenizer files ({files}) "
             f"into a directory and pass it with --tokenizer DIR")
     if not hub.online():
         raise ModelUnavailable(f"the {hub_id} tokenizer is not in the Hugging Face cache and the "
