@@ -46,6 +46,10 @@ class Encoder(abc.ABC):
     int16_roundtrip : bool
         Whether the front end quantises audio to int16 and back before embedding, as
         the model's published code does.
+    padding : str
+        How the pipeline fills a clip shorter than one window, as the model's published
+        code does: ``"repeatpad"`` (laion_clap: whole copies, then zeros; the default) or
+        ``"repeat"`` (msclap: copies until full, cut).
     audio_dims, text_dims : dict[str, int]
         Width of each space, e.g. ``{"prejoint": 1024, "joint": 512}``.
     """
@@ -54,6 +58,7 @@ class Encoder(abc.ABC):
     sample_rate: int
     window_seconds: float
     int16_roundtrip: bool
+    padding: str = "repeatpad"
     audio_dims: dict[str, int]
     text_dims: dict[str, int]
 

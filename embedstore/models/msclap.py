@@ -197,8 +197,8 @@ def build_audio_tower(version: MsclapVersion, state: dict, source: str) -> nn.Mo
     """CNN14 or HTSAT holding exactly the checkpoint's audio weights."""
     if version.audio == "Cnn14":
         weights = _subset(state, AUDIO_BASE)
-        n_blocks = _count(weights, r"conv_block(\d+)\.")
-        if not n_blocks or "fc1.weight" not in weights or "bn0.weight" not in weights:
+        n_blocks = _count(weights, r"conv_block(\d+)\.") - 1  # numbered from 1
+        if n_blocks < 1 or "fc1.weight" not in weights or "bn0.weight" not in weights:
             raise InputError(f"{source} is not an msclap CNN14 checkpoint (no {AUDIO_BASE}conv_block1)")
         widths = [weights[f"conv_block{i + 1}.conv1.weight"].shape[0] for i in range(n_blocks)]
         tower = Cnn14(widths, weights["bn0.weight"].shape[0], weights["fc1.weight"].shape[0])
