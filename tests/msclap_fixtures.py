@@ -22,7 +22,6 @@ import types
 from pathlib import Path
 
 import yaml
-
 from clap_fixtures import SENTENCES
 
 TEXT_LAYERS = 2

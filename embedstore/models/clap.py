@@ -29,11 +29,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from embedstore.errors import InputError, ModelUnavailable
+from embedstore.errors import InputError
 from embedstore.models import hub
 from embedstore.models.base import PRECISIONS, Encoder
 
-HUB_URL = "https://huggingface.co/lukewys/laion_clap/resolve/main/"
+HUB_REPO = "lukewys/laion_clap"
 TOKENIZER_ID = "roberta-base"
 CONTEXT_LENGTH = 77  # laion_clap pads and truncates every text to 77 tokens
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -305,41 +305,38 @@ def build_clap_model(state: dict[str, torch.Tensor], source: str):
 
 # --------------------------------------------------------------------------- tokenizer
 
-def load_tokenizer(tokenizer_dir=None, hub_id: str = TOKENIZER_ID, hub_cache=None,
+def load_tokenizer(tokenizer_dir=None, hub_id: str = TOKENIZER_ID, cache_dir=None,
                    files: str = "vocab.json, merges.txt, tokenizer_config.json"):
-    """The text tower's tokenizer: from ``tokenizer_dir``, else the Hugging Face cache (or
-    ``hub_cache``), else fetched from the hub.
+    """The text tower's tokenizer: from ``tokenizer_dir``, else ``hub_id`` from the Hugging
+    Face cache, or downloaded into it when allowed (:func:`embedstore.models.hub.snapshot`).
+
+    Returns the tokenizer and where it came from (recorded in the provenance).
 
     Raises
     ------
     ModelUnavailable
-        When no local copy exists and the hub cannot be reached.
+        When no local copy exists and downloads are off or fail (one line naming ``hub_id``,
+        ``files`` and ``--tokenizer DIR``).
     """
+    if tokenizer_dir is None:
+        hint = (f"fetch the '{hub_id}' tokenizer files ({files}) into a directory and pass it "
+                f"with --tokenizer DIR")
+        folder, revision, source = hub.snapshot(hub_id, ["*.json", "*.txt", "*.model"],
+                                                cache_dir=cache_dir, hint=hint)
+        return _tokenizer_from(folder), f"{source}:{hub_id}@{revision}"
+    if not Path(tokenizer_dir).is_dir():
+        raise InputError(f"tokenizer directory {tokenizer_dir} does not exist")
+    return _tokenizer_from(tokenizer_dir), str(tokenizer_dir)
+
+
+def _tokenizer_from(folder):
     from transformers import AutoTokenizer
 
-    if tokenizer_dir is not None:
-        if not Path(tokenizer_dir).is_dir():
-            raise InputError(f"tokenizer directory {tokenizer_dir} does not exist")
-        try:
-            return AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True), str(tokenizer_dir)
-        except (OSError, ValueError) as err:
-            raise InputError(f"cannot load a tokenizer from {tokenizer_dir} "
-                             f"({str(err).splitlines()[0]}); pass one with --tokenizer DIR") from None
     try:
-        return (AutoTokenizer.from_pretrained(hub_id, local_files_only=True, cache_dir=hub_cache),
-                f"hf-cache:{hub_id}")
-    except (OSError, ValueError):
-        pass
-    hint = (f"fetch the '{hub_id}' tokenizer files ({files}) "
-            f"into a directory and pass it with --tokenizer DIR")
-    if not hub.online():
-        raise ModelUnavailable(f"the {hub_id} tokenizer is not in the Hugging Face cache and the "
-                               f"hub cannot be reached; {hint}")
-    try:
-        return AutoTokenizer.from_pretrained(hub_id, cache_dir=hub_cache), f"hub:{hub_id}"
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as err:
-        raise ModelUnavailable(f"fetching the {hub_id} tokenizer failed "
-                               f"({str(err).splitlines()[0]}); {hint}") from None
+        raise InputError(f"cannot load a tokenizer from {folder} "
+                         f"({str(err).splitlines()[0]}); pass one with --tokenizer DIR") from None
 
 
 # --------------------------------------------------------------------------- encoder
@@ -449,7 +446,8 @@ class ClapEncoder(Encoder):
 # --------------------------------------------------------------------------- loaders
 
 def load_checkpoint_file(name: str, path, device="cpu", precision="fp32", tokenizer=None,
-                         expected_sha256: str | None = None, source: str = "user") -> ClapEncoder:
+                         expected_sha256: str | None = None, source: str = "user",
+                         hub_record: dict | None = None) -> ClapEncoder:
     """A :class:`ClapEncoder` from a laion_clap ``.pt`` file.
 
     A user-given file whose digest differs from ``expected_sha256`` loads with a warning;
@@ -470,7 +468,7 @@ def load_checkpoint_file(name: str, path, device="cpu", precision="fp32", tokeni
         warnings.warn(f"{path.name} has SHA-256 {digest}, not the published {expected_sha256} "
                       f"of {name}; using it anyway", stacklevel=2)
     info = {"file": path.name, "sha256": digest, "expected_sha256": expected_sha256,
-            "verified": verified, "source": source}
+            "verified": verified, "source": source, **(hub_record or {})}
     return ClapEncoder(name, model, tok, mel, device, precision, info, tok_source)
 
 
@@ -478,75 +476,63 @@ def load_published(name: str, checkpoint=None, device="cpu", precision="fp32", c
                    tokenizer=None) -> ClapEncoder:
     """Registry loader for the published checkpoints in :data:`PUBLISHED`.
 
-    ``checkpoint`` (a user's file) wins; otherwise the file is taken from the cache, or
-    fetched into it (digest-checked) when the hub answers.
+    ``checkpoint`` (a user's file) wins; otherwise the file comes from the Hugging Face
+    cache, or is downloaded into it when allowed (see :func:`embedstore.models.hub.download`),
+    and must have the published digest.
     """
     entry = PUBLISHED[name]
     if checkpoint is not None:
         return load_checkpoint_file(name, checkpoint, device, precision, tokenizer, entry.sha256)
-    cached = hub.cache_dir(cache_dir) / "laion_clap" / entry.file
-    source = "cache"
-    if not cached.is_file():
-        hint = f"download {HUB_URL}{entry.file} and pass it with --checkpoint PATH"
-        hub.fetch(HUB_URL + entry.file, cached, entry.sha256, entry.file, hint)
-        source = "hub"
-    elif entry.sha256 is not None and hub.sha256_file(cached) != entry.sha256:
-        raise ModelUnavailable(f"cached {cached} does not have the published SHA-256 of {name}; "
-                               f"delete it or pass a file with --checkpoint PATH")
-    return load_checkpoint_file(name, cached, device, precision, tokenizer, entry.sha256, source)
+    fetched = hub.download(HUB_REPO, entry.file, entry.sha256, cache_dir=cache_dir)
+    return load_checkpoint_file(name, fetched.path, device, precision, tokenizer, entry.sha256,
+                                fetched.source, fetched.record())
+
+
+#: What ``hf:<hub id>`` fetches of a repository: configs, tokenizer files, safetensors weights.
+HF_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
 
 
 def load_hf(spec: str, device="cpu", precision="fp32", cache_dir=None, tokenizer=None) -> ClapEncoder:
     """A transformers ``ClapModel`` from a local directory or a hub id (``hf:<spec>``).
 
-    The model is fed laion_clap's own front end (see :class:`LogMel`), with its rate,
-    FFT, hop, band and clip settings read from ``preprocessor_config.json`` when present.
+    A hub id is fetched as a snapshot through ``huggingface_hub`` (cache first; see
+    :func:`embedstore.models.hub.snapshot`); its commit hash and the SHA-256 of every
+    ``.safetensors`` file are recorded. The model is fed laion_clap's own front end (see
+    :class:`LogMel`), with its rate, FFT, hop, band and clip settings read from
+    ``preprocessor_config.json`` when present.
     """
     from transformers import ClapModel
 
-    local = Path(spec).is_dir()
-    hub_cache = None if cache_dir is None else str(hub.cache_dir(cache_dir) / "hf")
-    kwargs = {"cache_dir": hub_cache}
-    if not local:
-        try:
-            model = ClapModel.from_pretrained(spec, local_files_only=True, **kwargs)
-        except (OSError, ValueError):
-            if not hub.online():
-                raise ModelUnavailable(f"hf:{spec} is not a local directory nor in the Hugging Face "
-                                       f"cache, and the hub cannot be reached; download it and "
-                                       f"use hf:<directory>") from None
-            try:
-                model = ClapModel.from_pretrained(spec, **kwargs)
-            except (OSError, ValueError) as err:
-                raise ModelUnavailable(f"cannot fetch hf:{spec} ({str(err).splitlines()[0]})") from None
-    else:
-        try:
-            model = ClapModel.from_pretrained(spec, local_files_only=True)
-        except (OSError, ValueError) as err:
-            raise InputError(f"{spec} does not hold a ClapModel: {str(err).splitlines()[0]}") from None
+    folder = Path(spec)
+    record = {"source": "local"}
+    if not folder.is_dir():
+        if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+            raise InputError(f"hf:{spec}: no such directory (a hub id is owner/name)")
+        folder, revision, source = hub.snapshot(
+            spec, HF_PATTERNS, cache_dir=cache_dir,
+            hint="download the repository and use hf:<directory>")
+        record = {"source": source, "hub_repo": spec, "hub_revision": revision,
+                  "hub_endpoint": hub.hub_endpoint()}
+    weights = hub.digests(folder)
+    if not weights:
+        raise InputError(f"hf:{spec} holds no .safetensors weights (other formats are not loaded)")
+    try:
+        model = ClapModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+    except (OSError, ValueError) as err:
+        raise InputError(f"{spec} does not hold a ClapModel: {str(err).splitlines()[0]}") from None
     model.eval()
-    mel = _mel_config_from(spec, local, hub_cache)
-    tok, tok_source = load_tokenizer(tokenizer if tokenizer is not None else (spec if local else None),
-                                     hub_id=TOKENIZER_ID if local else spec, hub_cache=hub_cache)
-    weights = [p for p in Path(spec).glob("*.safetensors")] if local else []
-    info = {"file": f"hf:{spec}", "sha256": hub.sha256_file(weights[0]) if len(weights) == 1 else None,
-            "expected_sha256": None, "verified": None, "source": "local" if local else "hub"}
+    mel = _mel_config_from(folder)
+    tok, tok_source = load_tokenizer(tokenizer if tokenizer is not None else folder)
+    info = {"file": f"hf:{spec}", "sha256": next(iter(weights.values())) if len(weights) == 1 else None,
+            "files_sha256": weights, "expected_sha256": None, "verified": None, **record}
     return ClapEncoder(f"hf:{spec}", model, tok, mel, device, precision, info, tok_source)
 
 
-def _mel_config_from(spec: str, local: bool, hub_cache) -> MelConfig:
+def _mel_config_from(folder: Path) -> MelConfig:
     import json
 
-    path = Path(spec) / "preprocessor_config.json" if local else None
-    if not local:
-        try:
-            from huggingface_hub import hf_hub_download
-
-            path = Path(hf_hub_download(spec, "preprocessor_config.json", cache_dir=hub_cache,
-                                        local_files_only=True))
-        except Exception:  # no processor config cached: laion_clap's defaults
-            path = None
-    if path is None or not path.is_file():
+    path = Path(folder) / "preprocessor_config.json"
+    if not path.is_file():  # no processor config: laion_clap's defaults
         return MelConfig()
     cfg = json.loads(path.read_text())
     rate = cfg.get("sampling_rate", 48000)
