@@ -10,13 +10,12 @@ import warnings
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import msclap_fixtures as mf  # noqa: E402
-from cli_helpers import invoke  # noqa: E402
+from cli_helpers import extract_and_report  # noqa: E402
 from test_models_clap import relative_errors  # noqa: E402
 
 from embedstore.errors import InputError, ModelUnavailable  # noqa: E402
@@ -180,35 +179,19 @@ def test_missing_tokenizer_offline_names_what_to_fetch(tmp_path, name, hub_id, m
     assert hub_id in str(info.value) and "--tokenizer" in str(info.value)
 
 
-def _clips(folder):
-    folder.mkdir()
-    rate = 22050
-    for i, (label, f0) in enumerate([("low", 220.0), ("high", 880.0), ("low", 196.0), ("high", 990.0)]):
-        t = np.arange(int(rate * (1.5 + i))) / rate  # shorter and longer than a window
-        sf.write(folder / f"c{i}.wav", (0.3 * np.sin(2 * np.pi * f0 * t)).astype(np.float32), rate)
-    rows = "\n".join(f"c{i}.wav,{label}" for i, label in enumerate(["low", "high", "low", "high"]))
-    (folder / "labels.csv").write_text("path,label\n" + rows + "\n")
-    return folder
-
-
 def test_extract_then_report(setup, tmp_path):
     """`embedstore extract` with the published-layout file, then `embedstore report`."""
     from embedstore.store import open_store
 
-    folder = _clips(tmp_path / "clips")
-    out = tmp_path / "s.h5"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = invoke("extract", "--model", f"msclap-{setup['version']}", "--checkpoint",
-                        setup["checkpoint"], "--tokenizer", setup["tokenizer"], "--dataset", "folder",
-                        "--root", folder, "--out", out, "--workers", "0", "--prompts", "track",
-                        "--long", "first")
+        result, report, out = extract_and_report(tmp_path, f"msclap-{setup['version']}", "--checkpoint",
+                                                 setup["checkpoint"], "--tokenizer", setup["tokenizer"])
     assert result.exit_code == 0, result.output
     with open_store(out) as store:
         prejoint = store.audio("prejoint")
         assert prejoint.shape == (4, setup["ours"].audio_dims["prejoint"])
         assert store.provenance["frontend"]["padding"] == "repeat"
         assert store.provenance["frontend"]["sample_rate"] == 44100
-    report = invoke("report", out, "--out", tmp_path / "report", "--no-umap")
     assert report.exit_code == 0, report.output
     assert (tmp_path / "report" / "report.json").is_file()
