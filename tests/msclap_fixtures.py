@@ -15,14 +15,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import importlib.machinery
 import importlib.util
 import sys
-import types
 from pathlib import Path
 
 import yaml
-from clap_fixtures import SENTENCES
+from clap_fixtures import SENTENCES, _stub_module
 
 TEXT_LAYERS = 2
 TEXT_INTERMEDIATE = 96
@@ -112,13 +110,6 @@ def tiny_text_model(version: str, vocab_size: int, seed: int = 0):
     return BertModel(BertConfig(vocab_size=vocab_size, hidden_size=768, num_hidden_layers=TEXT_LAYERS,
                                 num_attention_heads=12, intermediate_size=TEXT_INTERMEDIATE,
                                 max_position_embeddings=128)).eval()
-
-
-def _stub_module(name, **attrs):
-    module = types.ModuleType(name)
-    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
-    module.__dict__.update(attrs)
-    return module
 
 
 def _local_tokenizer(from_pretrained, tokenizer_dir):

@@ -139,26 +139,39 @@ def _numpy_safe_globals():
     return allowed
 
 
+def safe_torch_load(path, extra_globals=()):
+    """``torch.load(path, weights_only=True)``, allowing only ``extra_globals`` besides
+    tensors and plain containers. Raises InputError (one line) for a missing, unreadable or
+    unsafe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} does not exist")
+    try:
+        with torch.serialization.safe_globals(list(extra_globals)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for unreadable or unsafe files
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"cannot read checkpoint {path} safely: {first_line}") from None
+
+
+def tensor_state(state, path, what: str) -> dict[str, torch.Tensor]:
+    """``state`` as a state dict without the ``module.`` prefix, or InputError when it is
+    not a non-empty dict of tensors (``what`` names the expected layout)."""
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{path} is not {what}")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
 def read_checkpoint(path) -> dict[str, torch.Tensor]:
     """The state dict of a laion_clap ``.pt`` file, without the ``module.`` prefix.
 
     Accepts ``{"state_dict": {...}}`` and bare state dicts. Loads with
     ``weights_only=True``: a file that needs arbitrary unpickling is refused.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint {path} does not exist")
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for unreadable or unsafe files
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"cannot read checkpoint {path} safely: {first_line}") from None
+    loaded = safe_torch_load(path, _numpy_safe_globals())
     state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
-    if not isinstance(state, dict) or not state or not all(
-            isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(f"{path} is not a CLAP checkpoint (no state dict of tensors)")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return tensor_state(state, path, "a CLAP checkpoint (no state dict of tensors)")
 
 
 # Parts of a laion_clap state dict that the embedding path never uses: the training-time
@@ -191,7 +204,8 @@ def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return converted
 
 
-def _count(state, pattern: str) -> int:
+def count_indexed(state, pattern: str) -> int:
+    """1 + the largest number ``pattern``'s group matches in the keys (0 when none)."""
     found = {int(m.group(1)) for k in state for m in [re.match(pattern, k)] if m}
     return max(found) + 1 if found else 0
 
@@ -201,8 +215,8 @@ def infer_audio_config(state: dict[str, torch.Tensor]) -> dict:
     tensors: patch width, stage depths, heads (from the relative-position tables), window,
     spectrogram size (from the cached shifted-window mask, else 256), mel bands, MLP ratio,
     pooled width and AudioSet classes."""
-    n_stages = _count(state, r"audio_branch\.layers\.(\d+)\.")
-    depths = [_count(state, rf"audio_branch\.layers\.{i}\.blocks\.(\d+)\.") for i in range(n_stages)]
+    n_stages = count_indexed(state, r"audio_branch\.layers\.(\d+)\.")
+    depths = [count_indexed(state, rf"audio_branch\.layers\.{i}\.blocks\.(\d+)\.") for i in range(n_stages)]
     heads = [state[f"audio_branch.layers.{i}.blocks.0.attn.relative_position_bias_table"].shape[1]
              for i in range(n_stages)]
     table_rows = state["audio_branch.layers.0.blocks.0.attn.relative_position_bias_table"].shape[0]
@@ -250,7 +264,7 @@ def infer_config(state: dict[str, torch.Tensor]):
     words = state["text_branch.embeddings.word_embeddings.weight"]
     hidden = words.shape[1]
     text = dict(vocab_size=words.shape[0], hidden_size=hidden,
-                num_hidden_layers=_count(state, r"text_branch\.encoder\.layer\.(\d+)\."),
+                num_hidden_layers=count_indexed(state, r"text_branch\.encoder\.layer\.(\d+)\."),
                 num_attention_heads=hidden // 64,
                 intermediate_size=state["text_branch.encoder.layer.0.intermediate.dense.weight"].shape[0],
                 max_position_embeddings=state["text_branch.embeddings.position_embeddings.weight"].shape[0],

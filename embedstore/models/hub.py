@@ -84,6 +84,24 @@ def _remove_cached(path: Path) -> None:
         blob.unlink(missing_ok=True)
 
 
+def _cache_then_hub(call, what: str, hint: str) -> tuple[str, str]:
+    """``call(local_files_only=True)``; when that finds nothing, ``call(endpoint=, token=)``
+    unless downloads are off. Returns the path and ``"hf-cache"`` or ``"hub"``; every
+    failure is one ModelUnavailable line naming ``what`` and ``hint``."""
+    try:
+        return call(local_files_only=True), "hf-cache"
+    except Exception:  # not cached (huggingface_hub raises several types for that)
+        pass
+    if hub_offline():
+        raise ModelUnavailable(f"{what} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; {hint}")
+    endpoint = hub_endpoint()
+    try:
+        return call(endpoint=endpoint, token=os.environ.get("HF_TOKEN")), "hub"
+    except Exception as err:  # network, HTTP, auth and disk errors: one line each
+        raise ModelUnavailable(f"downloading {what} from {endpoint} failed ({_first_line(err)}); "
+                               f"{hint}") from None
+
+
 def download(repo: str, filename: str, expected_sha256: str | None, *, cache_dir=None,
              revision: str | None = None, hint: str | None = None) -> HubFile:
     """A published file through ``huggingface_hub``: cached copy, else a download, then our digest.
@@ -114,19 +132,9 @@ def download(repo: str, filename: str, expected_sha256: str | None, *, cache_dir
                     f"it with --checkpoint PATH")
     common = dict(repo_id=repo, filename=filename, revision=revision,
                   cache_dir=None if cache_dir is None else str(cache_dir))
-    source = "hf-cache"
-    try:
-        path = Path(hf_hub_download(**common, local_files_only=True))
-    except Exception:  # not cached (huggingface_hub raises several types for that)
-        if hub_offline():
-            raise ModelUnavailable(f"{filename} ({repo}) is not in the Hugging Face cache and "
-                                   f"HF_HUB_OFFLINE is set; {hint}") from None
-        try:
-            path = Path(hf_hub_download(**common, endpoint=endpoint, token=os.environ.get("HF_TOKEN")))
-        except Exception as err:  # network, HTTP, auth and disk errors: one line each
-            raise ModelUnavailable(f"downloading {filename} from {endpoint}/{repo} failed "
-                                   f"({_first_line(err)}); {hint}") from None
-        source = "hub"
+    found, source = _cache_then_hub(lambda **kw: hf_hub_download(**common, **kw),
+                                    f"{filename} ({repo})", hint)
+    path = Path(found)
     digest = sha256_file(path)
     if expected_sha256 is not None and digest != expected_sha256:
         _remove_cached(path)
@@ -146,20 +154,8 @@ def snapshot(repo: str, patterns: list[str], *, cache_dir=None, revision: str | 
 
     common = dict(repo_id=repo, allow_patterns=patterns, revision=revision,
                   cache_dir=None if cache_dir is None else str(cache_dir))
-    source = "hf-cache"
-    try:
-        folder = Path(snapshot_download(**common, local_files_only=True))
-    except Exception:  # not cached
-        if hub_offline():
-            raise ModelUnavailable(f"{repo} is not in the Hugging Face cache and HF_HUB_OFFLINE is "
-                                   f"set; {hint}") from None
-        endpoint = hub_endpoint()
-        try:
-            folder = Path(snapshot_download(**common, endpoint=endpoint, token=os.environ.get("HF_TOKEN")))
-        except Exception as err:  # network, HTTP, auth and disk errors: one line each
-            raise ModelUnavailable(f"downloading {repo} from {endpoint} failed ({_first_line(err)}); "
-                                   f"{hint}") from None
-        source = "hub"
+    found, source = _cache_then_hub(lambda **kw: snapshot_download(**common, **kw), repo, hint)
+    folder = Path(found)
     return folder, folder.name, source
 
 

@@ -142,19 +142,9 @@ class Cnn14(nn.Module):
 
 def read_checkpoint(path) -> dict[str, torch.Tensor]:
     """The ``model`` state dict of an msclap ``.pth`` (``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint {path} does not exist")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for unreadable or unsafe files
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"cannot read checkpoint {path} safely: {first_line}") from None
+    loaded = clap.safe_torch_load(path)
     state = loaded.get("model") if isinstance(loaded, dict) else None
-    if not isinstance(state, dict) or not state or not all(
-            isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(f"{path} is not an msclap checkpoint (no 'model' state dict of tensors)")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return clap.tensor_state(state, path, "an msclap checkpoint (no 'model' state dict of tensors)")
 
 
 # Tensors the embedding path never reads: the temperature, the AudioSet heads, torchlibrosa's
@@ -188,16 +178,11 @@ def _load_strict(module: nn.Module, weights: dict[str, torch.Tensor], what: str,
     module.load_state_dict(weights, strict=False)
 
 
-def _count(state, pattern: str) -> int:
-    found = {int(m.group(1)) for k in state for m in [re.match(pattern, k)] if m}
-    return max(found) + 1 if found else 0
-
-
 def build_audio_tower(version: MsclapVersion, state: dict, source: str) -> nn.Module:
     """CNN14 or HTSAT holding exactly the checkpoint's audio weights."""
     if version.audio == "Cnn14":
         weights = _subset(state, AUDIO_BASE)
-        n_blocks = _count(weights, r"conv_block(\d+)\.") - 1  # numbered from 1
+        n_blocks = clap.count_indexed(weights, r"conv_block(\d+)\.") - 1  # numbered from 1
         if n_blocks < 1 or "fc1.weight" not in weights or "bn0.weight" not in weights:
             raise InputError(f"{source} is not an msclap CNN14 checkpoint (no {AUDIO_BASE}conv_block1)")
         widths = [weights[f"conv_block{i + 1}.conv1.weight"].shape[0] for i in range(n_blocks)]
@@ -231,7 +216,7 @@ def build_text_tower(version: MsclapVersion, state: dict, source: str) -> nn.Mod
         width = weights["wte.weight"].shape[1]
         config = GPT2Config(vocab_size=weights["wte.weight"].shape[0], n_embd=width,
                             n_positions=weights["wpe.weight"].shape[0],
-                            n_layer=_count(weights, r"h\.(\d+)\."), n_head=width // 64,
+                            n_layer=clap.count_indexed(weights, r"h\.(\d+)\."), n_head=width // 64,
                             n_inner=weights["h.0.mlp.c_fc.weight"].shape[1], layer_norm_epsilon=1e-5)
         tower = GPT2Model(config)
         what = "GPT-2 text tower"
@@ -243,7 +228,7 @@ def build_text_tower(version: MsclapVersion, state: dict, source: str) -> nn.Mod
             raise InputError(f"{source} is not an msclap BERT checkpoint (no {TEXT_BASE}{key})")
         width = weights[key].shape[1]
         config = BertConfig(vocab_size=weights[key].shape[0], hidden_size=width,
-                            num_hidden_layers=_count(weights, r"encoder\.layer\.(\d+)\."),
+                            num_hidden_layers=clap.count_indexed(weights, r"encoder\.layer\.(\d+)\."),
                             num_attention_heads=width // 64,
                             intermediate_size=weights["encoder.layer.0.intermediate.dense.weight"].shape[0],
                             max_position_embeddings=weights["embeddings.position_embeddings.weight"].shape[0],
