@@ -77,7 +77,8 @@ def load_model(name: str, checkpoint=None, device: str = "cpu", precision: str =
         Torch device, e.g. ``"cpu"`` or ``"cuda:0"``.
     precision : {"fp32", "fp16", "bf16"}
     cache_dir : path-like, optional
-        Where fetched files go (default ``$EMBEDSTORE_CACHE`` or ``~/.cache/embedstore``).
+        Hugging Face cache to read and download into instead of the standard one
+        (``$HF_HUB_CACHE``, ``$HF_HOME/hub``, ``~/.cache/huggingface/hub``).
     tokenizer : path-like, optional
         A local tokenizer directory, for models whose text tower needs one.
 

@@ -17,7 +17,8 @@ Registry
 ``loader(checkpoint, device, precision, cache_dir) -> Encoder`` where ``checkpoint`` is a
 user-given local path or ``None`` (fetch or find the published file), ``device`` a torch
 device string, ``precision`` one of :data:`PRECISIONS` and ``cache_dir`` a directory for
-fetched files or ``None`` for the default (see ``embedstore.models.hub.cache_dir``).
+downloaded files or ``None`` for the standard Hugging Face cache (see
+:mod:`embedstore.models.hub`).
 A new model family registers itself by adding one line to that dict.
 """
 
