@@ -19,7 +19,7 @@ from cli_helpers import extract_and_report  # noqa: E402
 from test_models_clap import relative_errors  # noqa: E402
 
 from embedstore.errors import InputError, ModelUnavailable  # noqa: E402
-from embedstore.extract.audio import windows as cut_windows  # noqa: E402
+from embedstore.extract.audio import windows as audio_windows  # noqa: E402
 from embedstore.models import list_models, load_model  # noqa: E402
 from embedstore.models import msclap as ours_msclap  # noqa: E402
 
@@ -128,7 +128,7 @@ def test_short_clips_are_filled_as_msclap_fills_them(setup):
     clip = np.random.default_rng(0).standard_normal(100_000).astype(np.float32)
     reference.read_audio = lambda path, resample=True: (torch.from_numpy(clip)[None], 44100)
     expected = reference.load_audio_into_tensor("clip.wav", reference.args.duration).numpy()
-    ours = cut_windows(clip, setup["ours"].window_samples, "first", padding="repeat")[0]
+    ours = audio_windows(clip, setup["ours"].window_samples, "first", padding="repeat")[0]
     np.testing.assert_array_equal(ours, expected)
 
 
