@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from clap_fixtures import SENTENCES, _stub_module
+from clap_fixtures import SENTENCES, _stub_module, randomize
 
 TEXT_LAYERS = 2
 TEXT_INTERMEDIATE = 96
@@ -172,18 +172,7 @@ def build_msclap(version: str, tokenizer_dir, seed: int = 0):
                      fmin=args.fmin, fmax=args.fmax, classes_num=args.num_classes, out_emb=args.out_emb,
                      text_model=args.text_model, transformer_embed_dim=args.transformer_embed_dim,
                      d_proj=args.d_proj)
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if "extractor" in name or "attn_mask" in name or ".attn.bias" in name \
-                    or not tensor.is_floating_point():
-                continue  # fixed: the STFT and mel filterbank, masks
-            if name.endswith("running_var"):
-                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=generator))
-            elif name.endswith("running_mean"):
-                tensor.copy_(torch.randn(tensor.shape, generator=generator))
-            else:
-                tensor.add_(0.02 * torch.randn(tensor.shape, generator=generator))
+    randomize(model, seed + 1)
     return model.eval(), text_model
 
 

@@ -28,6 +28,8 @@ import abc
 
 import numpy as np
 
+from embedstore.errors import InputError
+
 #: Numeric precisions a loader accepts.
 PRECISIONS = ("fp32", "fp16", "bf16")
 
@@ -67,6 +69,26 @@ class Encoder(abc.ABC):
     def window_samples(self) -> int:
         """Number of samples in one audio window."""
         return int(round(self.sample_rate * self.window_seconds))
+
+    def checked_windows(self, windows) -> np.ndarray:
+        """``windows`` as a float32 ``(B, window_samples)`` array; InputError on another shape."""
+        windows = np.asarray(windows)
+        if windows.ndim != 2 or windows.shape[1] != self.window_samples:
+            raise InputError(f"{self.name} embeds (batch, {self.window_samples}) windows at "
+                             f"{self.sample_rate} Hz, got shape {windows.shape}")
+        return np.ascontiguousarray(windows, dtype=np.float32)
+
+    @staticmethod
+    def checked_texts(texts) -> list[str]:
+        """``texts`` as a list; InputError unless it is a sequence of strings."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise InputError("embed_text takes a list of strings")
+        return list(texts)
+
+    @staticmethod
+    def empty(dims: dict[str, int]) -> dict[str, np.ndarray]:
+        """The vectors of an empty batch: ``(0, width)`` per space."""
+        return {space: np.zeros((0, width), np.float32) for space, width in dims.items()}
 
     @abc.abstractmethod
     def embed_audio(self, windows: np.ndarray) -> dict[str, np.ndarray]:

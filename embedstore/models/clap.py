@@ -355,6 +355,13 @@ def _tokenizer_from(folder):
 
 # --------------------------------------------------------------------------- encoder
 
+def project(prejoint: torch.Tensor, projection) -> dict[str, np.ndarray]:
+    """Both spaces from a tower's pooled output: ``prejoint`` as it is, ``joint`` its
+    projection L2-normalised; float32 numpy."""
+    joint = F.normalize(projection(prejoint).float(), dim=-1)
+    return {"prejoint": prejoint.float().cpu().numpy(), "joint": joint.cpu().numpy()}
+
+
 class ClapEncoder(Encoder):
     """A LAION-CLAP model behind the :class:`~embedstore.models.base.Encoder` contract."""
 
@@ -390,40 +397,27 @@ class ClapEncoder(Encoder):
             raise InputError(f"the tokenizer has {len(tokenizer)} tokens but the checkpoint's text "
                              f"tower only {vocab}: wrong tokenizer")
 
-    @staticmethod
-    def _empty(dims: dict[str, int]) -> dict[str, np.ndarray]:
-        return {space: np.zeros((0, width), np.float32) for space, width in dims.items()}
-
-    def _outputs(self, prejoint: torch.Tensor, projection) -> dict[str, np.ndarray]:
-        joint = F.normalize(projection(prejoint).float(), dim=-1)
-        return {"prejoint": prejoint.float().cpu().numpy(), "joint": joint.cpu().numpy()}
-
     def embed_audio(self, windows: np.ndarray) -> dict[str, np.ndarray]:
-        windows = np.asarray(windows)
-        if windows.ndim != 2 or windows.shape[1] != self.window_samples:
-            raise InputError(f"{self.name} embeds (batch, {self.window_samples}) windows at "
-                             f"{self.sample_rate} Hz, got shape {windows.shape}")
+        windows = self.checked_windows(windows)
         if len(windows) == 0:
-            return self._empty(self.audio_dims)
+            return self.empty(self.audio_dims)
         with torch.inference_mode():
-            waveforms = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
-            features = self.front_end(waveforms.to(self.device)).to(self.dtype)
+            features = self.front_end(torch.from_numpy(windows).to(self.device)).to(self.dtype)
             is_longer = torch.zeros(len(windows), 1, dtype=torch.bool, device=self.device)
             pooled = self.model.audio_model(input_features=features, is_longer=is_longer).pooler_output
-            return self._outputs(pooled, self.model.audio_projection)
+            return project(pooled, self.model.audio_projection)
 
     def embed_text(self, texts: list[str]) -> dict[str, np.ndarray]:
-        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-            raise InputError("embed_text takes a list of strings")
+        texts = self.checked_texts(texts)
         if len(texts) == 0:
-            return self._empty(self.text_dims)
-        tokens = self.tokenizer(list(texts), padding="max_length", truncation=True,
+            return self.empty(self.text_dims)
+        tokens = self.tokenizer(texts, padding="max_length", truncation=True,
                                 max_length=self.max_tokens, return_tensors="pt")
         with torch.inference_mode():
             pooled = self.model.text_model(input_ids=tokens["input_ids"].to(self.device),
                                            attention_mask=tokens["attention_mask"].to(self.device)
                                            ).pooler_output
-            return self._outputs(pooled, self.model.text_projection)
+            return project(pooled, self.model.text_projection)
 
     def provenance(self) -> dict:
         import transformers

@@ -315,27 +315,19 @@ class MsclapEncoder(Encoder):
             raise InputError(f"the tokenizer has {len(tokenizer)} tokens but the checkpoint's text "
                              f"tower only {vocab}: wrong tokenizer")
 
-    def _outputs(self, prejoint: torch.Tensor, projection: nn.Module) -> dict[str, np.ndarray]:
-        joint = F.normalize(projection(prejoint).float(), dim=-1)
-        return {"prejoint": prejoint.float().cpu().numpy(), "joint": joint.cpu().numpy()}
-
     def embed_audio(self, windows: np.ndarray) -> dict[str, np.ndarray]:
-        windows = np.asarray(windows)
-        if windows.ndim != 2 or windows.shape[1] != self.window_samples:
-            raise InputError(f"{self.name} embeds (batch, {self.window_samples}) windows at "
-                             f"{self.sample_rate} Hz, got shape {windows.shape}")
+        windows = self.checked_windows(windows)
         if len(windows) == 0:
-            return {s: np.zeros((0, w), np.float32) for s, w in self.audio_dims.items()}
+            return self.empty(self.audio_dims)
         with torch.inference_mode():
-            waveforms = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(self.device)
-            features = self.front_end(waveforms).to(self.dtype)
+            features = self.front_end(torch.from_numpy(windows).to(self.device)).to(self.dtype)
             tower = self.towers["audio"]
             if self.version.audio == "Cnn14":
                 pooled = tower(features)
             else:
                 is_longer = torch.zeros(len(windows), 1, dtype=torch.bool, device=self.device)
                 pooled = tower(input_features=features, is_longer=is_longer).pooler_output
-            return self._outputs(pooled, self.towers["audio_projection"])
+            return clap.project(pooled, self.towers["audio_projection"])
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """msclap's ``preprocess_text``: GPT-2 texts get ``" <|endoftext|>"`` appended; every
@@ -354,11 +346,10 @@ class MsclapEncoder(Encoder):
         return {k: tokens[k].to(self.device) for k in keys}
 
     def embed_text(self, texts: list[str]) -> dict[str, np.ndarray]:
-        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-            raise InputError("embed_text takes a list of strings")
+        texts = self.checked_texts(texts)
         if len(texts) == 0:
-            return {s: np.zeros((0, w), np.float32) for s, w in self.text_dims.items()}
-        tokens = self.tokenize(list(texts))
+            return self.empty(self.text_dims)
+        tokens = self.tokenize(texts)
         with torch.inference_mode():
             hidden = self.towers["text"](**tokens).last_hidden_state
             if self.gpt:
@@ -367,7 +358,7 @@ class MsclapEncoder(Encoder):
                 pooled = hidden[torch.arange(len(texts), device=hidden.device), last]
             else:
                 pooled = hidden[:, 0, :]
-            return self._outputs(pooled, self.towers["text_projection"])
+            return clap.project(pooled, self.towers["text_projection"])
 
     def provenance(self) -> dict:
         import transformers
