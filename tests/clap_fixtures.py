@@ -197,10 +197,12 @@ def write_clap_checkpoint(clap, path, stale_position_ids: bool = True) -> Path:
     return path
 
 
-def random_windows(n: int, n_samples: int, seed: int = 0) -> np.ndarray:
-    """Distinct test signals: a few decaying partials plus noise, int16-representable."""
+def random_windows(n: int, n_samples: int, seed: int = 0, rate: int = 48000,
+                   int16: bool = True) -> np.ndarray:
+    """Distinct test signals at ``rate``: a few decaying partials plus noise, int16-representable
+    unless ``int16`` is False."""
     rng = np.random.default_rng(seed)
-    t = np.arange(n_samples) / 48000.0
+    t = np.arange(n_samples) / rate
     rows = []
     for _ in range(n):
         f0 = rng.uniform(80, 1500)
@@ -208,4 +210,4 @@ def random_windows(n: int, n_samples: int, seed: int = 0) -> np.ndarray:
         signal = tone * np.exp(-t * rng.uniform(0.2, 3)) + 0.05 * rng.standard_normal(n_samples)
         rows.append(signal / np.abs(signal).max() * 0.8)
     windows = np.asarray(rows, dtype=np.float32)
-    return (np.round(windows * 32767) / 32767).astype(np.float32)
+    return (np.round(windows * 32767) / 32767).astype(np.float32) if int16 else windows

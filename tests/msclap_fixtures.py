@@ -191,18 +191,3 @@ def msclap_reference(version: str, checkpoint, tokenizer_dir, text_model):
         from msclap import CLAP as CLAPWrapper
 
         return CLAPWrapper(model_fp=str(checkpoint), version=version, use_cuda=False)
-
-
-def random_windows(n: int, n_samples: int, seed: int = 0, rate: int = 44100):
-    """Distinct test signals at ``rate``: decaying partials plus noise."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    t = np.arange(n_samples) / rate
-    rows = []
-    for _ in range(n):
-        f0 = rng.uniform(80, 1500)
-        tone = sum(rng.uniform(0.1, 0.5) * np.sin(2 * np.pi * f0 * k * t) for k in range(1, 5))
-        signal = tone * np.exp(-t * rng.uniform(0.2, 3)) + 0.05 * rng.standard_normal(n_samples)
-        rows.append(signal / np.abs(signal).max() * 0.8)
-    return np.asarray(rows, dtype=np.float32)

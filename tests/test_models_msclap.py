@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import msclap_fixtures as mf  # noqa: E402
+from clap_fixtures import random_windows  # noqa: E402
 from cli_helpers import extract_and_report  # noqa: E402
 from test_models_clap import relative_errors  # noqa: E402
 
@@ -69,7 +70,7 @@ def _with_prejoint(reference, call, projection):
 @pytest.fixture(scope="module")
 def audio(setup):
     reference, ours = setup["reference"], setup["ours"]
-    windows = mf.random_windows(3, ours.window_samples, seed=3)
+    windows = random_windows(3, ours.window_samples, seed=3, rate=44100, int16=False)
     expected = _with_prejoint(reference, lambda: reference._get_audio_embeddings(
         torch.from_numpy(windows)[:, None, :]), reference.clap.audio_encoder.projection)
     return ours.embed_audio(windows), expected

@@ -286,6 +286,28 @@ def _check_front_end(state: dict[str, torch.Tensor], config: MelConfig, source: 
                          f"{config.sample_rate} Hz); this front end is not supported")
 
 
+def load_exactly(module, weights: dict[str, torch.Tensor], what: str, source: str) -> None:
+    """Load ``weights`` into ``module``: every tensor present, none extra, every shape right.
+
+    Buffers a model rebuilds itself (index tables, position ids, batch counts) may be
+    absent. Raises InputError naming the first missing or unexpected key, or a shape mismatch.
+    """
+    expected = module.state_dict()
+    derived = {k for k in expected if k.endswith(("position_ids", "token_type_ids",
+                                                  "relative_position_index", "num_batches_tracked"))}
+    missing = sorted(set(expected) - set(weights) - derived)
+    unexpected = sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        parts = [f"{len(missing)} missing keys (first: {missing[0]})"] if missing else []
+        parts += [f"{len(unexpected)} unexpected keys (first: {unexpected[0]})"] if unexpected else []
+        raise InputError(f"{source} does not match {what}: " + ", ".join(parts))
+    for key, value in weights.items():
+        if expected[key].shape != value.shape:
+            raise InputError(f"{source}: {key} has shape {tuple(value.shape)}, the architecture "
+                             f"read from the checkpoint needs {tuple(expected[key].shape)}")
+    module.load_state_dict(weights, strict=False)
+
+
 def build_clap_model(state: dict[str, torch.Tensor], source: str):
     """A transformers ``ClapModel`` holding exactly the checkpoint's weights.
 
@@ -296,24 +318,7 @@ def build_clap_model(state: dict[str, torch.Tensor], source: str):
     config = infer_config(state)
     converted = convert_state_dict(state)
     model = ClapModel(config).eval()
-    expected = model.state_dict()
-    # transformers rebuilds these deterministic index buffers itself
-    derived = {k for k in expected
-               if k.endswith(("position_ids", "token_type_ids", "relative_position_index"))}
-    missing = sorted(set(expected) - set(converted) - derived)
-    unexpected = sorted(set(converted) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (first: {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[0]})")
-        raise InputError(f"{source} does not match a LAION-CLAP model: " + ", ".join(parts))
-    for key, value in converted.items():
-        if expected[key].shape != value.shape:
-            raise InputError(f"{source}: {key} has shape {tuple(value.shape)}, the architecture "
-                             f"read from the checkpoint needs {tuple(expected[key].shape)}")
-    model.load_state_dict(converted, strict=False)
+    load_exactly(model, converted, "a LAION-CLAP model", source)
     return model
 
 
@@ -355,6 +360,13 @@ def _tokenizer_from(folder):
 
 # --------------------------------------------------------------------------- encoder
 
+def check_tokenizer_fits(tokenizer, vocab_size: int) -> None:
+    """Refuse a tokenizer with more tokens than the text tower's vocabulary (a wrong one)."""
+    if len(tokenizer) > vocab_size:
+        raise InputError(f"the tokenizer has {len(tokenizer)} tokens but the checkpoint's text "
+                         f"tower only {vocab_size}: wrong tokenizer")
+
+
 def project(prejoint: torch.Tensor, projection) -> dict[str, np.ndarray]:
     """Both spaces from a tower's pooled output: ``prejoint`` as it is, ``joint`` its
     projection L2-normalised; float32 numpy."""
@@ -392,10 +404,7 @@ class ClapEncoder(Encoder):
         self.max_tokens = min(CONTEXT_LENGTH, model.config.text_config.max_position_embeddings - 2)
         self._checkpoint = checkpoint_info or {}
         self._tokenizer_source = tokenizer_source
-        vocab = model.config.text_config.vocab_size
-        if len(tokenizer) > vocab:
-            raise InputError(f"the tokenizer has {len(tokenizer)} tokens but the checkpoint's text "
-                             f"tower only {vocab}: wrong tokenizer")
+        check_tokenizer_fits(tokenizer, model.config.text_config.vocab_size)
 
     def embed_audio(self, windows: np.ndarray) -> dict[str, np.ndarray]:
         windows = self.checked_windows(windows)

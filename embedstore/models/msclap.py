@@ -160,24 +160,6 @@ def _subset(state: dict, prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and not _UNUSED.search(k)}
 
 
-def _load_strict(module: nn.Module, weights: dict[str, torch.Tensor], what: str, source: str) -> None:
-    """Load ``weights`` into ``module``: every tensor present, none extra, every shape right."""
-    expected = module.state_dict()
-    derived = {k for k in expected if k.endswith(("position_ids", "token_type_ids",
-                                                  "relative_position_index", "num_batches_tracked"))}
-    missing = sorted(set(expected) - set(weights) - derived)
-    unexpected = sorted(set(weights) - set(expected))
-    if missing or unexpected:
-        parts = [f"{len(missing)} missing (first: {missing[0]})"] if missing else []
-        parts += [f"{len(unexpected)} unexpected (first: {unexpected[0]})"] if unexpected else []
-        raise InputError(f"{source}: its {what} does not match msclap's: " + ", ".join(parts))
-    for key, value in weights.items():
-        if expected[key].shape != value.shape:
-            raise InputError(f"{source}: {what} tensor {key} has shape {tuple(value.shape)}, the "
-                             f"architecture read from the checkpoint needs {tuple(expected[key].shape)}")
-    module.load_state_dict(weights, strict=False)
-
-
 def build_audio_tower(version: MsclapVersion, state: dict, source: str) -> nn.Module:
     """CNN14 or HTSAT holding exactly the checkpoint's audio weights."""
     if version.audio == "Cnn14":
@@ -187,7 +169,7 @@ def build_audio_tower(version: MsclapVersion, state: dict, source: str) -> nn.Mo
             raise InputError(f"{source} is not an msclap CNN14 checkpoint (no {AUDIO_BASE}conv_block1)")
         widths = [weights[f"conv_block{i + 1}.conv1.weight"].shape[0] for i in range(n_blocks)]
         tower = Cnn14(widths, weights["bn0.weight"].shape[0], weights["fc1.weight"].shape[0])
-        _load_strict(tower, weights, "CNN14 audio tower", source)
+        clap.load_exactly(tower, weights, "msclap's CNN14 audio tower", source)
         return tower.eval()
     from transformers import ClapAudioConfig, ClapAudioModel
 
@@ -197,7 +179,7 @@ def build_audio_tower(version: MsclapVersion, state: dict, source: str) -> nn.Mo
         raise InputError(f"{source} is not an msclap HTSAT checkpoint (no {AUDIO_BASE}htsat.patch_embed)")
     tower = ClapAudioModel(ClapAudioConfig(**clap.infer_audio_config(laion)))
     weights = {k.removeprefix("audio_model."): v for k, v in clap.convert_state_dict(laion).items()}
-    _load_strict(tower, weights, "HTSAT audio tower", source)
+    clap.load_exactly(tower, weights, "msclap's HTSAT audio tower", source)
     return tower.eval()
 
 
@@ -219,7 +201,7 @@ def build_text_tower(version: MsclapVersion, state: dict, source: str) -> nn.Mod
                             n_layer=clap.count_indexed(weights, r"h\.(\d+)\."), n_head=width // 64,
                             n_inner=weights["h.0.mlp.c_fc.weight"].shape[1], layer_norm_epsilon=1e-5)
         tower = GPT2Model(config)
-        what = "GPT-2 text tower"
+        what = "msclap's GPT-2 text tower"
     else:
         from transformers import BertConfig, BertModel
 
@@ -235,8 +217,8 @@ def build_text_tower(version: MsclapVersion, state: dict, source: str) -> nn.Mod
                             type_vocab_size=weights["embeddings.token_type_embeddings.weight"].shape[0],
                             layer_norm_eps=1e-12)
         tower = BertModel(config, add_pooling_layer=False)
-        what = "BERT text tower"
-    _load_strict(tower, weights, what, source)
+        what = "msclap's BERT text tower"
+    clap.load_exactly(tower, weights, what, source)
     return tower.eval()
 
 
@@ -246,7 +228,7 @@ def build_projection(state: dict, prefix: str, source: str) -> Projection:
         raise InputError(f"{source} is not an msclap checkpoint (no {prefix}linear1.weight)")
     d_out, d_in = weights["linear1.weight"].shape
     projection = Projection(d_in, d_out)
-    _load_strict(projection, weights, prefix.rstrip("."), source)
+    clap.load_exactly(projection, weights, f"msclap's {prefix.rstrip('.')}", source)
     return projection.eval()
 
 
@@ -310,10 +292,7 @@ class MsclapEncoder(Encoder):
         self.max_tokens = config.n_positions if self.gpt else config.max_position_embeddings
         self._checkpoint = checkpoint_info or {}
         self._tokenizer_source = tokenizer_source
-        vocab = config.vocab_size
-        if len(tokenizer) > vocab:
-            raise InputError(f"the tokenizer has {len(tokenizer)} tokens but the checkpoint's text "
-                             f"tower only {vocab}: wrong tokenizer")
+        clap.check_tokenizer_fits(tokenizer, config.vocab_size)
 
     def embed_audio(self, windows: np.ndarray) -> dict[str, np.ndarray]:
         windows = self.checked_windows(windows)
