@@ -158,18 +158,30 @@ def build_laion_clap(amodel: str, tokenizer_dir, seed: int = 0):
 
         torch.manual_seed(seed)
         clap = laion_clap.CLAP_Module(enable_fusion=False, amodel=amodel, device="cpu")
-    generator = torch.Generator().manual_seed(seed + 1)
+    randomize(clap.model, seed + 1)
+    return clap.eval()
+
+
+def randomize(module, seed: int) -> None:
+    """Move every learned tensor and batch-norm statistic off its initial value, in place.
+
+    Fixed tensors stay: torchlibrosa's STFT and mel filterbank, the shifted-window masks,
+    GPT-2's causal-mask buffers.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, tensor in clap.model.state_dict().items():
-            if "extractor" in name or "attn_mask" in name or not tensor.is_floating_point():
-                continue  # fixed: the STFT and mel filterbank, the shifted-window masks
+        for name, tensor in module.state_dict().items():
+            if "extractor" in name or "attn_mask" in name or name.endswith(".attn.bias") \
+                    or not tensor.is_floating_point():
+                continue
             if name.endswith("running_var"):
                 tensor.copy_(0.5 + torch.rand(tensor.shape, generator=generator))
             elif name.endswith("running_mean"):
                 tensor.copy_(torch.randn(tensor.shape, generator=generator))
             else:
                 tensor.add_(0.02 * torch.randn(tensor.shape, generator=generator))
-    return clap.eval()
 
 
 def write_clap_checkpoint(clap, path, stale_position_ids: bool = True) -> Path:
@@ -185,10 +197,12 @@ def write_clap_checkpoint(clap, path, stale_position_ids: bool = True) -> Path:
     return path
 
 
-def random_windows(n: int, n_samples: int, seed: int = 0) -> np.ndarray:
-    """Distinct test signals: a few decaying partials plus noise, int16-representable."""
+def random_windows(n: int, n_samples: int, seed: int = 0, rate: int = 48000,
+                   int16: bool = True) -> np.ndarray:
+    """Distinct test signals at ``rate``: a few decaying partials plus noise, int16-representable
+    unless ``int16`` is False."""
     rng = np.random.default_rng(seed)
-    t = np.arange(n_samples) / 48000.0
+    t = np.arange(n_samples) / rate
     rows = []
     for _ in range(n):
         f0 = rng.uniform(80, 1500)
@@ -196,4 +210,4 @@ def random_windows(n: int, n_samples: int, seed: int = 0) -> np.ndarray:
         signal = tone * np.exp(-t * rng.uniform(0.2, 3)) + 0.05 * rng.standard_normal(n_samples)
         rows.append(signal / np.abs(signal).max() * 0.8)
     windows = np.asarray(rows, dtype=np.float32)
-    return (np.round(windows * 32767) / 32767).astype(np.float32)
+    return (np.round(windows * 32767) / 32767).astype(np.float32) if int16 else windows

@@ -14,3 +14,32 @@ def invoke(*args):
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert "Traceback" not in result.output
     return result
+
+
+def write_clip_folder(folder, rate: int = 22050):
+    """A `folder` dataset of four sine clips (1.5 to 4.5 s: shorter and longer than some
+    models' windows) labelled low/high in ``labels.csv``."""
+    import numpy as np
+    import soundfile as sf
+
+    folder.mkdir()
+    labels = [("low", 220.0), ("high", 880.0), ("low", 196.0), ("high", 990.0)]
+    for i, (_, f0) in enumerate(labels):
+        t = np.arange(int(rate * (1.5 + i))) / rate
+        sf.write(folder / f"c{i}.wav", (0.3 * np.sin(2 * np.pi * f0 * t)).astype(np.float32), rate)
+    rows = "\n".join(f"c{i}.wav,{label}" for i, (label, _) in enumerate(labels))
+    (folder / "labels.csv").write_text("path,label\n" + rows + "\n")
+    return folder
+
+
+def extract_and_report(tmp_path, model: str, *options) -> tuple:
+    """`embedstore extract` of :func:`write_clip_folder` then `embedstore report`; returns
+    both results and the store path."""
+    folder = write_clip_folder(tmp_path / "clips")
+    out = tmp_path / "s.h5"
+    extracted = invoke("extract", "--model", model, *options, "--dataset", "folder", "--root", folder,
+                       "--out", out, "--workers", "0", "--prompts", "track", "--long", "first")
+    if extracted.exit_code != 0:
+        return extracted, None, out
+    report = invoke("report", out, "--out", tmp_path / "report", "--no-umap")
+    return extracted, report, out

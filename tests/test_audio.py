@@ -251,3 +251,22 @@ def test_prepare_passes_audio_errors_through(tmp_path):
     (tmp_path / "empty.wav").write_bytes(b"")
     with pytest.raises(AudioError, match="empty file"):
         prepare(tmp_path / "empty.wav")
+
+
+def test_repeat_fills_whole_copies_then_cuts():
+    from embedstore.extract.audio import repeat
+
+    np.testing.assert_array_equal(repeat(np.array([1.0, 2.0, 3.0]), 8), [1, 2, 3, 1, 2, 3, 1, 2])
+    np.testing.assert_array_equal(repeat(np.array([1.0, 2.0]), 2), [1, 2])
+
+
+@pytest.mark.parametrize("mode", ["first", "center", "mean"])
+@pytest.mark.parametrize("padding", ["repeatpad", "repeat"])
+def test_streamed_windows_equal_in_memory_windows_for_each_padding(mode, padding):
+    from embedstore.extract.audio import cut_windows
+
+    for length in (700, 2500):
+        signal = np.random.default_rng(length).standard_normal(length).astype(np.float32)
+        streamed = np.stack(list(cut_windows(iter(np.array_split(signal, 7)), length, 1000, mode,
+                                             padding=padding)))
+        np.testing.assert_array_equal(streamed, windows(signal, 1000, mode, padding))

@@ -1,6 +1,7 @@
 """Hostile checkpoints: pickle payloads never run, downloads with the wrong digest are refused
 and removed, and a user's own weights load with a warning and their digest in the store."""
 
+import hashlib
 import os
 import pickle
 import subprocess
@@ -130,47 +131,60 @@ def test_extract_with_a_hostile_checkpoint_fails_in_one_line(hostile, tokenizer_
 
 @pytest.fixture
 def mirror(tmp_path, monkeypatch):
-    """The published CLAP files served from a local folder (``file://``), an empty cache."""
-    folder = tmp_path / "mirror"
-    folder.mkdir()
-    monkeypatch.setattr(clap_models, "HUB_URL", folder.as_uri() + "/")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return folder, tmp_path / "cache"
+    """The published CLAP repository served by a hub on 127.0.0.1, an empty HF cache."""
+    import huggingface_hub.constants
+    from hub_server import HubServer
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    with HubServer() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        yield server, tmp_path / "cache"
+
+
+def _cached(cache):
+    return [p for p in cache.rglob("*") if p.is_file() and ".locks" not in p.parts
+            and "refs" not in p.parts and p.name != "CACHEDIR.TAG"]
 
 
 def test_a_download_with_the_wrong_digest_is_refused_and_removed(mirror, hostile):
-    folder, cache = mirror
+    server, cache = mirror
     marker, files = hostile
     published = clap_models.PUBLISHED["clap-music"]
-    (folder / published.file).write_bytes(files["zip, payload beside the weights"].read_bytes())
+    server.repos[clap_models.HUB_REPO] = {
+        published.file: files["zip, payload beside the weights"].read_bytes()}
     with pytest.raises(ModelUnavailable) as info:
         load_model("clap-music", cache_dir=cache)
     message = str(info.value)
     assert published.sha256 in message and "refusing" in message and "\n" not in message
-    assert not [p for p in cache.rglob("*") if p.is_file()]  # neither the file nor a .part
+    assert not _cached(cache)  # neither the file nor a partial one
     assert not marker.exists()
 
 
 def test_a_download_with_the_right_digest_is_kept(mirror):
-    """The same fetch keeps a file whose digest matches (so the refusal above is about the digest)."""
-    folder, cache = mirror
-    (folder / "weights.bin").write_bytes(b"\x00weights" * 4096)
-    digest = hub.sha256_file(folder / "weights.bin")
-    fetched = hub.fetch(clap_models.HUB_URL + "weights.bin", cache / "weights.bin", digest, "weights.bin", "")
-    assert fetched.read_bytes() == (folder / "weights.bin").read_bytes()
-    assert sorted(p.name for p in cache.iterdir()) == ["weights.bin"]
+    """The same download keeps a file whose digest matches (so the refusal above is about the digest)."""
+    server, cache = mirror
+    server.repos["owner/weights"] = {"weights.bin": b"\x00weights" * 4096}
+    digest = hashlib.sha256(b"\x00weights" * 4096).hexdigest()
+    fetched = hub.download("owner/weights", "weights.bin", digest, cache_dir=cache)
+    assert fetched.path.read_bytes() == b"\x00weights" * 4096
+    assert sorted(p.name for p in _cached(cache)) == [digest, "weights.bin"]  # blob and snapshot link
 
 
-def test_the_cli_refuses_a_mismatched_download(mirror, cli, tmp_path, tokenizer_dir):
-    folder, cache = mirror
-    (folder / clap_models.PUBLISHED["clap-music"].file).write_bytes(b"tampered" * 1000)
+def test_the_cli_refuses_a_mismatched_download(mirror, cli, tmp_path, tokenizer_dir, monkeypatch):
+    import huggingface_hub.constants
+
+    server, cache = mirror
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    server.repos[clap_models.HUB_REPO] = {clap_models.PUBLISHED["clap-music"].file: b"tampered" * 1000}
     out = tmp_path / "s.h5"
     result = cli("extract", "--model", "clap-music", "--tokenizer", tokenizer_dir, "--dataset", "notes",
-                 "--out", out, "--workers", "0", env={hub.CACHE_ENV: str(cache)})
+                 "--out", out, "--workers", "0", env={"HF_HUB_OFFLINE": "0", "HF_HUB_CACHE": str(cache)})
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "refusing" in lines[0]
-    assert not out.exists() and not [p for p in cache.rglob("*") if p.is_file()]
+    assert not out.exists() and not _cached(cache)
 
 
 @pytest.mark.slow

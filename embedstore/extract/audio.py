@@ -226,7 +226,20 @@ def repeatpad(samples: np.ndarray, n: int) -> np.ndarray:
     return np.pad(repeated, (0, n - len(repeated)))
 
 
-def windows(samples: np.ndarray, n: int, mode: str = CLAP_LONG_MODE) -> np.ndarray:
+def repeat(samples: np.ndarray, n: int) -> np.ndarray:
+    """msclap's padding: whole copies until at least ``n`` samples, then cut to ``n``."""
+    length = len(samples)
+    if length == 0 or length > n:
+        raise ValueError(f"repeat needs 0 < len <= {n}, got {length}")
+    return np.tile(samples, -(-n // length))[:n]
+
+
+#: How a clip shorter than the window is filled, by name (the Encoder's ``padding``).
+PADDINGS = {"repeatpad": repeatpad, "repeat": repeat}
+
+
+def windows(samples: np.ndarray, n: int, mode: str = CLAP_LONG_MODE,
+            padding: str = "repeatpad") -> np.ndarray:
     """Cut a mono clip into ``(k, n)`` model inputs.
 
     Parameters
@@ -237,8 +250,10 @@ def windows(samples: np.ndarray, n: int, mode: str = CLAP_LONG_MODE) -> np.ndarr
     mode : {"first", "center", "mean"}
         For clips longer than ``n``: the first ``n`` samples, the centred ``n`` samples
         (start ``(len - n) // 2``), or every consecutive ``n``-sample window with the last,
-        shorter one repeat-padded. Clips of at most ``n`` samples give one repeat-padded
-        window in every mode.
+        shorter one padded. Clips of at most ``n`` samples give one padded window in
+        every mode.
+    padding : {"repeatpad", "repeat"}
+        How a short clip is filled: laion_clap's :func:`repeatpad` or msclap's :func:`repeat`.
 
     Returns
     -------
@@ -247,9 +262,10 @@ def windows(samples: np.ndarray, n: int, mode: str = CLAP_LONG_MODE) -> np.ndarr
     """
     if mode not in LONG_MODES:
         raise InputError(f"unknown long-clip mode {mode!r}; use one of {', '.join(LONG_MODES)}")
+    pad = PADDINGS[padding]
     length = len(samples)
     if length <= n:
-        return repeatpad(samples, n)[None]
+        return pad(samples, n)[None]
     if mode == "first":
         return samples[None, :n].copy()
     if mode == "center":
@@ -258,13 +274,13 @@ def windows(samples: np.ndarray, n: int, mode: str = CLAP_LONG_MODE) -> np.ndarr
     full = length // n
     out = samples[:full * n].reshape(full, n)
     if length > full * n:
-        out = np.vstack([out, repeatpad(samples[full * n:], n)])
+        out = np.vstack([out, pad(samples[full * n:], n)])
     return out
 
 
 def prepare(path: str | Path, *, sample_rate: int = CLAP_SAMPLE_RATE,
             window_seconds: float = CLAP_WINDOW_SECONDS, long_mode: str = CLAP_LONG_MODE,
-            int16: bool = True) -> np.ndarray:
+            int16: bool = True, padding: str = "repeatpad") -> np.ndarray:
     """Load a file and return all its model-ready windows in memory (see :func:`decode`).
 
     Returns
@@ -272,13 +288,13 @@ def prepare(path: str | Path, *, sample_rate: int = CLAP_SAMPLE_RATE,
     np.ndarray, shape (k, round(sample_rate * window_seconds)), float32
     """
     clip = decode(path, sample_rate=sample_rate, window_seconds=window_seconds, long_mode=long_mode,
-                  int16=int16)
+                  int16=int16, padding=padding)
     return clip if isinstance(clip, np.ndarray) else np.stack(list(clip))
 
 
 def decode(path: str | Path, *, sample_rate: int = CLAP_SAMPLE_RATE,
            window_seconds: float = CLAP_WINDOW_SECONDS, long_mode: str = CLAP_LONG_MODE,
-           int16: bool = True):
+           int16: bool = True, padding: str = "repeatpad"):
     """A clip's model-ready windows, in memory when short and streamed when long.
 
     The file is read once, block by block: every sample is checked (non-finite samples
@@ -323,11 +339,12 @@ def decode(path: str | Path, *, sample_rate: int = CLAP_SAMPLE_RATE,
         raise AudioError(path, f"too short: {frames} sample(s) at {rates[0]} Hz give none at "
                                f"{sample_rate} Hz")
     if kept is None:
-        return StreamedClip(str(path), total, sample_rate, float(window_seconds), long_mode, bool(int16))
+        return StreamedClip(str(path), total, sample_rate, float(window_seconds), long_mode, bool(int16),
+                            padding)
     mono = np.concatenate(kept)
     if int16:
         mono = int16_roundtrip(mono)
-    return windows(mono, n, long_mode).astype(np.float32, copy=False)
+    return windows(mono, n, long_mode, padding).astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)
@@ -345,6 +362,7 @@ class StreamedClip:
     window_seconds: float
     long_mode: str
     int16: bool
+    padding: str = "repeatpad"
 
     @property
     def window(self) -> int:
@@ -360,17 +378,19 @@ class StreamedClip:
         chunks = resampled(mono_blocks(self.path), self.sample_rate)
         if self.int16:
             chunks = (int16_roundtrip(c) for c in chunks)
-        yield from cut_windows(chunks, self.n_samples, self.window, self.long_mode, self.path)
+        yield from cut_windows(chunks, self.n_samples, self.window, self.long_mode, self.path,
+                               self.padding)
 
 
-def cut_windows(chunks: Iterable[np.ndarray], total: int, n: int, mode: str, path="") -> Iterator[np.ndarray]:
+def cut_windows(chunks: Iterable[np.ndarray], total: int, n: int, mode: str, path="",
+                padding: str = "repeatpad") -> Iterator[np.ndarray]:
     """The windows :func:`windows` cuts from a signal of ``total`` samples, from its chunks in order.
 
     Holds at most one window plus one chunk; stops reading once the last needed sample
     has come (``first`` and ``center`` modes).
     """
     if total <= n:
-        yield repeatpad(np.concatenate(list(chunks)), n)
+        yield PADDINGS[padding](np.concatenate(list(chunks)), n)
         return
     start = (total - n) // 2 if mode == "center" else 0
     end = total if mode == "mean" else start + n
@@ -388,7 +408,7 @@ def cut_windows(chunks: Iterable[np.ndarray], total: int, n: int, mode: str, pat
     if pos < end or (mode == "mean" and pos != total):
         raise AudioError(path, f"changed while being read ({pos} samples, {total} before)")
     if len(held):
-        yield repeatpad(held, n)
+        yield PADDINGS[padding](held, n)
 
 
 def window_length(sample_rate: int, window_seconds: float) -> int:
@@ -401,7 +421,8 @@ def window_length(sample_rate: int, window_seconds: float) -> int:
 
 def frontend_config(sample_rate: int = CLAP_SAMPLE_RATE,
                     window_seconds: float = CLAP_WINDOW_SECONDS,
-                    long_mode: str = CLAP_LONG_MODE, int16: bool = True) -> dict:
+                    long_mode: str = CLAP_LONG_MODE, int16: bool = True,
+                    padding: str = "repeatpad") -> dict:
     """Describe :func:`prepare` with these settings, for a store's provenance."""
     if long_mode not in LONG_MODES:
         raise InputError(f"unknown long-clip mode {long_mode!r}; "
@@ -417,7 +438,7 @@ def frontend_config(sample_rate: int = CLAP_SAMPLE_RATE,
         "int16_roundtrip": bool(int16),
         "window_seconds": float(window_seconds),
         "window_samples": window_length(sample_rate, window_seconds),
-        "padding": "repeatpad",
+        "padding": padding,
         "long_mode": long_mode,
     }
 

@@ -427,7 +427,8 @@ def read_clips(dataset, first_row: int, model, *, long_mode: str, workers: int):
 
 def _frontend_args(model, long_mode: str) -> dict:
     return dict(sample_rate=model.sample_rate, window_seconds=model.window_seconds,
-                long_mode=long_mode, int16=model.int16_roundtrip)
+                long_mode=long_mode, int16=model.int16_roundtrip,
+                padding=getattr(model, "padding", "repeatpad"))
 
 
 def items_table(dataset) -> dict:

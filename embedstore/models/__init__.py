@@ -22,6 +22,16 @@ def _published_clap(name):
     return loader
 
 
+def _msclap(name):
+    def loader(checkpoint, device, precision, cache_dir, tokenizer=None):
+        from embedstore.models.msclap import load_msclap
+
+        return load_msclap(name, checkpoint, device, precision, cache_dir, tokenizer)
+
+    loader.__doc__ = f"Microsoft CLAP {name!r} (see embedstore.models.msclap.VERSIONS)."
+    return loader
+
+
 def _muscall(checkpoint, device, precision, cache_dir, tokenizer=None):
     """MusCALL: the authors' checkpoint + config.yaml, or a folder from `embedstore train`."""
     from embedstore.models.muscall import load_muscall
@@ -41,6 +51,8 @@ MODELS = {
     "clap-music": _published_clap("clap-music"),
     "clap-music-speech": _published_clap("clap-music-speech"),
     "clap-general": _published_clap("clap-general"),
+    "msclap-2022": _msclap("msclap-2022"),
+    "msclap-2023": _msclap("msclap-2023"),
     "muscall": _muscall,
     "notes-toy": _notes_toy,
 }
@@ -65,7 +77,8 @@ def load_model(name: str, checkpoint=None, device: str = "cpu", precision: str =
         Torch device, e.g. ``"cpu"`` or ``"cuda:0"``.
     precision : {"fp32", "fp16", "bf16"}
     cache_dir : path-like, optional
-        Where fetched files go (default ``$EMBEDSTORE_CACHE`` or ``~/.cache/embedstore``).
+        Hugging Face cache to read and download into instead of the standard one
+        (``$HF_HUB_CACHE``, ``$HF_HOME/hub``, ``~/.cache/huggingface/hub``).
     tokenizer : path-like, optional
         A local tokenizer directory, for models whose text tower needs one.
 

@@ -17,7 +17,8 @@ Registry
 ``loader(checkpoint, device, precision, cache_dir) -> Encoder`` where ``checkpoint`` is a
 user-given local path or ``None`` (fetch or find the published file), ``device`` a torch
 device string, ``precision`` one of :data:`PRECISIONS` and ``cache_dir`` a directory for
-fetched files or ``None`` for the default (see ``embedstore.models.hub.cache_dir``).
+downloaded files or ``None`` for the standard Hugging Face cache (see
+:mod:`embedstore.models.hub`).
 A new model family registers itself by adding one line to that dict.
 """
 
@@ -26,6 +27,8 @@ from __future__ import annotations
 import abc
 
 import numpy as np
+
+from embedstore.errors import InputError
 
 #: Numeric precisions a loader accepts.
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -46,6 +49,10 @@ class Encoder(abc.ABC):
     int16_roundtrip : bool
         Whether the front end quantises audio to int16 and back before embedding, as
         the model's published code does.
+    padding : str
+        How the pipeline fills a clip shorter than one window, as the model's published
+        code does: ``"repeatpad"`` (laion_clap: whole copies, then zeros; the default) or
+        ``"repeat"`` (msclap: copies until full, cut).
     audio_dims, text_dims : dict[str, int]
         Width of each space, e.g. ``{"prejoint": 1024, "joint": 512}``.
     """
@@ -54,6 +61,7 @@ class Encoder(abc.ABC):
     sample_rate: int
     window_seconds: float
     int16_roundtrip: bool
+    padding: str = "repeatpad"
     audio_dims: dict[str, int]
     text_dims: dict[str, int]
 
@@ -61,6 +69,26 @@ class Encoder(abc.ABC):
     def window_samples(self) -> int:
         """Number of samples in one audio window."""
         return int(round(self.sample_rate * self.window_seconds))
+
+    def checked_windows(self, windows) -> np.ndarray:
+        """``windows`` as a float32 ``(B, window_samples)`` array; InputError on another shape."""
+        windows = np.asarray(windows)
+        if windows.ndim != 2 or windows.shape[1] != self.window_samples:
+            raise InputError(f"{self.name} embeds (batch, {self.window_samples}) windows at "
+                             f"{self.sample_rate} Hz, got shape {windows.shape}")
+        return np.ascontiguousarray(windows, dtype=np.float32)
+
+    @staticmethod
+    def checked_texts(texts) -> list[str]:
+        """``texts`` as a list; InputError unless it is a sequence of strings."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise InputError("embed_text takes a list of strings")
+        return list(texts)
+
+    @staticmethod
+    def empty(dims: dict[str, int]) -> dict[str, np.ndarray]:
+        """The vectors of an empty batch: ``(0, width)`` per space."""
+        return {space: np.zeros((0, width), np.float32) for space, width in dims.items()}
 
     @abc.abstractmethod
     def embed_audio(self, windows: np.ndarray) -> dict[str, np.ndarray]:

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from embedstore.errors import InputError, ModelUnavailable
+from embedstore.errors import InputError
 from embedstore.models import hub
 from embedstore.models.base import PRECISIONS, Encoder
 
-HUB_URL = "https://huggingface.co/lukewys/laion_clap/resolve/main/"
+HUB_REPO = "lukewys/laion_clap"
 TOKENIZER_ID = "roberta-base"
 CONTEXT_LENGTH = 77  # laion_clap pads and truncates every text to 77 tokens
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -104,14 +104,16 @@ class LogMel(torch.nn.Module):
     Centred frames with reflect padding, power spectrum (see :func:`stft_kernels`), mel
     projection, then ``10 * log10(max(mel, 1e-10))`` (``ref=1``, no ``top_db``).
     Input (B, samples) -> output (B, 1, frames, n_mels), always computed in float32.
+    ``mel_filters`` (n_fft//2+1, n_mels) replaces the computed filterbank, for models whose
+    published code uses the one stored in the checkpoint.
     """
 
-    def __init__(self, config: MelConfig):
+    def __init__(self, config: MelConfig, mel_filters: np.ndarray | None = None):
         super().__init__()
         self.config = config
+        filters = slaney_mel_filters(config) if mel_filters is None else mel_filters
         self.register_buffer("kernels", torch.from_numpy(stft_kernels(config.n_fft)), persistent=False)
-        self.register_buffer("mel_filters",
-                             torch.from_numpy(slaney_mel_filters(config).astype(np.float32)),
+        self.register_buffer("mel_filters", torch.as_tensor(np.asarray(filters, np.float32)),
                              persistent=False)
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
@@ -137,26 +139,39 @@ def _numpy_safe_globals():
     return allowed
 
 
+def safe_torch_load(path, extra_globals=()):
+    """``torch.load(path, weights_only=True)``, allowing only ``extra_globals`` besides
+    tensors and plain containers. Raises InputError (one line) for a missing, unreadable or
+    unsafe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} does not exist")
+    try:
+        with torch.serialization.safe_globals(list(extra_globals)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for unreadable or unsafe files
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"cannot read checkpoint {path} safely: {first_line}") from None
+
+
+def tensor_state(state, path, what: str) -> dict[str, torch.Tensor]:
+    """``state`` as a state dict without the ``module.`` prefix, or InputError when it is
+    not a non-empty dict of tensors (``what`` names the expected layout)."""
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{path} is not {what}")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
 def read_checkpoint(path) -> dict[str, torch.Tensor]:
     """The state dict of a laion_clap ``.pt`` file, without the ``module.`` prefix.
 
     Accepts ``{"state_dict": {...}}`` and bare state dicts. Loads with
     ``weights_only=True``: a file that needs arbitrary unpickling is refused.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint {path} does not exist")
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for unreadable or unsafe files
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"cannot read checkpoint {path} safely: {first_line}") from None
+    loaded = safe_torch_load(path, _numpy_safe_globals())
     state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
-    if not isinstance(state, dict) or not state or not all(
-            isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(f"{path} is not a CLAP checkpoint (no state dict of tensors)")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return tensor_state(state, path, "a CLAP checkpoint (no state dict of tensors)")
 
 
 # Parts of a laion_clap state dict that the embedding path never uses: the training-time
@@ -189,9 +204,39 @@ def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return converted
 
 
-def _count(state, pattern: str) -> int:
+def count_indexed(state, pattern: str) -> int:
+    """1 + the largest number ``pattern``'s group matches in the keys (0 when none)."""
     found = {int(m.group(1)) for k in state for m in [re.match(pattern, k)] if m}
     return max(found) + 1 if found else 0
+
+
+def infer_audio_config(state: dict[str, torch.Tensor]) -> dict:
+    """``ClapAudioConfig`` arguments of a (non-fusion) HTSAT read from its ``audio_branch.*``
+    tensors: patch width, stage depths, heads (from the relative-position tables), window,
+    spectrogram size (from the cached shifted-window mask, else 256), mel bands, MLP ratio,
+    pooled width and AudioSet classes."""
+    n_stages = count_indexed(state, r"audio_branch\.layers\.(\d+)\.")
+    depths = [count_indexed(state, rf"audio_branch\.layers\.{i}\.blocks\.(\d+)\.") for i in range(n_stages)]
+    heads = [state[f"audio_branch.layers.{i}.blocks.0.attn.relative_position_bias_table"].shape[1]
+             for i in range(n_stages)]
+    table_rows = state["audio_branch.layers.0.blocks.0.attn.relative_position_bias_table"].shape[0]
+    window = (int(round(table_rows ** 0.5)) + 1) // 2
+    patch = state["audio_branch.patch_embed.proj.weight"]
+    embed_dim = patch.shape[0]
+    fc1 = state["audio_branch.layers.0.blocks.0.mlp.fc1.weight"]
+    spec_size = 256
+    mask_key = "audio_branch.layers.0.blocks.1.attn_mask"
+    if mask_key in state:  # (windows, w*w, w*w) over the first stage's (spec/4)^2 patch grid
+        spec_size = int(round(state[mask_key].shape[0] ** 0.5)) * window * patch.shape[-1]
+    audio = dict(patch_embeds_hidden_size=embed_dim, depths=depths, num_attention_heads=heads,
+                 window_size=window, patch_size=patch.shape[-1], patch_stride=[patch.shape[-1]] * 2,
+                 patch_embed_input_channels=patch.shape[1],
+                 num_mel_bins=state["audio_branch.bn0.weight"].shape[0], spec_size=spec_size,
+                 hidden_size=state["audio_branch.norm.weight"].shape[0], mlp_ratio=fc1.shape[0] / embed_dim,
+                 enable_fusion=False)
+    if "audio_branch.head.weight" in state:
+        audio["num_classes"] = state["audio_branch.head.weight"].shape[0]
+    return audio
 
 
 def infer_config(state: dict[str, torch.Tensor]):
@@ -213,33 +258,13 @@ def infer_config(state: dict[str, torch.Tensor]):
                          "audio_branch.patch_embed.fusion_model")) for k in state):
         raise InputError("fusion CLAP checkpoints are not supported: use a non-fusion checkpoint")
 
-    n_stages = _count(state, r"audio_branch\.layers\.(\d+)\.")
-    depths = [_count(state, rf"audio_branch\.layers\.{i}\.blocks\.(\d+)\.") for i in range(n_stages)]
-    heads = [state[f"audio_branch.layers.{i}.blocks.0.attn.relative_position_bias_table"].shape[1]
-             for i in range(n_stages)]
-    table_rows = state["audio_branch.layers.0.blocks.0.attn.relative_position_bias_table"].shape[0]
-    window = (int(round(table_rows ** 0.5)) + 1) // 2
-    patch = state["audio_branch.patch_embed.proj.weight"]
-    embed_dim = patch.shape[0]
-    fc1 = state["audio_branch.layers.0.blocks.0.mlp.fc1.weight"]
+    audio = infer_audio_config(state)
     audio_projection = state["audio_projection.0.weight"]
-    spec_size = 256
-    mask_key = "audio_branch.layers.0.blocks.1.attn_mask"
-    if mask_key in state:  # (windows, w*w, w*w) over the first stage's (spec/4)^2 patch grid
-        spec_size = int(round(state[mask_key].shape[0] ** 0.5)) * window * patch.shape[-1]
-    audio = dict(patch_embeds_hidden_size=embed_dim, depths=depths, num_attention_heads=heads,
-                 window_size=window, patch_size=patch.shape[-1], patch_stride=[patch.shape[-1]] * 2,
-                 patch_embed_input_channels=patch.shape[1],
-                 num_mel_bins=state["audio_branch.bn0.weight"].shape[0], spec_size=spec_size,
-                 hidden_size=audio_projection.shape[1], mlp_ratio=fc1.shape[0] / embed_dim,
-                 enable_fusion=False)
-    if "audio_branch.head.weight" in state:
-        audio["num_classes"] = state["audio_branch.head.weight"].shape[0]
 
     words = state["text_branch.embeddings.word_embeddings.weight"]
     hidden = words.shape[1]
     text = dict(vocab_size=words.shape[0], hidden_size=hidden,
-                num_hidden_layers=_count(state, r"text_branch\.encoder\.layer\.(\d+)\."),
+                num_hidden_layers=count_indexed(state, r"text_branch\.encoder\.layer\.(\d+)\."),
                 num_attention_heads=hidden // 64,
                 intermediate_size=state["text_branch.encoder.layer.0.intermediate.dense.weight"].shape[0],
                 max_position_embeddings=state["text_branch.embeddings.position_embeddings.weight"].shape[0],
@@ -261,6 +286,28 @@ def _check_front_end(state: dict[str, torch.Tensor], config: MelConfig, source: 
                          f"{config.sample_rate} Hz); this front end is not supported")
 
 
+def load_exactly(module, weights: dict[str, torch.Tensor], what: str, source: str) -> None:
+    """Load ``weights`` into ``module``: every tensor present, none extra, every shape right.
+
+    Buffers a model rebuilds itself (index tables, position ids, batch counts) may be
+    absent. Raises InputError naming the first missing or unexpected key, or a shape mismatch.
+    """
+    expected = module.state_dict()
+    derived = {k for k in expected if k.endswith(("position_ids", "token_type_ids",
+                                                  "relative_position_index", "num_batches_tracked"))}
+    missing = sorted(set(expected) - set(weights) - derived)
+    unexpected = sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        parts = [f"{len(missing)} missing keys (first: {missing[0]})"] if missing else []
+        parts += [f"{len(unexpected)} unexpected keys (first: {unexpected[0]})"] if unexpected else []
+        raise InputError(f"{source} does not match {what}: " + ", ".join(parts))
+    for key, value in weights.items():
+        if expected[key].shape != value.shape:
+            raise InputError(f"{source}: {key} has shape {tuple(value.shape)}, the architecture "
+                             f"read from the checkpoint needs {tuple(expected[key].shape)}")
+    module.load_state_dict(weights, strict=False)
+
+
 def build_clap_model(state: dict[str, torch.Tensor], source: str):
     """A transformers ``ClapModel`` holding exactly the checkpoint's weights.
 
@@ -271,66 +318,61 @@ def build_clap_model(state: dict[str, torch.Tensor], source: str):
     config = infer_config(state)
     converted = convert_state_dict(state)
     model = ClapModel(config).eval()
-    expected = model.state_dict()
-    # transformers rebuilds these deterministic index buffers itself
-    derived = {k for k in expected
-               if k.endswith(("position_ids", "token_type_ids", "relative_position_index"))}
-    missing = sorted(set(expected) - set(converted) - derived)
-    unexpected = sorted(set(converted) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (first: {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[0]})")
-        raise InputError(f"{source} does not match a LAION-CLAP model: " + ", ".join(parts))
-    for key, value in converted.items():
-        if expected[key].shape != value.shape:
-            raise InputError(f"{source}: {key} has shape {tuple(value.shape)}, the architecture "
-                             f"read from the checkpoint needs {tuple(expected[key].shape)}")
-    model.load_state_dict(converted, strict=False)
+    load_exactly(model, converted, "a LAION-CLAP model", source)
     return model
 
 
 # --------------------------------------------------------------------------- tokenizer
 
-def load_tokenizer(tokenizer_dir=None, hub_id: str = TOKENIZER_ID, hub_cache=None):
-    """The text tower's tokenizer: from ``tokenizer_dir``, else the Hugging Face cache (or
-    ``hub_cache``), else fetched from the hub.
+def load_tokenizer(tokenizer_dir=None, hub_id: str = TOKENIZER_ID, cache_dir=None,
+                   files: str = "vocab.json, merges.txt, tokenizer_config.json"):
+    """The text tower's tokenizer: from ``tokenizer_dir``, else ``hub_id`` from the Hugging
+    Face cache, or downloaded into it when allowed (:func:`embedstore.models.hub.snapshot`).
+
+    Returns the tokenizer and where it came from (recorded in the provenance).
 
     Raises
     ------
     ModelUnavailable
-        When no local copy exists and the hub cannot be reached.
+        When no local copy exists and downloads are off or fail (one line naming ``hub_id``,
+        ``files`` and ``--tokenizer DIR``).
     """
+    if tokenizer_dir is None:
+        hint = (f"fetch the '{hub_id}' tokenizer files ({files}) into a directory and pass it "
+                f"with --tokenizer DIR")
+        folder, revision, source = hub.snapshot(hub_id, ["*.json", "*.txt", "*.model"],
+                                                cache_dir=cache_dir, hint=hint)
+        return _tokenizer_from(folder), f"{source}:{hub_id}@{revision}"
+    if not Path(tokenizer_dir).is_dir():
+        raise InputError(f"tokenizer directory {tokenizer_dir} does not exist")
+    return _tokenizer_from(tokenizer_dir), str(tokenizer_dir)
+
+
+def _tokenizer_from(folder):
     from transformers import AutoTokenizer
 
-    if tokenizer_dir is not None:
-        if not Path(tokenizer_dir).is_dir():
-            raise InputError(f"tokenizer directory {tokenizer_dir} does not exist")
-        try:
-            return AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True), str(tokenizer_dir)
-        except (OSError, ValueError) as err:
-            raise InputError(f"cannot load a tokenizer from {tokenizer_dir} "
-                             f"({str(err).splitlines()[0]}); pass one with --tokenizer DIR") from None
     try:
-        return (AutoTokenizer.from_pretrained(hub_id, local_files_only=True, cache_dir=hub_cache),
-                f"hf-cache:{hub_id}")
-    except (OSError, ValueError):
-        pass
-    hint = (f"fetch the '{hub_id}' tokenizer files (vocab.json, merges.txt, tokenizer_config.json) "
-            f"into a directory and pass it with --tokenizer DIR")
-    if not hub.online():
-        raise ModelUnavailable(f"the {hub_id} tokenizer is not in the Hugging Face cache and the "
-                               f"hub cannot be reached; {hint}")
-    try:
-        return AutoTokenizer.from_pretrained(hub_id, cache_dir=hub_cache), f"hub:{hub_id}"
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as err:
-        raise ModelUnavailable(f"fetching the {hub_id} tokenizer failed "
-                               f"({str(err).splitlines()[0]}); {hint}") from None
+        raise InputError(f"cannot load a tokenizer from {folder} "
+                         f"({str(err).splitlines()[0]}); pass one with --tokenizer DIR") from None
 
 
 # --------------------------------------------------------------------------- encoder
+
+def check_tokenizer_fits(tokenizer, vocab_size: int) -> None:
+    """Refuse a tokenizer with more tokens than the text tower's vocabulary (a wrong one)."""
+    if len(tokenizer) > vocab_size:
+        raise InputError(f"the tokenizer has {len(tokenizer)} tokens but the checkpoint's text "
+                         f"tower only {vocab_size}: wrong tokenizer")
+
+
+def project(prejoint: torch.Tensor, projection) -> dict[str, np.ndarray]:
+    """Both spaces from a tower's pooled output: ``prejoint`` as it is, ``joint`` its
+    projection L2-normalised; float32 numpy."""
+    joint = F.normalize(projection(prejoint).float(), dim=-1)
+    return {"prejoint": prejoint.float().cpu().numpy(), "joint": joint.cpu().numpy()}
+
 
 class ClapEncoder(Encoder):
     """A LAION-CLAP model behind the :class:`~embedstore.models.base.Encoder` contract."""
@@ -362,45 +404,29 @@ class ClapEncoder(Encoder):
         self.max_tokens = min(CONTEXT_LENGTH, model.config.text_config.max_position_embeddings - 2)
         self._checkpoint = checkpoint_info or {}
         self._tokenizer_source = tokenizer_source
-        vocab = model.config.text_config.vocab_size
-        if len(tokenizer) > vocab:
-            raise InputError(f"the tokenizer has {len(tokenizer)} tokens but the checkpoint's text "
-                             f"tower only {vocab}: wrong tokenizer")
-
-    @staticmethod
-    def _empty(dims: dict[str, int]) -> dict[str, np.ndarray]:
-        return {space: np.zeros((0, width), np.float32) for space, width in dims.items()}
-
-    def _outputs(self, prejoint: torch.Tensor, projection) -> dict[str, np.ndarray]:
-        joint = F.normalize(projection(prejoint).float(), dim=-1)
-        return {"prejoint": prejoint.float().cpu().numpy(), "joint": joint.cpu().numpy()}
+        check_tokenizer_fits(tokenizer, model.config.text_config.vocab_size)
 
     def embed_audio(self, windows: np.ndarray) -> dict[str, np.ndarray]:
-        windows = np.asarray(windows)
-        if windows.ndim != 2 or windows.shape[1] != self.window_samples:
-            raise InputError(f"{self.name} embeds (batch, {self.window_samples}) windows at "
-                             f"{self.sample_rate} Hz, got shape {windows.shape}")
+        windows = self.checked_windows(windows)
         if len(windows) == 0:
-            return self._empty(self.audio_dims)
+            return self.empty(self.audio_dims)
         with torch.inference_mode():
-            waveforms = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
-            features = self.front_end(waveforms.to(self.device)).to(self.dtype)
+            features = self.front_end(torch.from_numpy(windows).to(self.device)).to(self.dtype)
             is_longer = torch.zeros(len(windows), 1, dtype=torch.bool, device=self.device)
             pooled = self.model.audio_model(input_features=features, is_longer=is_longer).pooler_output
-            return self._outputs(pooled, self.model.audio_projection)
+            return project(pooled, self.model.audio_projection)
 
     def embed_text(self, texts: list[str]) -> dict[str, np.ndarray]:
-        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-            raise InputError("embed_text takes a list of strings")
+        texts = self.checked_texts(texts)
         if len(texts) == 0:
-            return self._empty(self.text_dims)
-        tokens = self.tokenizer(list(texts), padding="max_length", truncation=True,
+            return self.empty(self.text_dims)
+        tokens = self.tokenizer(texts, padding="max_length", truncation=True,
                                 max_length=self.max_tokens, return_tensors="pt")
         with torch.inference_mode():
             pooled = self.model.text_model(input_ids=tokens["input_ids"].to(self.device),
                                            attention_mask=tokens["attention_mask"].to(self.device)
                                            ).pooler_output
-            return self._outputs(pooled, self.model.text_projection)
+            return project(pooled, self.model.text_projection)
 
     def provenance(self) -> dict:
         import transformers
@@ -437,7 +463,8 @@ class ClapEncoder(Encoder):
 # --------------------------------------------------------------------------- loaders
 
 def load_checkpoint_file(name: str, path, device="cpu", precision="fp32", tokenizer=None,
-                         expected_sha256: str | None = None, source: str = "user") -> ClapEncoder:
+                         expected_sha256: str | None = None, source: str = "user",
+                         hub_record: dict | None = None) -> ClapEncoder:
     """A :class:`ClapEncoder` from a laion_clap ``.pt`` file.
 
     A user-given file whose digest differs from ``expected_sha256`` loads with a warning;
@@ -458,7 +485,7 @@ def load_checkpoint_file(name: str, path, device="cpu", precision="fp32", tokeni
         warnings.warn(f"{path.name} has SHA-256 {digest}, not the published {expected_sha256} "
                       f"of {name}; using it anyway", stacklevel=2)
     info = {"file": path.name, "sha256": digest, "expected_sha256": expected_sha256,
-            "verified": verified, "source": source}
+            "verified": verified, "source": source, **(hub_record or {})}
     return ClapEncoder(name, model, tok, mel, device, precision, info, tok_source)
 
 
@@ -466,75 +493,63 @@ def load_published(name: str, checkpoint=None, device="cpu", precision="fp32", c
                    tokenizer=None) -> ClapEncoder:
     """Registry loader for the published checkpoints in :data:`PUBLISHED`.
 
-    ``checkpoint`` (a user's file) wins; otherwise the file is taken from the cache, or
-    fetched into it (digest-checked) when the hub answers.
+    ``checkpoint`` (a user's file) wins; otherwise the file comes from the Hugging Face
+    cache, or is downloaded into it when allowed (see :func:`embedstore.models.hub.download`),
+    and must have the published digest.
     """
     entry = PUBLISHED[name]
     if checkpoint is not None:
         return load_checkpoint_file(name, checkpoint, device, precision, tokenizer, entry.sha256)
-    cached = hub.cache_dir(cache_dir) / "laion_clap" / entry.file
-    source = "cache"
-    if not cached.is_file():
-        hint = f"download {HUB_URL}{entry.file} and pass it with --checkpoint PATH"
-        hub.fetch(HUB_URL + entry.file, cached, entry.sha256, entry.file, hint)
-        source = "hub"
-    elif entry.sha256 is not None and hub.sha256_file(cached) != entry.sha256:
-        raise ModelUnavailable(f"cached {cached} does not have the published SHA-256 of {name}; "
-                               f"delete it or pass a file with --checkpoint PATH")
-    return load_checkpoint_file(name, cached, device, precision, tokenizer, entry.sha256, source)
+    fetched = hub.download(HUB_REPO, entry.file, entry.sha256, cache_dir=cache_dir)
+    return load_checkpoint_file(name, fetched.path, device, precision, tokenizer, entry.sha256,
+                                fetched.source, fetched.record())
+
+
+#: What ``hf:<hub id>`` fetches of a repository: configs, tokenizer files, safetensors weights.
+HF_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
 
 
 def load_hf(spec: str, device="cpu", precision="fp32", cache_dir=None, tokenizer=None) -> ClapEncoder:
     """A transformers ``ClapModel`` from a local directory or a hub id (``hf:<spec>``).
 
-    The model is fed laion_clap's own front end (see :class:`LogMel`), with its rate,
-    FFT, hop, band and clip settings read from ``preprocessor_config.json`` when present.
+    A hub id is fetched as a snapshot through ``huggingface_hub`` (cache first; see
+    :func:`embedstore.models.hub.snapshot`); its commit hash and the SHA-256 of every
+    ``.safetensors`` file are recorded. The model is fed laion_clap's own front end (see
+    :class:`LogMel`), with its rate, FFT, hop, band and clip settings read from
+    ``preprocessor_config.json`` when present.
     """
     from transformers import ClapModel
 
-    local = Path(spec).is_dir()
-    hub_cache = None if cache_dir is None else str(hub.cache_dir(cache_dir) / "hf")
-    kwargs = {"cache_dir": hub_cache}
-    if not local:
-        try:
-            model = ClapModel.from_pretrained(spec, local_files_only=True, **kwargs)
-        except (OSError, ValueError):
-            if not hub.online():
-                raise ModelUnavailable(f"hf:{spec} is not a local directory nor in the Hugging Face "
-                                       f"cache, and the hub cannot be reached; download it and "
-                                       f"use hf:<directory>") from None
-            try:
-                model = ClapModel.from_pretrained(spec, **kwargs)
-            except (OSError, ValueError) as err:
-                raise ModelUnavailable(f"cannot fetch hf:{spec} ({str(err).splitlines()[0]})") from None
-    else:
-        try:
-            model = ClapModel.from_pretrained(spec, local_files_only=True)
-        except (OSError, ValueError) as err:
-            raise InputError(f"{spec} does not hold a ClapModel: {str(err).splitlines()[0]}") from None
+    folder = Path(spec)
+    record = {"source": "local"}
+    if not folder.is_dir():
+        if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+            raise InputError(f"hf:{spec}: no such directory (a hub id is owner/name)")
+        folder, revision, source = hub.snapshot(
+            spec, HF_PATTERNS, cache_dir=cache_dir,
+            hint="download the repository and use hf:<directory>")
+        record = {"source": source, "hub_repo": spec, "hub_revision": revision,
+                  "hub_endpoint": hub.hub_endpoint()}
+    weights = hub.digests(folder)
+    if not weights:
+        raise InputError(f"hf:{spec} holds no .safetensors weights (other formats are not loaded)")
+    try:
+        model = ClapModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+    except (OSError, ValueError) as err:
+        raise InputError(f"{spec} does not hold a ClapModel: {str(err).splitlines()[0]}") from None
     model.eval()
-    mel = _mel_config_from(spec, local, hub_cache)
-    tok, tok_source = load_tokenizer(tokenizer if tokenizer is not None else (spec if local else None),
-                                     hub_id=TOKENIZER_ID if local else spec, hub_cache=hub_cache)
-    weights = [p for p in Path(spec).glob("*.safetensors")] if local else []
-    info = {"file": f"hf:{spec}", "sha256": hub.sha256_file(weights[0]) if len(weights) == 1 else None,
-            "expected_sha256": None, "verified": None, "source": "local" if local else "hub"}
+    mel = _mel_config_from(folder)
+    tok, tok_source = load_tokenizer(tokenizer if tokenizer is not None else folder)
+    info = {"file": f"hf:{spec}", "sha256": next(iter(weights.values())) if len(weights) == 1 else None,
+            "files_sha256": weights, "expected_sha256": None, "verified": None, **record}
     return ClapEncoder(f"hf:{spec}", model, tok, mel, device, precision, info, tok_source)
 
 
-def _mel_config_from(spec: str, local: bool, hub_cache) -> MelConfig:
+def _mel_config_from(folder: Path) -> MelConfig:
     import json
 
-    path = Path(spec) / "preprocessor_config.json" if local else None
-    if not local:
-        try:
-            from huggingface_hub import hf_hub_download
-
-            path = Path(hf_hub_download(spec, "preprocessor_config.json", cache_dir=hub_cache,
-                                        local_files_only=True))
-        except Exception:  # no processor config cached: laion_clap's defaults
-            path = None
-    if path is None or not path.is_file():
+    path = Path(folder) / "preprocessor_config.json"
+    if not path.is_file():  # no processor config: laion_clap's defaults
         return MelConfig()
     cfg = json.loads(path.read_text())
     rate = cfg.get("sampling_rate", 48000)

@@ -1,32 +1,23 @@
-"""Where model files come from: the local cache, a checksum, and a fetch when online.
+"""Where model files come from: the Hugging Face cache, a checksum, and a download when allowed.
 
-Nothing here imports torch. Fetches are atomic (temporary file, digest check, rename),
-so the cache never holds a partial or wrong file.
+Published weights go through ``huggingface_hub`` (:func:`download`, :func:`snapshot`): into
+the standard Hugging Face cache (``$HF_HUB_CACHE``, ``$HF_HOME/hub``, or the ``cache_dir``
+given), so files a user already has are reused; ``HF_HUB_OFFLINE`` (and
+``TRANSFORMERS_OFFLINE``) in any spelling huggingface_hub reads as true, ``HF_ENDPOINT`` and
+``HF_TOKEN`` are read when the download happens. Our SHA-256 check follows; a file that
+fails it is removed from the cache.
+
+Nothing here imports torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
-import socket
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 from embedstore.errors import ModelUnavailable
-
-#: Environment variable that overrides the default cache directory.
-CACHE_ENV = "EMBEDSTORE_CACHE"
-
-
-def cache_dir(override=None) -> Path:
-    """Directory for fetched checkpoints: ``override``, ``$EMBEDSTORE_CACHE``, or
-    ``~/.cache/embedstore``."""
-    if override is not None:
-        return Path(override)
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    return Path.home() / ".cache" / "embedstore"
 
 
 def sha256_file(path) -> str:
@@ -38,59 +29,136 @@ def sha256_file(path) -> str:
     return digest.hexdigest()
 
 
-def online(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """Whether ``host`` answers on port 443 within ``timeout`` seconds.
+#: The values huggingface_hub reads as true in its boolean variables (any case).
+TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
+DEFAULT_ENDPOINT = "https://huggingface.co"
 
-    Asked before any fetch, so that offline runs fail in seconds with our own message
-    instead of waiting out a client's retries.
-    """
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        return False
+
+def hub_offline() -> bool:
+    """Whether downloads are off: ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set to a
+    value huggingface_hub reads as true, read now rather than when it was imported."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    return value is not None and value.upper() in TRUE_VALUES
+
+
+def hub_endpoint() -> str:
+    """``$HF_ENDPOINT`` (a mirror) or the Hugging Face hub."""
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+@dataclasses.dataclass(frozen=True)
+class HubFile:
+    """A file from a hub repository, in the Hugging Face cache, digest checked."""
+
+    path: Path
+    repo: str
+    filename: str
+    revision: str      # the commit hash the cache holds it under
+    sha256: str
+    source: str        # "hf-cache" (already there) or "hub" (downloaded now)
+    endpoint: str
+
+    def record(self) -> dict:
+        """What the provenance keeps of it."""
+        return {"hub_repo": self.repo, "hub_file": self.filename, "hub_revision": self.revision,
+                "hub_endpoint": self.endpoint, "source": self.source}
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _snapshot_revision(path: Path) -> str:
+    """The commit hash in ``.../snapshots/<commit>/<file>``, the cache's layout."""
+    parts = Path(path).parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts else "unknown"
+
+
+def _remove_cached(path: Path) -> None:
+    """Delete a cached file: its snapshot link and the blob it points to."""
+    path = Path(path)
+    blob = path.resolve()
+    path.unlink(missing_ok=True)
+    if blob != path:
+        blob.unlink(missing_ok=True)
+
+
+def _cache_then_hub(call, what: str, hint: str) -> tuple[str, str]:
+    """``call(local_files_only=True)``; when that finds nothing, ``call(endpoint=, token=)``
+    unless downloads are off. Returns the path and ``"hf-cache"`` or ``"hub"``; every
+    failure is one ModelUnavailable line naming ``what`` and ``hint``."""
     try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+        return call(local_files_only=True), "hf-cache"
+    except Exception:  # not cached (huggingface_hub raises several types for that)
+        pass
+    if hub_offline():
+        raise ModelUnavailable(f"{what} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; {hint}")
+    endpoint = hub_endpoint()
+    try:
+        return call(endpoint=endpoint, token=os.environ.get("HF_TOKEN")), "hub"
+    except Exception as err:  # network, HTTP, auth and disk errors: one line each
+        raise ModelUnavailable(f"downloading {what} from {endpoint} failed ({_first_line(err)}); "
+                               f"{hint}") from None
 
 
-def fetch(url: str, destination, expected_sha256: str | None, what: str, hint: str) -> Path:
-    """Download ``url`` to ``destination`` and check its digest.
+def download(repo: str, filename: str, expected_sha256: str | None, *, cache_dir=None,
+             revision: str | None = None, hint: str | None = None) -> HubFile:
+    """A published file through ``huggingface_hub``: cached copy, else a download, then our digest.
 
     Parameters
     ----------
-    url : str
-        Where the file lives.
-    destination : path-like
-        Final path; written only once the download is complete and verified.
+    repo, filename : str
+        Hub repository (``owner/name``) and file in it.
     expected_sha256 : str or None
-        Digest the file must have; a mismatch deletes the download and raises.
-    what, hint : str
-        The file's name and what the user can do instead, for the error message.
+        Digest the file must have; a mismatch removes it from the cache and raises.
+    cache_dir : path-like, optional
+        Hugging Face cache to use instead of the standard one.
+    revision : str, optional
+        Branch, tag or commit (default ``main``).
+    hint : str, optional
+        What the user can do instead; default: download it and pass ``--checkpoint PATH``.
 
     Raises
     ------
     ModelUnavailable
-        When offline, on a network error, or on a digest mismatch.
+        When the file is not cached and downloads are off or fail, or on a digest mismatch;
+        always one line naming the file.
     """
-    destination = Path(destination)
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or "huggingface.co"
-    if parts.scheme != "file" and not online(host):
-        raise ModelUnavailable(f"{what} is not in {destination.parent} and {host} cannot be "
-                               f"reached; {hint}")
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(destination.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-            for block in iter(lambda: response.read(8 << 20), b""):
-                out.write(block)
-    except OSError as err:
-        partial.unlink(missing_ok=True)
-        raise ModelUnavailable(f"fetching {what} from {url} failed ({err}); {hint}") from None
-    digest = sha256_file(partial)
+    from huggingface_hub import hf_hub_download
+
+    endpoint = hub_endpoint()
+    hint = hint or (f"download {endpoint}/{repo}/resolve/{revision or 'main'}/{filename} and pass "
+                    f"it with --checkpoint PATH")
+    common = dict(repo_id=repo, filename=filename, revision=revision,
+                  cache_dir=None if cache_dir is None else str(cache_dir))
+    found, source = _cache_then_hub(lambda **kw: hf_hub_download(**common, **kw),
+                                    f"{filename} ({repo})", hint)
+    path = Path(found)
+    digest = sha256_file(path)
     if expected_sha256 is not None and digest != expected_sha256:
-        partial.unlink(missing_ok=True)
-        raise ModelUnavailable(f"{what} fetched from {url} has SHA-256 {digest}, expected "
-                               f"{expected_sha256}; refusing it")
-    os.replace(partial, destination)
-    return destination
+        _remove_cached(path)
+        raise ModelUnavailable(f"{filename} from {repo} has SHA-256 {digest}, expected "
+                               f"{expected_sha256}; refusing it (removed from the cache)")
+    return HubFile(path, repo, filename, _snapshot_revision(path), digest, source, endpoint)
+
+
+def snapshot(repo: str, patterns: list[str], *, cache_dir=None, revision: str | None = None,
+             hint: str = "") -> tuple[Path, str, str]:
+    """A hub repository's files matching ``patterns`` through ``huggingface_hub``.
+
+    Returns the snapshot folder, its commit hash and ``"hf-cache"`` or ``"hub"``.
+    Raises ModelUnavailable (one line) when not cached and downloads are off or fail.
+    """
+    from huggingface_hub import snapshot_download
+
+    common = dict(repo_id=repo, allow_patterns=patterns, revision=revision,
+                  cache_dir=None if cache_dir is None else str(cache_dir))
+    found, source = _cache_then_hub(lambda **kw: snapshot_download(**common, **kw), repo, hint)
+    folder = Path(found)
+    return folder, folder.name, source
+
+
+def digests(folder, pattern: str = "*.safetensors") -> dict[str, str]:
+    """SHA-256 of each file matching ``pattern`` in ``folder``, by name."""
+    return {p.name: sha256_file(p) for p in sorted(Path(folder).glob(pattern))}
