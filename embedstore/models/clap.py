@@ -32,11 +32,11 @@ import torch.nn.functional as F
 from embedstore.errors import InputError, ModelUnavailable
 from embedstore.models import hub
 from embedstore.models.base import PRECISIONS, Encoder
+from embedstore.models.device import PRECISION_POLICY, autocast, full_precision, resolve_device
 
 HUB_URL = "https://huggingface.co/lukewys/laion_clap/resolve/main/"
 TOKENIZER_ID = "roberta-base"
 CONTEXT_LENGTH = 77  # laion_clap pads and truncates every text to 77 tokens
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +103,8 @@ class LogMel(torch.nn.Module):
 
     Centred frames with reflect padding, power spectrum (see :func:`stft_kernels`), mel
     projection, then ``10 * log10(max(mel, 1e-10))`` (``ref=1``, no ``top_db``).
-    Input (B, samples) -> output (B, 1, frames, n_mels), always computed in float32.
+    Input (B, samples) -> output (B, 1, frames, n_mels), always computed in float32, with
+    autocast off (TF32 or half precision here moves the log-mel by up to about 1 dB).
     """
 
     def __init__(self, config: MelConfig):
@@ -116,12 +117,13 @@ class LogMel(torch.nn.Module):
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         half = self.config.n_fft // 2
-        padded = F.pad(waveforms.float()[:, None], (half, half), mode="reflect")
-        parts = F.conv1d(padded, self.kernels, stride=self.config.hop_length)
-        n_bins = half + 1
-        power = parts[:, :n_bins].square() + parts[:, n_bins:].square()  # (B, freq, frames)
-        mel = power.transpose(1, 2) @ self.mel_filters
-        return (10.0 * torch.log10(mel.clamp(min=1e-10)))[:, None]
+        with full_precision(waveforms.device):  # float32 even inside an fp16/bf16 autocast pass
+            padded = F.pad(waveforms.float()[:, None], (half, half), mode="reflect")
+            parts = F.conv1d(padded, self.kernels, stride=self.config.hop_length)
+            n_bins = half + 1
+            power = parts[:, :n_bins].square() + parts[:, n_bins:].square()  # (B, freq, frames)
+            mel = power.transpose(1, 2) @ self.mel_filters
+            return (10.0 * torch.log10(mel.clamp(min=1e-10)))[:, None]
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -341,14 +343,14 @@ class ClapEncoder(Encoder):
                  checkpoint_info: dict | None = None, tokenizer_source: str = ""):
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        # fp32 weights in every precision: fp16/bf16 come from autocast (embedstore.models.device)
+        self.device = resolve_device(device)
         try:
-            self.device = torch.device(device)
-            self.model = model.to(device=self.device, dtype=DTYPES[precision]).eval()
+            self.model = model.to(device=self.device, dtype=torch.float32).eval()
         except (RuntimeError, ValueError) as err:
             raise InputError(f"cannot use device {device!r}: {str(err).splitlines()[0]}") from None
         self.name = name
         self.precision = precision
-        self.dtype = DTYPES[precision]
         self.tokenizer = tokenizer
         self.mel = mel
         self.front_end = LogMel(mel).to(self.device)
@@ -371,9 +373,22 @@ class ClapEncoder(Encoder):
     def _empty(dims: dict[str, int]) -> dict[str, np.ndarray]:
         return {space: np.zeros((0, width), np.float32) for space, width in dims.items()}
 
-    def _outputs(self, prejoint: torch.Tensor, projection) -> dict[str, np.ndarray]:
+    def _outputs(self, prejoint: torch.Tensor, projection) -> dict[str, torch.Tensor]:
+        """float32 vectors on the device: prejoint as the tower gave it, joint unit length."""
         joint = F.normalize(projection(prejoint).float(), dim=-1)
-        return {"prejoint": prejoint.float().cpu().numpy(), "joint": joint.cpu().numpy()}
+        return {"prejoint": prejoint.float(), "joint": joint}
+
+    @staticmethod
+    def _numpy(vectors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        return {space: vec.cpu().numpy() for space, vec in vectors.items()}
+
+    def forward_audio(self, windows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, window_samples) float32 on the device -> float32 vectors on the device."""
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            features = self.front_end(windows)  # float32 whatever the precision (LogMel)
+            is_longer = torch.zeros(len(windows), 1, dtype=torch.bool, device=self.device)
+            pooled = self.model.audio_model(input_features=features, is_longer=is_longer).pooler_output
+            return self._outputs(pooled, self.model.audio_projection)
 
     def embed_audio(self, windows: np.ndarray) -> dict[str, np.ndarray]:
         windows = np.asarray(windows)
@@ -382,12 +397,8 @@ class ClapEncoder(Encoder):
                              f"{self.sample_rate} Hz, got shape {windows.shape}")
         if len(windows) == 0:
             return self._empty(self.audio_dims)
-        with torch.inference_mode():
-            waveforms = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
-            features = self.front_end(waveforms.to(self.device)).to(self.dtype)
-            is_longer = torch.zeros(len(windows), 1, dtype=torch.bool, device=self.device)
-            pooled = self.model.audio_model(input_features=features, is_longer=is_longer).pooler_output
-            return self._outputs(pooled, self.model.audio_projection)
+        waveforms = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
+        return self._numpy(self.forward_audio(waveforms.to(self.device)))
 
     def embed_text(self, texts: list[str]) -> dict[str, np.ndarray]:
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
@@ -396,11 +407,11 @@ class ClapEncoder(Encoder):
             return self._empty(self.text_dims)
         tokens = self.tokenizer(list(texts), padding="max_length", truncation=True,
                                 max_length=self.max_tokens, return_tensors="pt")
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device, self.precision):
             pooled = self.model.text_model(input_ids=tokens["input_ids"].to(self.device),
                                            attention_mask=tokens["attention_mask"].to(self.device)
                                            ).pooler_output
-            return self._outputs(pooled, self.model.text_projection)
+            return self._numpy(self._outputs(pooled, self.model.text_projection))
 
     def provenance(self) -> dict:
         import transformers
@@ -428,6 +439,7 @@ class ClapEncoder(Encoder):
                           "pad_mode": "reflect", "power": 2.0, "mel_scale": "slaney",
                           "log": "10*log10(max(mel, 1e-10))", "int16_roundtrip": True},
             "precision": self.precision,
+            "precision_policy": PRECISION_POLICY,
             "device": str(self.device),
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "numpy": np.__version__, "python": platform.python_version()},
@@ -547,7 +559,6 @@ def _mel_config_from(spec: str, local: bool, hub_cache) -> MelConfig:
 def save_hf(encoder: ClapEncoder, directory) -> Path:
     """Write an encoder's model and tokenizer as a transformers directory (``hf:<dir>``)."""
     directory = Path(directory)
-    encoder.model.to(torch.float32).save_pretrained(str(directory))
+    encoder.model.save_pretrained(str(directory))  # weights are float32 in every precision
     encoder.tokenizer.save_pretrained(str(directory))
-    encoder.model.to(encoder.dtype)
     return directory
