@@ -188,7 +188,7 @@ def test_out_of_memory_is_one_line_and_resume_continues_with_a_smaller_batch(dat
                        "(the rows done so far are kept)")
     journal = tmp_path / "s.h5.partial"
     assert sorted(p.name for p in journal.glob("batch-*.npz"))  # the rows that fitted were kept
-    with pytest.raises(InputError, match="long_mode"):
+    with pytest.raises(InputError, match="another --long"):
         extract(dataset, out, model=OutOfMemoryAfter(limit=1), batch_size=1, resume=True,
                 long_mode="first")
     extract(dataset, out, model=OutOfMemoryAfter(limit=1), batch_size=1, resume=True)
