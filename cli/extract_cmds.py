@@ -139,8 +139,9 @@ def _print_summary(summary) -> None:
     console.print(table)
     unchecked = sum(reason.startswith("the model gave") for _, reason in summary.failed)
     if unchecked:
-        console.print(f"  [yellow]{unchecked} clip(s) gave non-finite or non-unit vectors and were "
-                      f"not stored[/] (see the reasons below and `embedstore info`)", highlight=False)
+        console.print(styled("  ", (f"{unchecked} clip(s) gave non-finite or non-unit vectors and "
+                                    "were not stored", "yellow"),
+                             " (see the reasons below and `embedstore info`)"), highlight=False)
     for path, reason in summary.failed[:10]:
         console.print(styled("  ", ("skipped", "yellow"), f" {path}: {reason}"), highlight=False)
     if len(summary.failed) > 10:
