@@ -62,10 +62,10 @@ def extract(
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder; tinysol without --root reads the bundled notes."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="folder only: CSV with columns path,label (several labels split by ';'); default <root>/labels.csv."),
     prompts: Optional[List[str]] = typer.Option(None, "--prompts", "-p", help=PROMPTS_HELP + " Default: every built-in set that fits the classes."),
-    device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda, cuda:1, mps."),
-    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, max=65_536, help="Audio windows per forward pass."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, max=65_536, help="Audio windows per forward pass (may change on --resume, e.g. after running out of device memory)."),
     workers: int = typer.Option(2, "--workers", "-w", min=0, max=256, help="Processes decoding and resampling audio ahead of the model (0: none)."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or bf16."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 (IEEE, TF32 off), or bf16 / fp16 under autocast (front ends and outputs stay fp32)."),
     long_mode: str = typer.Option("mean", "--long", help="Clips longer than the model's window: first, center, or mean of all windows."),
     dtype: str = typer.Option("float32", "--dtype", help="Storage precision of the vectors: float32 or float16."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same command."),
@@ -95,7 +95,7 @@ def extract(
     check_outputs([out], inputs=inputs, overwrite=overwrite or resume)
     encoder = _load_model(model, checkpoint, tokenizer, device, precision)
     console.print(f"{data.name}: {len(data.items)} clips, {len(data.classes)} classes, "
-                  f"{len(specs)} prompt sets; model {encoder.name} on {device} ({precision})",
+                  f"{len(specs)} prompt sets; model {encoder.name} on {encoder.device} ({precision})",
                   highlight=False)
     bar = Progress(TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(), ClipsPerSecond(),
                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
@@ -137,10 +137,33 @@ def _print_summary(summary) -> None:
         table.add_row("resumed at row", str(summary.resumed_from))
     table.add_row("time", f"{summary.seconds:.1f} s")
     console.print(table)
+    unchecked = sum(reason.startswith("the model gave") for _, reason in summary.failed)
+    if unchecked:
+        console.print(styled("  ", (f"{unchecked} clip(s) gave non-finite or non-unit vectors and "
+                                    "were not stored", "yellow"),
+                             " (see the reasons below and `embedstore info`)"), highlight=False)
     for path, reason in summary.failed[:10]:
         console.print(styled("  ", ("skipped", "yellow"), f" {path}: {reason}"), highlight=False)
     if len(summary.failed) > 10:
         console.print(f"  ... and {len(summary.failed) - 10} more (see `embedstore info`)")
+
+
+def _stored_device(store: Path, recorded: str | None) -> str:
+    """The device a store was made on, when this machine has it (extract-text's default)."""
+    from embedstore.errors import InputError
+    from embedstore.extract import require_torch
+
+    if not recorded:
+        return "auto"
+    require_torch()
+    from embedstore.models.device import resolve_device
+
+    try:
+        return str(resolve_device(recorded))
+    except InputError:
+        raise InputError(f"{store} was made on {recorded}, which this machine does not have; pass "
+                         "--device (e.g. --device cpu: its text vectors then differ from the "
+                         "store's by rounding)") from None
 
 
 @commands.command("extract-text")
@@ -151,7 +174,7 @@ def extract_text(
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " Default: the store's model."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights file; must be the one that made the store."),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Local tokenizer folder for the text tower."),
-    device: str = typer.Option("cpu", "--device", help="Torch device: cpu, cuda, cuda:1, mps."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps; default: the store's."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or bf16; default: the store's."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, max=65_536, help="Prompts per forward pass."),
     replace: bool = typer.Option(False, "--replace", "--overwrite",
@@ -171,13 +194,14 @@ def extract_text(
         classes, made_by, present = st.classes, st.model, st.prompt_sets
         # a store imported or written by another tool may record no extraction at all
         extraction = (st.provenance or {}).get("extraction")
-        stored_precision = extraction.get("precision") if isinstance(extraction, dict) else None
+        stored = extraction if isinstance(extraction, dict) else {}
     specs = [build_prompt_set(p, classes) for p in prompts]
     taken = [spec.name for spec in specs if spec.name in present]
     if taken and not replace:  # said before the model loads; add_prompt_sets checks again under the lock
         raise StoreExists(f"{store} already has prompt set(s) {', '.join(taken)}; pass --replace to replace them")
-    encoder = _load_model(model or made_by, checkpoint, tokenizer, device,
-                          precision or stored_precision or "fp32")
+    encoder = _load_model(model or made_by, checkpoint, tokenizer,
+                          device or _stored_device(store, stored.get("device")),
+                          precision or stored.get("precision") or "fp32")
     sets = add_prompt_sets(store, encoder, specs, batch_size=batch_size, replace=replace)
     console.print(f"added {', '.join(s.name for s in specs)} to {store}; "
                   f"prompt sets now: {', '.join(sets)}", highlight=False)

@@ -42,6 +42,8 @@ def train(
         False, "--overwrite", help="Replace a model folder that `embedstore train` wrote before (never any other folder)."),
     name: str = typer.Option("muscall-trained", "--name", help="Model name recorded in config.json."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, max=1024, help="Torch CPU threads (default: torch's choice; 1 is often fastest on a busy machine)."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 (IEEE, TF32 off), or bf16 / fp16 under autocast (fp16 with a gradient scaler); a resumed run keeps the checkpoint's."),
 ):
     """Train a MusCALL-style model: its log-mel ResNet audio tower and projections against the frozen all-MiniLM-L6-v2 text tower, with a checkpoint every epoch.
 
@@ -90,7 +92,7 @@ def train(
                 f"({record.seconds:.1f} s)", highlight=False)
 
         result = fit(table, out, config, resume=resume, name=name, threads=threads,
-                     on_step=on_step, on_epoch=on_epoch)
+                     device=device, precision=precision, on_step=on_step, on_epoch=on_epoch)
 
     if result.resumed_from:
         console.print(f"resumed after epoch {result.resumed_from}", highlight=False)

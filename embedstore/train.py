@@ -212,8 +212,9 @@ def retrieval_recall(audio_joint: np.ndarray, text_joint: np.ndarray, captions: 
 
 
 def fit(table: CaptionTable, out_dir, config: TrainConfig, *, resume: bool = False,
-        name: str = "muscall-trained", threads: int | None = None,
-        on_step: Callable | None = None, on_epoch: Callable | None = None) -> FitResult:
+        name: str = "muscall-trained", threads: int | None = None, device: str = "auto",
+        precision: str = "fp32", on_step: Callable | None = None,
+        on_epoch: Callable | None = None, log_every: int = 20) -> FitResult:
     """Train, checkpointing every epoch, and export the final model to ``out_dir``.
 
     Parameters
@@ -232,8 +233,15 @@ def fit(table: CaptionTable, out_dir, config: TrainConfig, *, resume: bool = Fal
     threads : int, optional
         Torch CPU threads (default: torch's choice). On a busy machine one thread can be
         many times faster than several, which spin waiting for each other.
+    device : str
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, checked as extraction checks it.
+    precision : {"fp32", "bf16", "fp16"}
+        The policy of :mod:`embedstore.models.device` (autocast, TF32 off); fp16 adds a
+        gradient scaler. A resumed run must use the checkpoint's precision.
     on_step : callable, optional
-        ``on_step(epoch, step, n_steps, loss)`` after every optimiser step.
+        ``on_step(epoch, step, n_steps, loss)`` after every optimiser step; ``loss`` is the
+        latest one read back from the device, every ``log_every`` steps (reading it
+        every step would make the host wait for the device every step).
     on_epoch : callable, optional
         ``on_epoch(EpochRecord)`` after every epoch.
     """
@@ -242,9 +250,15 @@ def fit(table: CaptionTable, out_dir, config: TrainConfig, *, resume: bool = Fal
     import torch
     import torch.nn.functional as F
 
+    from embedstore.models.base import PRECISIONS
+    from embedstore.models.device import autocast, device_identity, resolve_device, run_numerics
     from embedstore.models.muscall import MusCALL, contrastive_loss, load_minilm
 
     config.validate()
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    device = resolve_device(device)
+    numerics = {**run_numerics(precision), "device": device_identity(device)}
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / CHECKPOINT_FILE
     if checkpoint_path.exists() and not resume:
@@ -257,9 +271,10 @@ def fit(table: CaptionTable, out_dir, config: TrainConfig, *, resume: bool = Fal
     text_head, tokenizer = load_minilm()
     text_hidden = text_head.model.config.hidden_size
     model_config = config.model_config(text_hidden)
-    model = MusCALL(model_config, text_head)
+    model = MusCALL(model_config, text_head).to(device)
     trainable = [p for n, p in model.named_parameters() if not n.startswith("textual_head.")]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     # an epoch is one pass over the training clips, each paired with one of its captions
     # drawn afresh, so a batch never holds the same clip twice
@@ -275,24 +290,36 @@ def fit(table: CaptionTable, out_dir, config: TrainConfig, *, resume: bool = Fal
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         if state["csv_sha256"] != table.digest or state["config"] != asdict(config):
             raise InputError(f"{checkpoint_path} was made from another CSV or other settings")
+        saved_precision = state.get("numerics", {}).get("precision", "fp32")
+        if saved_precision != precision:
+            raise InputError(f"{checkpoint_path} was trained in {saved_precision}, not {precision}; "
+                             f"resume with --precision {saved_precision}")
         model.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state_all(list(state["cuda_rng"]))
         result.history = [EpochRecord(**record) for record in state["history"]]
         start_epoch = result.resumed_from = state["epoch"]
 
     clips = _decode_clips(table, config)
-    text_prejoint = _caption_features(text_head, tokenizer, table.captions)
+    text_prejoint = _caption_features(text_head, tokenizer, table.captions, device)
     unit_text = F.normalize(text_prejoint, dim=-1)
 
     def batch_loss(rows, augment_rng=None):
         audio = _batch_windows(clips, [table.paths[r] for r in rows], config, augment_rng)
-        _, audio_joint = model.encode_audio(torch.from_numpy(audio))
-        text_joint = model.text_projection(text_prejoint[rows])
-        logits = model.scale() * F.normalize(audio_joint, dim=-1) @ F.normalize(text_joint, dim=-1).T
-        sentence_sim = unit_text[rows] @ unit_text[rows].T if config.loss == "weighted_clip" else None
-        return contrastive_loss(logits, sentence_sim), audio_joint, text_joint
+        index = torch.as_tensor(rows, device=device)
+        with autocast(device, precision):
+            _, audio_joint = model.encode_audio(_to_device(audio, device))
+            text_joint = model.text_projection(text_prejoint[index])
+            audio_joint, text_joint = audio_joint.float(), text_joint.float()
+            logits = model.scale() * F.normalize(audio_joint, dim=-1) @ F.normalize(text_joint, dim=-1).T
+            sentence_sim = (unit_text[index] @ unit_text[index].T
+                            if config.loss == "weighted_clip" else None)
+            return contrastive_loss(logits.float(), sentence_sim), audio_joint, text_joint
 
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
@@ -300,23 +327,28 @@ def fit(table: CaptionTable, out_dir, config: TrainConfig, *, resume: bool = Fal
         model.textual_head.eval()  # frozen: no dropout
         generator = np.random.default_rng([config.seed, epoch])
         order = generator.permutation(len(train_clips))
-        losses = []
+        losses = []  # kept on the device: read back once per epoch, not every step
+        shown = float("nan")
         for step, clip_batch in enumerate(_batches(order, config.batch_size)):
             rows = np.array([generator.choice(train_clips[c]) for c in clip_batch])
             loss, _, _ = batch_loss(rows, generator)
             optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             with torch.no_grad():  # the authors clamp the logit scale at 100
                 model.logit_scale.clamp_(max=math.log(100))
-            losses.append(loss.item())
+            losses.append(loss.detach())
             if on_step:
-                on_step(epoch + 1, step + 1, steps_per_epoch, losses[-1])
+                if step % log_every == 0 or step + 1 == steps_per_epoch:
+                    shown = float(loss.detach())
+                on_step(epoch + 1, step + 1, steps_per_epoch, shown)
         _recalibrate_batchnorm(model, clips, [table.paths[rows[0]] for rows in train_clips],
-                               config)
+                               config, device)
         record = EpochRecord(
-            epoch + 1, float(np.mean(losses)), *_validate(model, batch_loss, val_rows, table, config),
+            epoch + 1, float(torch.stack(losses).double().mean()),
+            *_validate(model, batch_loss, val_rows, table, config),
             lr=float(scheduler.get_last_lr()[0]), logit_scale=float(model.scale().item()),
             seconds=time.perf_counter() - started)
         result.history.append(record)
@@ -327,6 +359,11 @@ def fit(table: CaptionTable, out_dir, config: TrainConfig, *, resume: bool = Fal
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            **({"cuda_rng": torch.stack(torch.cuda.get_rng_state_all())}
+               if device.type == "cuda" else {}),
+            "scaler": scaler.state_dict(),
+            "numerics": {k: v for k, v in numerics.items() if k != "device"},
+            "device": numerics["device"],
             "history": [asdict(r) for r in result.history],
             "config": asdict(config),
             "csv_sha256": table.digest,
@@ -351,16 +388,16 @@ def _validate(model, batch_loss, val_rows, table, config):
     with torch.no_grad():
         for rows in _batches(val_rows, config.batch_size):
             loss, audio_joint, text_joint = batch_loss(rows)
-            losses.append(loss.item())
+            losses.append(loss.detach())
             audio.append(audio_joint)
             text.append(text_joint)
-    audio_joint = F.normalize(torch.cat(audio), dim=-1).numpy()
-    text_joint = F.normalize(torch.cat(text), dim=-1).numpy()
+    audio_joint = F.normalize(torch.cat(audio), dim=-1).cpu().numpy()
+    text_joint = F.normalize(torch.cat(text), dim=-1).cpu().numpy()
     recall = retrieval_recall(audio_joint, text_joint, [table.captions[r] for r in val_rows])
-    return float(np.mean(losses)), recall[1], recall[5]
+    return float(torch.stack(losses).mean()), recall[1], recall[5]
 
 
-def _recalibrate_batchnorm(model, clips, paths, config, max_clips: int = 2048) -> None:
+def _recalibrate_batchnorm(model, clips, paths, config, device="cpu", max_clips: int = 2048) -> None:
     """Recompute batch-norm statistics over (up to ``max_clips``) training clips.
 
     With small batches and fast-moving weights, the running averages kept during training
@@ -379,8 +416,8 @@ def _recalibrate_batchnorm(model, clips, paths, config, max_clips: int = 2048) -
     with torch.no_grad():
         # large batches: the average of small-batch variances underestimates the variance
         for batch in _batches(np.arange(min(len(paths), max_clips)), max(config.batch_size, 128)):
-            model.audio_backbone(torch.from_numpy(
-                _batch_windows(clips, [paths[i] for i in batch], config)))
+            model.audio_backbone(_to_device(
+                _batch_windows(clips, [paths[i] for i in batch], config), device))
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
     model.audio_backbone.eval()
@@ -436,8 +473,8 @@ def resample_pitch(window: np.ndarray, semitones: float) -> np.ndarray:
     return np.interp(positions, np.arange(len(window)), window, right=0.0).astype(np.float32)
 
 
-def _caption_features(text_head, tokenizer, captions: list[str], batch_size: int = 64):
-    """Frozen text-tower (pre-projection) features of every caption row."""
+def _caption_features(text_head, tokenizer, captions: list[str], device="cpu", batch_size: int = 64):
+    """Frozen text-tower (pre-projection) features of every caption row, in float32 on ``device``."""
     import torch
 
     unique, inverse = np.unique(np.asarray(captions), return_inverse=True)
@@ -446,8 +483,19 @@ def _caption_features(text_head, tokenizer, captions: list[str], batch_size: int
         for start in range(0, len(unique), batch_size):
             batch = tokenizer(list(unique[start:start + batch_size]), padding=True,
                               truncation=True, max_length=128, return_tensors="pt")
-            features.append(text_head(batch["input_ids"], batch["attention_mask"]))
-    return torch.cat(features)[torch.from_numpy(inverse)].clone()
+            features.append(text_head(batch["input_ids"].to(device),
+                                      batch["attention_mask"].to(device)).float())
+    return torch.cat(features)[torch.from_numpy(inverse).to(device)].clone()
+
+
+def _to_device(windows: np.ndarray, device):
+    """A batch of windows on ``device`` (from page-locked memory, asynchronously, on CUDA)."""
+    import torch
+
+    tensor = torch.from_numpy(windows)
+    if torch.device(device).type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:

@@ -5,8 +5,11 @@ import pytest
 
 pytest.importorskip("torch")
 
+import torch  # noqa: E402
+
 from embedstore.errors import InputError  # noqa: E402
 from embedstore.extract import embed_clips, pool_windows  # noqa: E402
+from embedstore.extract.feeding import groups_from_clips  # noqa: E402
 
 
 class RecordingModel:
@@ -14,6 +17,10 @@ class RecordingModel:
 
     def __init__(self):
         self.batches = []
+
+    def forward(self, batch):
+        """The pipeline's entry: a tensor batch in, tensors out."""
+        return {space: torch.from_numpy(vec) for space, vec in self(batch.numpy()).items()}
 
     def __call__(self, batch):
         self.batches.append(batch.copy())
@@ -37,7 +44,8 @@ def fake_clips(window_counts, start=0, n=8, failed=()):
 
 def run(window_counts, batch_size, start=0, failed=()):
     model = RecordingModel()
-    chunks = list(embed_clips(model, fake_clips(window_counts, start, failed=failed), batch_size, start))
+    chunks = list(embed_clips(model.forward, groups_from_clips(fake_clips(window_counts, start, failed=failed)),
+                              batch_size, start))
     return model, chunks
 
 
@@ -100,10 +108,41 @@ def test_restarting_at_a_chunk_boundary_sends_the_same_batches():
             (c.start, c.stop, c.rows_ok) for c in full if c.start >= chunk.start]
 
 
+class WindowByWindow:
+    """A clip's windows as a sized iterable that hands them out one at a time (as a long
+    clip decoded window by window does)."""
+
+    def __init__(self, windows):
+        self.windows = windows
+
+    def __len__(self):
+        return len(self.windows)
+
+    def __iter__(self):
+        return (window.copy() for window in self.windows)
+
+
+def test_a_clip_read_window_by_window_gives_the_same_batches_and_rows():
+    counts = [2, 5, 1, 3, 4]
+    model, chunks = run(counts, batch_size=3, failed={2})
+    streamed_model = RecordingModel()
+    clips = [(row, WindowByWindow(w) if w is not None and len(w) > 2 else w, why)
+             for row, w, why in fake_clips(counts, failed={2})]
+    streamed = list(embed_clips(streamed_model.forward, groups_from_clips(clips), 3))
+    assert len(model.batches) == len(streamed_model.batches)
+    for a, b in zip(model.batches, streamed_model.batches):
+        np.testing.assert_array_equal(a, b)
+    assert [(c.start, c.stop, c.rows_ok, c.failed) for c in chunks] == [
+        (c.start, c.stop, c.rows_ok, c.failed) for c in streamed]
+    for a, b in zip(chunks, streamed):
+        for space in a.vectors:
+            np.testing.assert_array_equal(np.stack(a.vectors[space]), np.stack(b.vectors[space]))
+
+
 def test_clips_out_of_order_are_refused():
     clips = fake_clips([1, 1, 1])
     with pytest.raises(InputError, match="out of order"):
-        list(embed_clips(RecordingModel(), [clips[0], clips[2]], 2))
+        list(embed_clips(RecordingModel().forward, groups_from_clips([clips[0], clips[2]]), 2))
 
 
 # ---------------------------------------------------------------- end to end, with a real encoder
@@ -328,6 +367,8 @@ def extract_args(root, out, *extra):
 
 
 def test_resume_after_kill_9_gives_the_uninterrupted_vectors(cli, clip_folder, tmp_path):
+    import shutil
+
     full = cli(*extract_args(clip_folder, tmp_path / "full.h5"))
     assert full.exit_code == 0, full.output
     assert "failed" in full.stdout and "skipped broken.wav" in full.stdout
@@ -336,7 +377,7 @@ def test_resume_after_kill_9_gives_the_uninterrupted_vectors(cli, clip_folder, t
     journal = tmp_path / "killed.h5.partial"
     proc = start_process(*extract_args(clip_folder, out), delay=0.5)
     deadline = time.monotonic() + 120
-    while len(list(journal.glob("batch-*.npz"))) < 3:
+    while len(list(journal.glob("batch-*.npz"))) < 2:  # the first rows at once, then on the budget
         assert proc.poll() is None, proc.stderr.read().decode()
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -344,12 +385,13 @@ def test_resume_after_kill_9_gives_the_uninterrupted_vectors(cli, clip_folder, t
     proc.wait()
     proc.stderr.close()
     assert not out.exists()
+    shutil.copytree(journal, tmp_path / "smaller.h5.partial")  # the same killed run, twice
 
     again = cli(*extract_args(clip_folder, out))
     assert again.exit_code == 1
     assert "--resume" in again.stderr
-    changed = cli(*extract_args(clip_folder, out, "--resume", "--batch-size", "3"))
-    assert changed.exit_code == 1 and "batch_size" in changed.stderr
+    changed = cli(*extract_args(clip_folder, out, "--resume", "--long", "first"))
+    assert changed.exit_code == 1 and "another --long" in changed.stderr
 
     resumed = cli(*extract_args(clip_folder, out, "--resume"))
     assert resumed.exit_code == 0, resumed.output
@@ -359,7 +401,19 @@ def test_resume_after_kill_9_gives_the_uninterrupted_vectors(cli, clip_folder, t
     for space in a["audio"]:
         np.testing.assert_array_equal(a["audio"][space], b["audio"][space])
     assert not journal.exists()
-    assert b["provenance"]["resumed"] >= 3 and "resumed" not in a["provenance"]
+    assert b["provenance"]["resumed"] >= 2 and "resumed" not in a["provenance"]
+    assert "batch_size_changes" not in b["provenance"]["extraction"]
+
+    # A smaller batch size (after running out of device memory) continues the run; the
+    # vectors then differ by rounding at most, and the change is recorded.
+    smaller = cli(*extract_args(clip_folder, tmp_path / "smaller.h5", "--resume", "--batch-size", "1"))
+    assert smaller.exit_code == 0, smaller.output
+    c = read_store(tmp_path / "smaller.h5")
+    assert c["ids"] == a["ids"] and c["failed"] == a["failed"]
+    for space in a["audio"]:
+        np.testing.assert_allclose(c["audio"][space], a["audio"][space], rtol=1e-5, atol=1e-6)
+    resumed_at = c["provenance"]["resumed"]
+    assert c["provenance"]["extraction"]["batch_size_changes"] == [{"row": resumed_at, "from": 2, "to": 1}]
 
 
 def test_command_errors_are_one_line(cli, clip_folder, tmp_path):
@@ -433,3 +487,15 @@ def test_missing_torch_gives_the_install_hint(cli, clip_folder, tmp_path, monkey
     result = cli(*extract_args(clip_folder, tmp_path / "s.h5"))
     assert result.exit_code == 1
     assert result.stderr.strip() == "error: install the extract extra: pip install 'embedstore[extract]'"
+
+
+def test_decoding_workers_start_before_the_first_group_is_asked_for(dataset):
+    import multiprocessing
+
+    from embedstore.extract.pipeline import read_clips
+
+    before = set(multiprocessing.active_children())
+    groups = read_clips(dataset, 0, TinyEncoder(), long_mode="mean", workers=1)
+    assert set(multiprocessing.active_children()) - before  # decoding while the text tower runs
+    rows = [row for group in groups for row in group.rows]
+    assert rows == list(range(len(dataset.items)))

@@ -173,6 +173,26 @@ def test_bf16_stays_close_to_fp32(laion_tiny, tokenizer_dir, windows, reference_
     assert half.provenance()["precision"] == "bf16"
 
 
+def test_fp16_stays_close_to_fp32_under_the_one_precision_policy(laion_tiny, tokenizer_dir, windows,
+                                                                  reference_audio):
+    """fp16 as bf16: autocast over fp32 weights, the STFT log-mel and the outputs in float32."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        half = load_model("clap-general", checkpoint=laion_tiny[1], tokenizer=tokenizer_dir,
+                          precision="fp16", device="cpu")
+    assert {p.dtype for p in half.model.parameters()} == {torch.float32}
+    with torch.autocast("cpu", dtype=torch.float16):
+        assert half.front_end(torch.from_numpy(windows[:1])).dtype == torch.float32
+    out = half.embed_audio(windows)
+    assert out["joint"].dtype == np.float32 and out["prejoint"].dtype == np.float32
+    reference = reference_audio["joint"]
+    errors = relative_errors(out["joint"], reference)  # as the bf16 test measures it
+    assert errors.max() < BF16_TOLERANCE / 4  # fp16 keeps 3 more bits than bf16
+    distances = np.linalg.norm(out["joint"][:, None] - reference[None], axis=-1)
+    assert (distances.argmin(axis=1) == np.arange(len(reference))).all()
+    assert half.provenance()["precision"] == "fp16"
+
+
 @pytest.fixture(scope="module")
 def laion_base(tokenizer_dir, tmp_path_factory):
     """HTSAT-base, the audio tower of the music checkpoints the study used (1024-d pre-joint)."""

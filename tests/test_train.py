@@ -254,3 +254,24 @@ def test_extract_then_report_with_the_bundled_model(tmp_path):
                                  "--no-umap"])
     assert report.exit_code == 0, report.output
     assert (tmp_path / "report" / "report.json").is_file()
+
+
+def test_training_in_bf16_and_fp16_runs_and_resume_keeps_the_precision(tones, tmp_path):
+    """The extraction's precision policy in training: autocast on the CPU, fp16 with a scaler."""
+    table = read_captions(tones / "captions.csv")
+    for precision in ("bf16", "fp16"):
+        result = fit(table, tmp_path / precision, small_config(epochs=1), device="cpu",
+                     precision=precision)
+        assert np.isfinite(result.history[0].train_loss)
+        state = torch.load(tmp_path / precision / "checkpoint.pt", weights_only=True)
+        assert state["numerics"]["precision"] == precision and state["numerics"]["tf32_cudnn"] is False
+        assert state["device"]["type"] == "cpu" and "cuda_rng" not in state
+    with pytest.raises(InputError, match="trained in bf16"):
+        fit(table, tmp_path / "bf16", small_config(epochs=1), device="cpu", resume=True)
+
+
+def test_training_on_a_missing_device_is_one_line(tones, tmp_path):
+    table = read_captions(tones / "captions.csv")
+    with pytest.raises(InputError, match="CUDA is not available"):
+        fit(table, tmp_path / "run", small_config(epochs=1), device="cuda")
+    assert not (tmp_path / "run").exists()

@@ -1,25 +1,33 @@
 """The extraction pipeline: a dataset and prompt sets, through an encoder, into a store.
 
 Audio
-    A torch ``DataLoader`` decodes and resamples clips in worker processes
-    (:func:`embedstore.extract.audio.decode`), in dataset order. The main process packs their
-    windows into batches of exactly ``batch_size`` windows (the last one zero-padded), so
-    the encoder always sees one shape. A clip's windows may span several batches; with
-    ``long_mode="mean"`` its vectors are averaged per space (``joint`` re-normalised).
-    A long clip arrives as a :class:`~embedstore.extract.audio.StreamedClip` and is
-    decoded here one window at a time, so a clip costs a few windows of memory whatever
-    its length.
+    Decoding workers, fixed-size batches in page-locked buffers, asynchronous copies and
+    the per-batch checks of the vectors: :mod:`embedstore.extract.feeding`. Workers decode
+    with :func:`embedstore.extract.audio.decode`; a long clip arrives as a
+    :class:`~embedstore.extract.audio.StreamedClip` and is decoded here one window at a time,
+    so a clip costs a few windows of memory whatever its length. A clip's windows may span
+    several batches; with ``long_mode="mean"`` its vectors are averaged per space (``joint``
+    re-normalised).
 Durability
-    Rows go to a :class:`~embedstore.store.journal.Journal` whenever a batch ends on a clip
-    boundary. A resumed run restarts packing from such a boundary, so it sends the
+    Rows go to a :class:`~embedstore.store.journal.Journal` on a budget: the first rows at
+    once, then whenever ``journal_seconds`` have passed or ``journal_rows`` rows wait, and
+    at the end; always at a point where a batch ends on a clip boundary. A resumed run
+    restarts packing from such a boundary, so with the same batch size it sends the
     encoder exactly the batches an uninterrupted run would have sent, and ends with the
-    same vectors bit for bit.
+    same vectors bit for bit. A kill loses at most the budget's rows.
 Bad clips
-    A clip that cannot be read, is empty or holds non-finite samples is recorded in the
-    store with its reason and skipped.
+    A clip that cannot be read, is empty or holds non-finite samples, or whose vectors
+    fail the checks (non-finite, or joint not unit length), is recorded in the store with
+    its reason and skipped.
 Text
-    Every prompt set is embedded first (a missing tokenizer fails before the long audio
-    pass), in chunks of ``batch_size`` prompts.
+    Every prompt set is embedded while the workers decode the first clips, before any
+    audio batch (a missing tokenizer fails before the long audio pass), in chunks of
+    ``batch_size`` prompts.
+Devices
+    The policy of :mod:`embedstore.models.device`: TF32 off, autocast for fp16/bf16, the
+    numeric flags and the device's identity in the provenance; running out of device
+    memory stops the run with one line naming the batch size, and ``--resume`` may then
+    continue with a smaller one.
 
 torch is imported only when a run starts, so ``import embedstore.extract`` stays cheap.
 """
@@ -30,13 +38,21 @@ import importlib.metadata
 import importlib.util
 import sys
 import time
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from embedstore.errors import InputError, ModelUnavailable, StoreExists
+from embedstore.extract.feeding import (  # noqa: F401  (embed_clips, pool_windows: public)
+    BatchStager,
+    Chunk,
+    embed_clips,
+    pool_windows,
+    read_clip_groups,
+)
 from embedstore.extract.fingerprint import fingerprint_mismatch, settings_fingerprint
 from embedstore.extract.prompts import PromptSpec
 from embedstore.store.core import edit_store, open_store
@@ -48,6 +64,9 @@ from embedstore.store.partial import HEADER, journal_dir
 EXTRA_HINT = "install the extract extra: pip install 'embedstore[extract]'"
 LONG_MODES = ("first", "center", "mean")
 STORAGE_DTYPES = ("float32", "float16")
+#: Journal budget: rows are made durable when this many seconds have passed or rows wait.
+JOURNAL_SECONDS = 2.0
+JOURNAL_ROWS = 4096
 
 
 @dataclass
@@ -82,17 +101,6 @@ class ExtractSummary:
     already_complete: bool = False
 
 
-@dataclass
-class Chunk:
-    """Rows ``start..stop-1`` ready for :meth:`Journal.append`."""
-
-    start: int
-    stop: int
-    rows_ok: list[int] = field(default_factory=list)
-    vectors: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    failed: list[tuple[int, str]] = field(default_factory=list)
-
-
 def require_torch() -> None:
     """Raise ModelUnavailable with the install hint when torch is missing."""
     if importlib.util.find_spec("torch") is None:
@@ -113,6 +121,8 @@ def run_extract(
     dtype: str = "float32",
     command: list[str] | None = None,
     progress: Callable[[int, int, int], None] | None = None,
+    journal_seconds: float = JOURNAL_SECONDS,
+    journal_rows: int = JOURNAL_ROWS,
 ) -> ExtractSummary:
     """Embed every clip of ``dataset`` and every prompt set into the store ``out``.
 
@@ -138,6 +148,8 @@ def run_extract(
         (:func:`run_settings`) must be the one it started with, or the run is refused
         naming the setting; a finished store made with the same settings is left as it
         is (``already_complete``), one made with other settings is refused.
+        The batch size may differ (the change is recorded); the device is compared by
+        identity, not by name (another kind of device or accelerator model is refused).
     overwrite : bool
         Replace an existing store at ``out``.
     dtype : {"float32", "float16"}
@@ -146,18 +158,29 @@ def run_extract(
         The command line, recorded in the provenance.
     progress : callable, optional
         Called as ``progress(rows_done, rows_total, failed_so_far)``.
+    journal_seconds, journal_rows : float, int
+        The journal budget: embedded rows are made durable once this many seconds have
+        passed since the last write, or this many rows wait (0: after every batch).
 
     Returns
     -------
     ExtractSummary
+
+    Raises
+    ------
+    DeviceOutOfMemory
+        A batch did not fit on the device; the rows before it are kept for ``--resume``.
     """
     require_torch()
+    from embedstore.models.device import run_numerics
+
     start_time = time.perf_counter()
     check_settings(batch_size=batch_size, workers=workers, long_mode=long_mode, dtype=dtype)
     check_run_inputs(dataset, prompt_specs)
     items = items_table(dataset)
+    numerics = run_numerics(getattr(model, "precision", "fp32"))
     provenance = extraction_provenance(model, dataset, batch_size=batch_size, long_mode=long_mode,
-                                       command=command)
+                                       command=command, numerics=numerics)
     provenance["settings_fingerprint"] = settings_fingerprint(
         run_settings(model, dataset, items, prompt_specs, dtype=dtype, long_mode=long_mode))
     header = dict(model=model.name, dataset=dataset.name, classes=list(dataset.classes),
@@ -171,25 +194,86 @@ def run_extract(
         first_row = journal.next_row
         if journal.already_done:
             return _summary(journal.out, first_row, start_time, already_complete=True)
+        if resume:
+            _check_same_device(journal.header["provenance"], provenance, out)
+            _record_batch_size(journal, first_row, batch_size)
         _seed_torch()
 
+        # Workers start decoding while the text tower runs.
+        groups = iter(read_clips(dataset, first_row, model, long_mode=long_mode, workers=workers))
         prompt_sets = embed_prompt_sets(model, prompt_specs, batch_size)
-        n_rows = journal.n_items
-        failed_count = 0
+        writer = _BudgetedWriter(journal, model.audio_dims, journal_seconds, journal_rows)
         if progress:
-            progress(first_row, n_rows, failed_count)
-        clips = read_clips(dataset, first_row, model, long_mode=long_mode, workers=workers)
-        for chunk in embed_clips(model.embed_audio, clips, batch_size, first_row):
-            vectors = {space: _stack(chunk.vectors.get(space, []), dim)
-                       for space, dim in model.audio_dims.items()}
-            journal.append(chunk.start, chunk.rows_ok, vectors, chunk.failed, stop=chunk.stop)
-            failed_count += len(chunk.failed)
-            if progress:
-                progress(chunk.stop, n_rows, failed_count)
+            progress(first_row, journal.n_items, 0)
+        stager = BatchStager(batch_size, model.window_samples, getattr(model, "device", "cpu"))
+        chunks = embed_clips(model.forward_audio, groups, batch_size, first_row, stager=stager,
+                             hint=_precision_hint(model),
+                             on_out_of_memory=lambda exc: _audio_out_of_memory(model, batch_size))
+        try:
+            for chunk in chunks:
+                writer.add(chunk)
+                if progress:
+                    progress(chunk.stop, journal.n_items, writer.failed)
+        finally:
+            writer.flush()  # the rows done before an error (out of memory) stay for --resume
         if not journal.complete:
-            raise InputError(f"the dataset gave {journal.next_row} of {n_rows} clips")
+            raise InputError(f"the dataset gave {journal.next_row} of {journal.n_items} clips")
         journal.finalize(prompt_sets, dtype=dtype, provenance={"resumed": first_row} if first_row else None)
         return _summary(journal.out, first_row, start_time)
+
+
+class _BudgetedWriter:
+    """Merges consecutive chunks and appends them to the journal on a time or size budget.
+
+    The first chunk is written at once (a run shows durable progress early); after that,
+    when ``seconds`` have passed since the last write or ``rows`` rows wait.
+    """
+
+    def __init__(self, journal: Journal, dims: dict[str, int], seconds: float, rows: int):
+        self.journal, self.dims = journal, dict(dims)
+        self.seconds, self.rows = seconds, rows
+        self.pending: Chunk | None = None
+        self.last_write: float | None = None
+        self.failed = 0
+
+    def add(self, chunk: Chunk) -> None:
+        self.failed += len(chunk.failed)
+        if self.pending is None:
+            self.pending = Chunk(chunk.start, chunk.start)
+        pending = self.pending
+        pending.stop = chunk.stop
+        pending.rows_ok += chunk.rows_ok
+        pending.failed += chunk.failed
+        for space in self.dims:
+            pending.vectors.setdefault(space, []).extend(chunk.vectors.get(space, []))
+        waiting = pending.stop - pending.start
+        if (self.last_write is None or waiting >= self.rows
+                or time.monotonic() - self.last_write >= self.seconds):
+            self.flush()
+
+    def flush(self) -> None:
+        chunk, self.pending = self.pending, None
+        if chunk is None or chunk.stop == chunk.start:
+            return
+        vectors = {space: _stack(chunk.vectors.get(space, []), dim) for space, dim in self.dims.items()}
+        self.journal.append(chunk.start, chunk.rows_ok, vectors, chunk.failed, stop=chunk.stop)
+        self.last_write = time.monotonic()
+
+
+def _precision_hint(model) -> str:
+    precision = getattr(model, "precision", "fp32")
+    if precision == "fp16":
+        return " (fp16 overflow? try --precision bf16 or fp32)"
+    if precision == "bf16":
+        return " (bf16; try --precision fp32)"
+    return ""
+
+
+def _audio_out_of_memory(model, batch_size: int):
+    from embedstore.models.device import out_of_memory
+
+    return out_of_memory(getattr(model, "device", "cpu"), batch_size,
+                         resume_hint=" with --resume (the rows done so far are kept)")
 
 
 def check_settings(*, batch_size: int, workers: int = 0, long_mode: str = "first",
@@ -252,97 +336,6 @@ def _summary(path: Path, first_row: int, start_time: float, already_complete: bo
                               st.prompt_sets, first_row, time.perf_counter() - start_time, already_complete)
 
 
-def embed_clips(
-    embed_audio: Callable[[np.ndarray], dict[str, np.ndarray]],
-    clips: Iterable[tuple[int, np.ndarray | None, str]],
-    batch_size: int,
-    start_row: int = 0,
-) -> Iterator[Chunk]:
-    """Pack clips' windows into fixed-size batches and yield finished rows.
-
-    Parameters
-    ----------
-    embed_audio : callable
-        ``(batch_size, n) float32 -> {space: (batch_size, d)}``, one forward pass.
-    clips : iterable of (row, windows, reason)
-        In row order, starting at ``start_row``: ``windows`` is ``(k, n)`` float32 or
-        any sized iterable of ``k`` windows of ``n`` samples (a
-        :class:`~embedstore.extract.audio.StreamedClip`, read one window at a time), or
-        ``None`` for a clip that failed with ``reason``.
-    batch_size : int
-        Windows per call of ``embed_audio``; the last call is zero-padded to this size.
-    start_row : int
-        The first row ``clips`` yields.
-
-    Yields
-    ------
-    Chunk
-        Contiguous rows, each time a batch ends on a clip boundary (and at the end).
-        A clip's vector is the mean of its windows' vectors; ``joint`` means are
-        re-normalised to unit length.
-    """
-    chunk = Chunk(start_row, start_row)
-    queue: list[np.ndarray] = []          # windows waiting for a batch
-    owners: list[int] = []                # the row of each queued window
-    outputs: dict[int, list[dict]] = {}   # row -> per-window vectors received so far
-    expected: dict[int, int] = {}         # row -> number of windows it sent
-
-    def run_batch(windows: list[np.ndarray], rows: list[int]) -> None:
-        batch = np.stack(windows).astype(np.float32, copy=False)
-        real = len(rows)
-        if real < batch_size:
-            batch = np.concatenate([batch, np.zeros((batch_size - real, batch.shape[1]), np.float32)])
-        result = embed_audio(batch)
-        for i, row in enumerate(rows):
-            outputs.setdefault(row, []).append({space: vec[i] for space, vec in result.items()})
-        for row in sorted(set(rows)):
-            if len(outputs[row]) == expected[row]:
-                chunk.rows_ok.append(row)
-                for space, vec in pool_windows(outputs.pop(row)).items():
-                    chunk.vectors.setdefault(space, []).append(vec)
-                del expected[row]
-
-    for row, windows, reason in clips:
-        if row != chunk.stop:
-            raise InputError(f"clips out of order: got row {row}, expected {chunk.stop}")
-        chunk.stop = row + 1
-        if windows is None or len(windows) == 0:
-            chunk.failed.append((row, reason or "no audio windows"))
-            continue
-        expected[row] = count = len(windows)
-        for index, window in enumerate(windows):  # a streamed clip decodes as it goes
-            queue.append(window)
-            owners.append(row)
-            if len(queue) < batch_size:
-                continue
-            run_batch(queue, owners)
-            queue, owners = [], []
-            if index == count - 1:  # the batch ended on a clip boundary: these rows are final
-                yield chunk
-                chunk = Chunk(chunk.stop, chunk.stop)
-    if queue:
-        run_batch(queue, owners)
-    if chunk.stop > chunk.start:
-        yield chunk
-
-
-def pool_windows(window_vectors: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """One clip's vector per space from its windows' vectors.
-
-    The mean in float64; the ``joint`` mean is scaled back to unit length, as each
-    window's joint vector was. A single window's vectors come back unchanged.
-    """
-    if len(window_vectors) == 1:
-        return {space: np.asarray(vec, dtype=np.float32) for space, vec in window_vectors[0].items()}
-    pooled = {}
-    for space in window_vectors[0]:
-        mean = np.mean([np.asarray(w[space], dtype=np.float64) for w in window_vectors], axis=0)
-        if space == "joint":
-            mean /= max(np.linalg.norm(mean), np.finfo(np.float64).tiny)
-        pooled[space] = mean.astype(np.float32)
-    return pooled
-
-
 def embed_prompt_sets(model, specs: list[PromptSpec], batch_size: int) -> list[dict]:
     """Embed each prompt set in chunks of ``batch_size`` prompts.
 
@@ -352,10 +345,17 @@ def embed_prompt_sets(model, specs: list[PromptSpec], batch_size: int) -> list[d
         ``name``, ``prompts``, ``classes``, ``terms`` and ``embeddings`` (space -> array),
         as :meth:`Journal.finalize` and :meth:`StoreWriter.add_prompt_set` take them.
     """
+    from embedstore.models.device import is_out_of_memory, out_of_memory
+
     embedded = []
     for spec in specs:
-        parts = [model.embed_text(spec.prompts[i:i + batch_size])
-                 for i in range(0, len(spec.prompts), batch_size)]
+        try:
+            parts = [model.embed_text(spec.prompts[i:i + batch_size])
+                     for i in range(0, len(spec.prompts), batch_size)]
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise out_of_memory(getattr(model, "device", "cpu"), batch_size) from None
+            raise
         embeddings = {space: np.concatenate([p[space] for p in parts]).astype(np.float32)
                       for space in model.text_dims}
         embedded.append(dict(name=spec.name, prompts=list(spec.prompts), classes=spec.classes,
@@ -363,66 +363,11 @@ def embed_prompt_sets(model, specs: list[PromptSpec], batch_size: int) -> list[d
     return embedded
 
 
-class ClipReader:
-    """Map-style dataset for a torch DataLoader: index i -> ``(row, windows, reason)``.
-
-    Decoding errors (unreadable, empty, non-finite, or any exception the decoder or
-    resampler raises on one file) come back as ``windows=None`` and their reason, so one
-    bad clip never stops the run.
-    """
-
-    def __init__(self, paths: list[str], first_row: int, frontend: dict):
-        self.paths = paths
-        self.first_row = first_row
-        self.frontend = frontend
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        from embedstore.extract.audio import decode
-
-        row = self.first_row + index
-        try:
-            return row, decode(self.paths[index], **self.frontend), ""
-        except InputError as exc:
-            return row, None, str(exc)
-        except Exception as exc:  # a decoder or resampler failing on one odd file
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            return row, None, f"cannot use audio {self.paths[index]}: {type(exc).__name__} {detail}".rstrip()
-
-
-def _as_is(sample):
-    """DataLoader collate function that leaves numpy arrays alone."""
-    return sample
-
-
-def _die_with_parent(worker_id: int) -> None:
-    """DataLoader worker init: on Linux, ask the kernel to kill this worker with its parent.
-
-    Without it a worker blocked on a full queue can outlive a ``kill -9`` of the run.
-    """
-    import ctypes
-    import signal
-    import sys
-
-    if sys.platform.startswith("linux"):
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 def read_clips(dataset, first_row: int, model, *, long_mode: str, workers: int):
-    """Decoded windows of every clip from ``first_row`` on, in row order.
-
-    Yields ``(row, windows or None, reason)``; ``workers`` processes decode ahead.
-    """
-    from torch.utils.data import DataLoader
-
+    """Groups of decoded clips from ``first_row`` on, in row order (``workers`` decode ahead)."""
     paths = [str(item.path) for item in dataset.items[first_row:]]
-    reader = ClipReader(paths, first_row, _frontend_args(model, long_mode))
-    return DataLoader(reader, batch_size=None, shuffle=False, num_workers=workers,
-                      collate_fn=_as_is, prefetch_factor=4 if workers else None,
-                      worker_init_fn=_die_with_parent if workers else None)
+    return read_clip_groups(paths, first_row, _frontend_args(model, long_mode), workers=workers,
+                            window_samples=model.window_samples)
 
 
 def _frontend_args(model, long_mode: str) -> dict:
@@ -458,9 +403,11 @@ def _relative(path, root) -> str:
 
 
 def extraction_provenance(model, dataset, *, batch_size: int, long_mode: str,
-                          command: list[str] | None = None) -> dict:
-    """What made the vectors: encoder, front end, dataset, run settings, library versions."""
+                          command: list[str] | None = None, numerics: dict | None = None) -> dict:
+    """What made the vectors: encoder, front end, dataset, run settings, the device and its
+    numeric settings, library versions."""
     from embedstore.extract.audio import frontend_config
+    from embedstore.models.device import device_identity, numerics_flags
 
     encoder = model.provenance()
     return {
@@ -476,6 +423,8 @@ def extraction_provenance(model, dataset, *, batch_size: int, long_mode: str,
             "pooling": "mean of window vectors per space; joint re-normalised",
             "padding": "last audio batch zero-padded to batch_size",
         },
+        "device": device_identity(getattr(model, "device", "cpu")),
+        "numerics": numerics or numerics_flags(encoder.get("precision")),
         "library_versions": extraction_library_versions(),
         "command": list(sys.argv if command is None else command),
     }
@@ -557,7 +506,6 @@ def check_same_run(out, provenance: dict, *, overwrite: bool = False) -> None:
             raise InputError(f"cannot resume {out}: its journal header is unreadable ({exc})") from None
         where = f"cannot resume {out}: the unfinished run"
         fix = f"run the same command, or delete {journal_dir(out)} to start again"
-        _check_batch_size(saved, provenance, out)
     elif out.exists() and not overwrite:
         with open_store(out) as st:
             saved = st.provenance or {}
@@ -574,16 +522,6 @@ def check_same_run(out, provenance: dict, *, overwrite: bool = False) -> None:
         raise InputError(f"{where} was made with another {_SETTING_NAMES.get(setting, setting)}; {fix}")
 
 
-def _check_batch_size(saved: dict, current: dict, out) -> None:
-    # Batches must match for a resumed run to send the encoder the batches an
-    # uninterrupted run would have (kept out of the fingerprint: see issue 15).
-    before = (saved.get("extraction") or {}).get("batch_size")
-    now = current["extraction"]["batch_size"]
-    if before is not None and before != now:
-        raise InputError(f"cannot resume {out}: it was started with batch_size {before!r}, "
-                         f"now {now!r}; use the same settings")
-
-
 def check_run_inputs(dataset, prompt_specs: list[PromptSpec]) -> None:
     """Every name the store will hold passes the name policy, before the first clip is decoded.
 
@@ -593,6 +531,32 @@ def check_run_inputs(dataset, prompt_specs: list[PromptSpec]) -> None:
     """
     dataset.check_names()
     _check_prompt_names(prompt_specs)
+
+
+def _check_same_device(saved: dict, current: dict, out) -> None:
+    """Refuse another kind of device or accelerator model; warn on rounding-only changes."""
+    from embedstore.models.device import same_hardware
+
+    if "device" not in saved:  # a journal from before device identities were recorded
+        return
+    refused, warned = same_hardware(saved["device"], current["device"])
+    if refused:
+        raise InputError(f"cannot resume {out}: it was started on {refused[0]}; resume on the "
+                         "same kind of device, or start again")
+    if warned:
+        warnings.warn(f"resuming {out} with {', '.join(warned)}: vectors may differ from an "
+                      "uninterrupted run by rounding", stacklevel=3)
+
+
+def _record_batch_size(journal: Journal, first_row: int, batch_size: int) -> None:
+    """Note in the run's provenance that the rows from ``first_row`` on use ``batch_size``."""
+    extraction = dict(journal.header["provenance"].get("extraction", {}))
+    changes = list(extraction.get("batch_size_changes", []))
+    current = changes[-1]["to"] if changes else extraction.get("batch_size")
+    if current == batch_size:
+        return
+    changes.append({"row": first_row, "from": current, "to": batch_size})
+    journal.update_provenance({"extraction": {**extraction, "batch_size_changes": changes}})
 
 
 def _check_prompt_names(specs: list[PromptSpec]) -> None:

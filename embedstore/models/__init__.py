@@ -63,7 +63,7 @@ def list_models() -> list[str]:
     return sorted(MODELS) + [HF_PREFIX + "<hub id or directory>"]
 
 
-def load_model(name: str, checkpoint=None, device: str = "cpu", precision: str = "fp32",
+def load_model(name: str, checkpoint=None, device: str = "auto", precision: str = "fp32",
                cache_dir=None, tokenizer=None) -> Encoder:
     """Load a registered model, or a transformers ``ClapModel`` given as ``hf:<id or dir>``.
 
@@ -74,7 +74,8 @@ def load_model(name: str, checkpoint=None, device: str = "cpu", precision: str =
     checkpoint : path-like, optional
         A local weights file to use instead of the published one.
     device : str
-        Torch device, e.g. ``"cpu"`` or ``"cuda:0"``.
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``;
+        checked against this machine before any weights are read.
     precision : {"fp32", "fp16", "bf16"}
     cache_dir : path-like, optional
         Hugging Face cache to read and download into instead of the standard one
@@ -85,12 +86,16 @@ def load_model(name: str, checkpoint=None, device: str = "cpu", precision: str =
     Raises
     ------
     InputError
-        Unknown name, bad precision, unreadable or mismatched checkpoint.
+        Unknown name, bad precision, a device this machine does not have, unreadable or
+        mismatched checkpoint.
     ModelUnavailable
         Needed files are neither local nor fetchable.
     """
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    from embedstore.models.device import resolve_device
+
+    device = str(resolve_device(device))
     extra = {} if tokenizer is None else {"tokenizer": tokenizer}
     if name.startswith(HF_PREFIX):
         if checkpoint is not None:

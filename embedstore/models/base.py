@@ -16,9 +16,9 @@ Registry
 ``embedstore.models.MODELS`` is a plain dict ``{name: loader}``. A loader is a callable
 ``loader(checkpoint, device, precision, cache_dir) -> Encoder`` where ``checkpoint`` is a
 user-given local path or ``None`` (fetch or find the published file), ``device`` a torch
-device string, ``precision`` one of :data:`PRECISIONS` and ``cache_dir`` a directory for
-downloaded files or ``None`` for the standard Hugging Face cache (see
-:mod:`embedstore.models.hub`).
+device string that :func:`embedstore.models.device.resolve_device` has checked,
+``precision`` one of :data:`PRECISIONS` and ``cache_dir`` a directory for downloaded
+files or ``None`` for the standard Hugging Face cache (see :mod:`embedstore.models.hub`).
 A new model family registers itself by adding one line to that dict.
 """
 
@@ -55,7 +55,14 @@ class Encoder(abc.ABC):
         ``"repeat"`` (msclap: copies until full, cut).
     audio_dims, text_dims : dict[str, int]
         Width of each space, e.g. ``{"prejoint": 1024, "joint": 512}``.
+    device : str or torch.device
+        Where the towers run; :meth:`forward_audio` takes and returns tensors there.
+    precision : str
+        One of :data:`PRECISIONS`, applied by the policy of :mod:`embedstore.models.device`.
     """
+
+    device = "cpu"
+    precision = "fp32"
 
     name: str
     sample_rate: int
@@ -105,6 +112,23 @@ class Encoder(abc.ABC):
             ``{"prejoint": (B, audio_dims["prejoint"]), "joint": (B, audio_dims["joint"])}``,
             float32, from one forward pass; ``joint`` rows have unit L2 norm.
         """
+
+    def forward_audio(self, windows):
+        """Embed a batch that is already a float32 tensor on :attr:`device`.
+
+        The pipeline's path: the result stays on the device, as float32 tensors, and the
+        call need not wait for the device to finish (no host synchronisation). This default
+        goes through :meth:`embed_audio`; encoders on accelerators override it.
+
+        Returns
+        -------
+        dict[str, torch.Tensor]
+            The same spaces and shapes as :meth:`embed_audio`.
+        """
+        import torch
+
+        out = self.embed_audio(windows.detach().cpu().numpy())
+        return {space: torch.from_numpy(np.ascontiguousarray(vec)) for space, vec in out.items()}
 
     @abc.abstractmethod
     def embed_text(self, texts: list[str]) -> dict[str, np.ndarray]:

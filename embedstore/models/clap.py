@@ -32,11 +32,11 @@ import torch.nn.functional as F
 from embedstore.errors import InputError
 from embedstore.models import hub
 from embedstore.models.base import PRECISIONS, Encoder
+from embedstore.models.device import PRECISION_POLICY, autocast, full_precision, resolve_device
 
 HUB_REPO = "lukewys/laion_clap"
 TOKENIZER_ID = "roberta-base"
 CONTEXT_LENGTH = 77  # laion_clap pads and truncates every text to 77 tokens
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +103,8 @@ class LogMel(torch.nn.Module):
 
     Centred frames with reflect padding, power spectrum (see :func:`stft_kernels`), mel
     projection, then ``10 * log10(max(mel, 1e-10))`` (``ref=1``, no ``top_db``).
-    Input (B, samples) -> output (B, 1, frames, n_mels), always computed in float32.
+    Input (B, samples) -> output (B, 1, frames, n_mels), always computed in float32, with
+    autocast off (TF32 or half precision here moves the log-mel by up to about 1 dB).
     ``mel_filters`` (n_fft//2+1, n_mels) replaces the computed filterbank, for models whose
     published code uses the one stored in the checkpoint.
     """
@@ -118,12 +119,13 @@ class LogMel(torch.nn.Module):
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         half = self.config.n_fft // 2
-        padded = F.pad(waveforms.float()[:, None], (half, half), mode="reflect")
-        parts = F.conv1d(padded, self.kernels, stride=self.config.hop_length)
-        n_bins = half + 1
-        power = parts[:, :n_bins].square() + parts[:, n_bins:].square()  # (B, freq, frames)
-        mel = power.transpose(1, 2) @ self.mel_filters
-        return (10.0 * torch.log10(mel.clamp(min=1e-10)))[:, None]
+        with full_precision(waveforms.device):  # float32 even inside an fp16/bf16 autocast pass
+            padded = F.pad(waveforms.float()[:, None], (half, half), mode="reflect")
+            parts = F.conv1d(padded, self.kernels, stride=self.config.hop_length)
+            n_bins = half + 1
+            power = parts[:, :n_bins].square() + parts[:, n_bins:].square()  # (B, freq, frames)
+            mel = power.transpose(1, 2) @ self.mel_filters
+            return (10.0 * torch.log10(mel.clamp(min=1e-10)))[:, None]
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -367,11 +369,21 @@ def check_tokenizer_fits(tokenizer, vocab_size: int) -> None:
                          f"tower only {vocab_size}: wrong tokenizer")
 
 
-def project(prejoint: torch.Tensor, projection) -> dict[str, np.ndarray]:
-    """Both spaces from a tower's pooled output: ``prejoint`` as it is, ``joint`` its
-    projection L2-normalised; float32 numpy."""
+def project_tensors(prejoint: torch.Tensor, projection) -> dict[str, torch.Tensor]:
+    """Both spaces from a tower's pooled output, float32 on its device: ``prejoint`` as it
+    is, ``joint`` its projection L2-normalised."""
     joint = F.normalize(projection(prejoint).float(), dim=-1)
-    return {"prejoint": prejoint.float().cpu().numpy(), "joint": joint.cpu().numpy()}
+    return {"prejoint": prejoint.float(), "joint": joint}
+
+
+def to_numpy(vectors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Each space's vectors as a numpy array on the CPU."""
+    return {space: vec.cpu().numpy() for space, vec in vectors.items()}
+
+
+def project(prejoint: torch.Tensor, projection) -> dict[str, np.ndarray]:
+    """:func:`project_tensors` as float32 numpy."""
+    return to_numpy(project_tensors(prejoint, projection))
 
 
 class ClapEncoder(Encoder):
@@ -383,14 +395,14 @@ class ClapEncoder(Encoder):
                  checkpoint_info: dict | None = None, tokenizer_source: str = ""):
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        # fp32 weights in every precision: fp16/bf16 come from autocast (embedstore.models.device)
+        self.device = resolve_device(device)
         try:
-            self.device = torch.device(device)
-            self.model = model.to(device=self.device, dtype=DTYPES[precision]).eval()
+            self.model = model.to(device=self.device, dtype=torch.float32).eval()
         except (RuntimeError, ValueError) as err:
             raise InputError(f"cannot use device {device!r}: {str(err).splitlines()[0]}") from None
         self.name = name
         self.precision = precision
-        self.dtype = DTYPES[precision]
         self.tokenizer = tokenizer
         self.mel = mel
         self.front_end = LogMel(mel).to(self.device)
@@ -406,15 +418,20 @@ class ClapEncoder(Encoder):
         self._tokenizer_source = tokenizer_source
         check_tokenizer_fits(tokenizer, model.config.text_config.vocab_size)
 
+    def forward_audio(self, windows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, window_samples) float32 on the device -> float32 vectors on the device."""
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            features = self.front_end(windows)  # float32 whatever the precision (LogMel)
+            is_longer = torch.zeros(len(windows), 1, dtype=torch.bool, device=self.device)
+            pooled = self.model.audio_model(input_features=features, is_longer=is_longer).pooler_output
+            return project_tensors(pooled, self.model.audio_projection)
+
     def embed_audio(self, windows: np.ndarray) -> dict[str, np.ndarray]:
         windows = self.checked_windows(windows)
         if len(windows) == 0:
             return self.empty(self.audio_dims)
-        with torch.inference_mode():
-            features = self.front_end(torch.from_numpy(windows).to(self.device)).to(self.dtype)
-            is_longer = torch.zeros(len(windows), 1, dtype=torch.bool, device=self.device)
-            pooled = self.model.audio_model(input_features=features, is_longer=is_longer).pooler_output
-            return project(pooled, self.model.audio_projection)
+        waveforms = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
+        return to_numpy(self.forward_audio(waveforms.to(self.device)))
 
     def embed_text(self, texts: list[str]) -> dict[str, np.ndarray]:
         texts = self.checked_texts(texts)
@@ -422,11 +439,11 @@ class ClapEncoder(Encoder):
             return self.empty(self.text_dims)
         tokens = self.tokenizer(texts, padding="max_length", truncation=True,
                                 max_length=self.max_tokens, return_tensors="pt")
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device, self.precision):
             pooled = self.model.text_model(input_ids=tokens["input_ids"].to(self.device),
                                            attention_mask=tokens["attention_mask"].to(self.device)
                                            ).pooler_output
-            return project(pooled, self.model.text_projection)
+            return to_numpy(project_tensors(pooled, self.model.text_projection))
 
     def provenance(self) -> dict:
         import transformers
@@ -454,6 +471,7 @@ class ClapEncoder(Encoder):
                           "pad_mode": "reflect", "power": 2.0, "mel_scale": "slaney",
                           "log": "10*log10(max(mel, 1e-10))", "int16_roundtrip": True},
             "precision": self.precision,
+            "precision_policy": PRECISION_POLICY,
             "device": str(self.device),
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "numpy": np.__version__, "python": platform.python_version()},
@@ -562,7 +580,6 @@ def _mel_config_from(folder: Path) -> MelConfig:
 def save_hf(encoder: ClapEncoder, directory) -> Path:
     """Write an encoder's model and tokenizer as a transformers directory (``hf:<dir>``)."""
     directory = Path(directory)
-    encoder.model.to(torch.float32).save_pretrained(str(directory))
+    encoder.model.save_pretrained(str(directory))  # weights are float32 in every precision
     encoder.tokenizer.save_pretrained(str(directory))
-    encoder.model.to(encoder.dtype)
     return directory

@@ -41,6 +41,7 @@ from torch import nn
 from embedstore.errors import InputError
 from embedstore.models import clap, hub
 from embedstore.models.base import PRECISIONS, Encoder
+from embedstore.models.device import autocast, resolve_device
 
 HUB_REPO = "microsoft/msclap"
 
@@ -268,10 +269,10 @@ class MsclapEncoder(Encoder):
                  precision="fp32", checkpoint_info: dict | None = None, tokenizer_source: str = ""):
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-        self.dtype = clap.DTYPES[precision]
+        # fp32 weights in every precision: fp16/bf16 come from autocast (embedstore.models.device)
         try:
-            self.device = torch.device(device)
-            self.towers = nn.ModuleDict(towers).to(device=self.device, dtype=self.dtype).eval()
+            self.device = resolve_device(device)
+            self.towers = nn.ModuleDict(towers).to(device=self.device, dtype=torch.float32).eval()
         except (RuntimeError, ValueError) as err:
             raise InputError(f"cannot use device {device!r}: {str(err).splitlines()[0]}") from None
         self.name = name
@@ -298,8 +299,8 @@ class MsclapEncoder(Encoder):
         windows = self.checked_windows(windows)
         if len(windows) == 0:
             return self.empty(self.audio_dims)
-        with torch.inference_mode():
-            features = self.front_end(torch.from_numpy(windows).to(self.device)).to(self.dtype)
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            features = self.front_end(torch.from_numpy(windows).to(self.device))  # float32 (LogMel)
             tower = self.towers["audio"]
             if self.version.audio == "Cnn14":
                 pooled = tower(features)
@@ -329,7 +330,7 @@ class MsclapEncoder(Encoder):
         if len(texts) == 0:
             return self.empty(self.text_dims)
         tokens = self.tokenize(texts)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device, self.precision):
             hidden = self.towers["text"](**tokens).last_hidden_state
             if self.gpt:
                 # msclap's rule: the last position whose id is not 0 (GPT-2's '!', its pad)

@@ -46,6 +46,7 @@ from torch import nn
 import embedstore
 from embedstore.errors import InputError, ModelUnavailable
 from embedstore.models.base import PRECISIONS, Encoder
+from embedstore.models.device import PRECISION_POLICY, autocast, full_precision, resolve_device
 from embedstore.resources import DATA_DIR
 
 #: Where the bundled toy model lives (config.json, model.safetensors, metrics.json).
@@ -245,7 +246,7 @@ class ModifiedResNet(nn.Module):
 
     def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, samples) -> (B, 1, n_mels, frames) dB log-mel, computed in float32."""
-        with torch.autocast(audio.device.type, enabled=False):
+        with full_precision(audio.device):
             return power_to_db(self.spec(audio.float())).unsqueeze(1)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
@@ -552,9 +553,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
 class MusCALLEncoder(Encoder):
     """A loaded MusCALL-architecture model behind the :class:`Encoder` contract."""
 
@@ -564,10 +562,13 @@ class MusCALLEncoder(Encoder):
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.name = name
-        self.model = model.to(device).eval()
+        self.device = resolve_device(device)
+        try:
+            self.model = model.to(self.device).eval()
+        except (RuntimeError, ValueError) as err:
+            raise InputError(f"cannot use device {device!r}: {str(err).splitlines()[0]}") from None
         self.tokenize = tokenize
         self.model_config = model_config
-        self.device = torch.device(device)
         self.precision = precision
         audio, text = model_config["audio"], model_config["text"]
         self.sample_rate = int(audio["sample_rate"])
@@ -578,14 +579,19 @@ class MusCALLEncoder(Encoder):
         self._checkpoint = Path(checkpoint)
         self._extra = extra
 
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision],
-                              enabled=self.precision != "fp32")
+    @staticmethod
+    def _outputs(pooled, projected) -> dict[str, torch.Tensor]:
+        """float32 vectors on the device: prejoint as pooled, joint unit length."""
+        return {"prejoint": pooled.float(), "joint": F.normalize(projected.float(), dim=-1)}
 
     @staticmethod
-    def _outputs(pooled, projected) -> dict[str, np.ndarray]:
-        joint = F.normalize(projected.float(), dim=-1)
-        return {"prejoint": pooled.float().cpu().numpy(), "joint": joint.cpu().numpy()}
+    def _numpy(vectors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        return {space: vec.cpu().numpy() for space, vec in vectors.items()}
+
+    def forward_audio(self, windows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, window_samples) float32 on the device -> float32 vectors on the device."""
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            return self._outputs(*self.model.encode_audio(windows))
 
     def embed_audio(self, windows: np.ndarray) -> dict[str, np.ndarray]:
         windows = np.asarray(windows, dtype=np.float32)
@@ -594,14 +600,13 @@ class MusCALLEncoder(Encoder):
                 f"{self.name} takes (batch, {self.window_samples}) windows at "
                 f"{self.sample_rate} Hz, got shape {windows.shape}"
             )
-        audio = torch.from_numpy(windows).to(self.device)
-        with torch.inference_mode(), self._autocast():
-            return self._outputs(*self.model.encode_audio(audio))
+        return self._numpy(self.forward_audio(torch.from_numpy(windows).to(self.device)))
 
     def embed_text(self, texts: list[str]) -> dict[str, np.ndarray]:
         ids, mask = self.tokenize(list(texts))
-        with torch.inference_mode(), self._autocast():
-            return self._outputs(*self.model.encode_text(ids.to(self.device), mask.to(self.device)))
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            return self._numpy(self._outputs(*self.model.encode_text(ids.to(self.device),
+                                                                    mask.to(self.device))))
 
     def provenance(self) -> dict:
         import transformers
@@ -613,6 +618,7 @@ class MusCALLEncoder(Encoder):
             "checkpoint": {"file": self._checkpoint.name, "sha256": _sha256(self._checkpoint)},
             **self._extra,
             "precision": self.precision,
+            "precision_policy": PRECISION_POLICY,
             "device": str(self.device),
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "embedstore": embedstore.__version__},

@@ -140,6 +140,13 @@ class Journal:
         except Exception:
             return False
 
+    def update_provenance(self, changes: dict) -> None:
+        """Merge ``changes`` into the run's provenance, durably (``header.json`` is rewritten
+        atomically), e.g. a resumed run's new batch size."""
+        self.header = {**self.header, "provenance": {**self.header.get("provenance", {}), **changes}}
+        header = self.header
+        write_atomic(self.dir / HEADER, lambda fh: fh.write(json.dumps(header).encode()))
+
     def append(
         self,
         start: int,
