@@ -70,6 +70,7 @@ def extract(
     dtype: str = typer.Option("float32", "--dtype", help="Storage precision of the vectors: float32 or float16."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same command."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at --out."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="K/N: embed shard K (from 0) of N, contiguous items, into OUT.shard-K-of-N.h5; default from a SLURM job array or torchrun's RANK/WORLD_SIZE. Join them with `embedstore merge`."),
 ):
     """Embed a dataset's audio and prompt sets with a model into a new store.
 
@@ -80,7 +81,10 @@ def extract(
     from embedstore.datasets import load_dataset
     from embedstore.extract import check_settings, run_extract
     from embedstore.extract.prompts import build_prompt_set, default_prompt_specs
+    from embedstore.extract.shards import local_device, resolve_shard
 
+    part = resolve_shard(shard)
+    device = local_device(device)
     check_settings(batch_size=batch_size, workers=workers, long_mode=long_mode, dtype=dtype)
     check_input_names(prompts or [])
     if dataset == "tinysol" and root is None:
@@ -97,6 +101,8 @@ def extract(
     console.print(f"{data.name}: {len(data.items)} clips, {len(data.classes)} classes, "
                   f"{len(specs)} prompt sets; model {encoder.name} on {device} ({precision})",
                   highlight=False)
+    if part is not None:
+        console.print(f"shard {part.index} of {part.count} (from {part.source})", highlight=False)
     bar = Progress(TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(), ClipsPerSecond(),
                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                    TextColumn("{task.fields[failed]} failed"), console=err_console)
@@ -112,7 +118,7 @@ def extract(
     try:
         summary = run_extract(encoder, data, specs, out, batch_size=batch_size, workers=workers,
                               long_mode=long_mode, resume=resume, overwrite=overwrite, dtype=dtype,
-                              command=["embedstore", *sys.argv[1:]], progress=progress)
+                              command=["embedstore", *sys.argv[1:]], progress=progress, shard=part)
     finally:
         bar.stop()
     _print_summary(summary)

@@ -39,6 +39,7 @@ import numpy as np
 from embedstore.errors import InputError, ModelUnavailable, StoreExists
 from embedstore.extract.fingerprint import fingerprint_mismatch, settings_fingerprint
 from embedstore.extract.prompts import PromptSpec
+from embedstore.extract.shards import select_shard
 from embedstore.store.core import edit_store, open_store
 from embedstore.store.journal import Journal
 from embedstore.store.lock import writer_lock
@@ -113,6 +114,7 @@ def run_extract(
     dtype: str = "float32",
     command: list[str] | None = None,
     progress: Callable[[int, int, int], None] | None = None,
+    shard=None,
 ) -> ExtractSummary:
     """Embed every clip of ``dataset`` and every prompt set into the store ``out``.
 
@@ -146,6 +148,10 @@ def run_extract(
         The command line, recorded in the provenance.
     progress : callable, optional
         Called as ``progress(rows_done, rows_total, failed_so_far)``.
+    shard : embedstore.extract.shards.Shard, optional
+        Embed only this shard's contiguous items into ``OUT.shard-K-of-N.h5`` beside
+        ``out``; its provenance records the range and the whole run's fingerprint, for
+        ``embedstore merge``.
 
     Returns
     -------
@@ -160,6 +166,9 @@ def run_extract(
                                        command=command)
     provenance["settings_fingerprint"] = settings_fingerprint(
         run_settings(model, dataset, items, prompt_specs, dtype=dtype, long_mode=long_mode))
+    if shard is not None:  # the fingerprint above is the whole run's, shared by every shard
+        dataset, out, provenance["shard"] = select_shard(dataset, out, shard)
+        items = items_table(dataset)
     header = dict(model=model.name, dataset=dataset.name, classes=list(dataset.classes),
                   provenance=provenance)
     # One writer per store: a second run on the same --out is refused, never interleaved.
