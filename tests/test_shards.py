@@ -164,3 +164,11 @@ def test_shard_comes_from_the_option_slurm_or_torchrun():
     assert local_device("cpu", {"LOCAL_RANK": "3"}) == "cpu"
     assert local_device("cuda:0", {"LOCAL_RANK": "3"}) == "cuda:0"
     assert local_device("cuda", {}) == "cuda"
+
+
+def test_engine_and_shard_options_are_checked(cli, clips, tmp_path):
+    result = cli(*extract_args(clips, tmp_path / "x.h5", "--engine", "ray", "--shard", "0/2"))
+    assert result.exit_code != 0 and "one or the other" in result.output
+    result = cli(*extract_args(clips, tmp_path / "x.h5", "--engine", "spark"))
+    assert result.exit_code != 0 and "--engine" in result.output
+    assert not list(tmp_path.iterdir())
