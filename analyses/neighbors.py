@@ -67,7 +67,7 @@ def resolve_query(st, space: str, *, item: str | None = None, prompt: str | None
 
 
 def exact_neighbors(vectors, queries: np.ndarray, k: int, exclude=None,
-                    block_rows: int = BLOCK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+                    block_rows: int = BLOCK_ROWS) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The ``k`` rows of ``vectors`` of highest cosine with each query.
 
     Parameters
@@ -81,7 +81,9 @@ def exact_neighbors(vectors, queries: np.ndarray, k: int, exclude=None,
 
     Returns
     -------
-    rows : (q, k') int64 and scores : (q, k') float64, best first; ``k' = min(k, usable rows)``.
+    rows, scores : list of arrays
+        Per query, up to ``k`` rows (int64) and their cosines (float64), best first; fewer
+        where fewer rows are usable (zero vectors and the left-out row are not).
     """
     if k < 1:
         raise InputError(f"-k must be at least 1, got {k}")
@@ -101,8 +103,8 @@ def exact_neighbors(vectors, queries: np.ndarray, k: int, exclude=None,
         scores[exclude[hit] - start, np.flatnonzero(hit)] = -np.inf
         best_rows, best_scores = _keep_best(np.hstack([best_rows, np.broadcast_to(rows, (q, len(rows)))]),
                                             np.hstack([best_scores, scores.T]), k)
-    usable = np.isfinite(best_scores).all(axis=0)
-    return best_rows[:, usable], best_scores[:, usable]
+    usable = np.isfinite(best_scores)  # fewer usable rows than k: that query's list is shorter
+    return [r[u] for r, u in zip(best_rows, usable)], [s[u] for s, u in zip(best_scores, usable)]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
