@@ -131,9 +131,33 @@ def test_merge_names_a_missing_shard_and_refuses_other_runs(cli, clips, tmp_path
 
 
 def test_a_killed_shard_resumes_on_its_own(cli, clips, tmp_path):
+    """A node dies mid-shard (kill -9): that shard resumes and the merge equals a single run."""
+    import signal
+    import time
+
+    from test_extract import start_process
+
     out = tmp_path / "run.h5"
-    assert cli(*extract_args(clips, out, "--shard", "1/2")).exit_code == 0
-    result = cli(*extract_args(clips, out, "--shard", "1/2", "--resume"))
+    assert cli(*extract_args(clips, tmp_path / "single.h5", batch_size=1)).exit_code == 0
+    assert cli(*extract_args(clips, out, "--shard", "0/2", batch_size=1)).exit_code == 0
+    journal = tmp_path / "run.shard-1-of-2.h5.partial"
+    proc = start_process(*extract_args(clips, out, "--shard", "1/2", batch_size=1), delay=0.3)
+    deadline = time.monotonic() + 120
+    while len(list(journal.glob("batch-*.npz"))) < 2:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    shards = [shard_path(out, k, 2) for k in range(2)]
+    result = cli("merge", *shards, "--out", tmp_path / "m.h5")
+    assert result.exit_code != 0 and "run.shard-1-of-2.h5" in result.output  # unfinished: named
+    resumed = cli(*extract_args(clips, out, "--shard", "1/2", "--resume", batch_size=1))
+    assert resumed.exit_code == 0 and "resumed at row" in resumed.output
+    assert cli("merge", *shards, "--out", tmp_path / "m.h5").exit_code == 0
+    assert_same_content(tmp_path / "single.h5", tmp_path / "m.h5")
+    result = cli(*extract_args(clips, out, "--shard", "1/2", "--resume", batch_size=1))
     assert result.exit_code == 0 and "already complete" in result.output
 
 
