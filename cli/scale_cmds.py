@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from cli.common import JSON_HELP, console, handle_errors, write_json
+from cli.common import JSON_HELP, OVERWRITE_HELP, check_analysis_outputs, console, handle_errors, styled, write_json
 
 commands = typer.Typer()
 
@@ -21,7 +20,7 @@ commands = typer.Typer()
 def merge(
     shards: List[Path] = typer.Argument(..., help="Every shard store of one run (OUT.shard-K-of-N.h5), any order."),
     out: Path = typer.Option(..., "--out", "-o", help="The merged store to write (.h5)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Merge the shards of one `extract --shard` run into the store one process would have written.
 
@@ -31,8 +30,8 @@ def merge(
     from embedstore.store.merge import merge_shards
 
     summary = merge_shards(shards, out, overwrite=overwrite, command=["embedstore", *sys.argv[1:]])
-    console.print(f"merged {summary.shards} shards into {escape(str(summary.path))}: {summary.items} items, "
-                  f"{summary.failed} failed; verified ({summary.arrays_checked} arrays)", highlight=False)
+    console.print(styled(("merged", "green"), f" {summary.shards} shards into {summary.path}: {summary.items} items, "
+                         f"{summary.failed} failed; verified ({summary.arrays_checked} arrays)"), highlight=False)
 
 
 @commands.command()
@@ -45,7 +44,7 @@ def neighbors(
     k: int = typer.Option(10, "-k", help="How many neighbours."),
     approx: bool = typer.Option(False, "--approx", help="Search the approximate index built with --build-index."),
     build_index: bool = typer.Option(False, "--build-index", help="Build the approximate index (usearch) beside the store and report its recall@k."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP + " (the index, the --json file)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP),
 ) -> None:
     """The k items nearest to an item or a prompt by cosine: exact (BLAS blocks) or from an index.
@@ -55,19 +54,20 @@ def neighbors(
     """
     from analyses.neighbors import build_index as build, neighbors as search
 
+    check_analysis_outputs(json_out, inputs=[store], overwrite=overwrite)
     if build_index:
         record = build(store, space, k=k, overwrite=overwrite)
-        console.print(f"built the {escape(space)} index of {record['rows']} items beside {escape(str(store))}: "
+        console.print(f"built the {space} index of {record['rows']} items beside {store}: "
                       f"recall@{k} {record[f'recall_at_{k}']:.3f} on {record['recall_sample']} items", highlight=False)
         if item is None and prompt is None:
             return
     result = search(store, space, item=item, prompt=prompt, k=k, approximate=approx)
-    table = Table(title=f"{escape(result.query)}: {len(result.rows)} nearest in {escape(space)} ({result.method})",
+    table = Table(title=f"{result.query}: {len(result.rows)} nearest in {space} ({result.method})",
                   title_justify="left")
     for col in ("rank", "item", "cosine", "labels"):
         table.add_column(col)
     for rank, (item_id, score, labels) in enumerate(zip(result.ids, result.scores, result.labels), 1):
-        table.add_row(str(rank), escape(item_id), f"{score:.4f}", escape(", ".join(labels)))
+        table.add_row(str(rank), item_id, f"{score:.4f}", ", ".join(labels))
     console.print(table)
     if json_out is not None:
         write_json(json_out, {"query": result.query, "space": space, "method": result.method,
