@@ -132,24 +132,13 @@ def test_merge_names_a_missing_shard_and_refuses_other_runs(cli, clips, tmp_path
 
 def test_a_killed_shard_resumes_on_its_own(cli, clips, tmp_path):
     """A node dies mid-shard (kill -9): that shard resumes and the merge equals a single run."""
-    import signal
-    import time
-
-    from test_extract import start_process
+    from test_extract import kill_after_batches, start_process
 
     out = tmp_path / "run.h5"
     assert cli(*extract_args(clips, tmp_path / "single.h5", batch_size=1)).exit_code == 0
     assert cli(*extract_args(clips, out, "--shard", "0/2", batch_size=1)).exit_code == 0
     journal = tmp_path / "run.shard-1-of-2.h5.partial"
-    proc = start_process(*extract_args(clips, out, "--shard", "1/2", batch_size=1), delay=0.3)
-    deadline = time.monotonic() + 120
-    while len(list(journal.glob("batch-*.npz"))) < 2:
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
+    kill_after_batches(start_process(*extract_args(clips, out, "--shard", "1/2", batch_size=1), delay=0.3), journal, 2)
     shards = [shard_path(out, k, 2) for k in range(2)]
     result = cli("merge", *shards, "--out", tmp_path / "m.h5")
     assert result.exit_code != 0 and "run.shard-1-of-2.h5" in result.output  # unfinished: named
