@@ -19,7 +19,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from cli.common import check_input_names, console, err_console, handle_errors, styled
+from cli.common import check_input_names, console, err_console, finite, handle_errors, styled
 from embedstore.models import MODELS
 from embedstore.store.outputs import check_outputs
 
@@ -70,6 +70,10 @@ def extract(
     dtype: str = typer.Option("float32", "--dtype", help="Storage precision of the vectors: float32 or float16."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same command."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at --out."),
+    engine: str = typer.Option("local", "--engine", help="local, or ray: decoding in Ray tasks, the encoder in --actors actors, one shard store per actor, merged into --out (the ray extra)."),
+    actors: int = typer.Option(1, "--actors", min=1, help="ray: encoder actors, each holding the model."),
+    gpus_per_actor: float = typer.Option(0.0, "--gpus-per-actor", min=0.0, callback=finite, help="ray: GPUs per encoder actor."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="K/N: embed shard K (from 0) of N, contiguous items, into OUT.shard-K-of-N.h5; default from a SLURM job array or torchrun's RANK/WORLD_SIZE. Join them with `embedstore merge`."),
 ):
     """Embed a dataset's audio and prompt sets with a model into a new store.
 
@@ -80,7 +84,17 @@ def extract(
     from embedstore.datasets import load_dataset
     from embedstore.extract import check_settings, run_extract
     from embedstore.extract.prompts import build_prompt_set, default_prompt_specs
+    from embedstore.errors import InputError
+    from embedstore.extract.shards import local_device, resolve_shard
+    from embedstore.store.merge import shard_path
 
+    if engine not in ("local", "ray"):
+        raise InputError(f"--engine must be local or ray, got {engine!r}")
+    part = resolve_shard(shard)
+    if part is not None and engine != "local":
+        raise InputError("--shard (or a SLURM array / torchrun rank) runs one shard per process; "
+                         "--engine ray shards and merges by itself: use one or the other")
+    device = local_device(device)
     check_settings(batch_size=batch_size, workers=workers, long_mode=long_mode, dtype=dtype)
     check_input_names(prompts or [])
     if dataset == "tinysol" and root is None:
@@ -92,11 +106,14 @@ def extract(
     # weights, prompts, audio) is ever a target; --resume continues what is there.
     inputs = [labels or data.root / "labels.csv", checkpoint, *_prompt_files(prompts),
               *(item.path for item in data.items)]
-    check_outputs([out], inputs=inputs, overwrite=overwrite or resume)
+    target = out if part is None else shard_path(out, part.index, part.count)
+    check_outputs([target], inputs=inputs, overwrite=overwrite or resume)
     encoder = _load_model(model, checkpoint, tokenizer, device, precision)
     console.print(f"{data.name}: {len(data.items)} clips, {len(data.classes)} classes, "
                   f"{len(specs)} prompt sets; model {encoder.name} on {encoder.device} ({precision})",
                   highlight=False)
+    if part is not None:
+        console.print(f"shard {part.index} of {part.count} (from {part.source})", highlight=False)
     bar = Progress(TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(), ClipsPerSecond(),
                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                    TextColumn("{task.fields[failed]} failed"), console=err_console)
@@ -109,10 +126,15 @@ def extract(
             task = bar.add_task("clips", total=total, completed=done, failed=failed)
         bar.update(task, completed=done, failed=failed)
 
+    if engine != "local":
+        _print_summary(_run_ray(actors, gpus_per_actor, encoder, data, specs, out, model=model, checkpoint=checkpoint,
+                                tokenizer=tokenizer, device=device, precision=precision, batch_size=batch_size,
+                                long_mode=long_mode, dtype=dtype, resume=resume, overwrite=overwrite))
+        return
     try:
         summary = run_extract(encoder, data, specs, out, batch_size=batch_size, workers=workers,
                               long_mode=long_mode, resume=resume, overwrite=overwrite, dtype=dtype,
-                              command=["embedstore", *sys.argv[1:]], progress=progress)
+                              command=["embedstore", *sys.argv[1:]], progress=progress, shard=part)
     finally:
         bar.stop()
     _print_summary(summary)
@@ -121,6 +143,19 @@ def extract(
 def _prompt_files(prompts: list[str] | None) -> list[Path]:
     """The ``--prompts`` values that name files (the others are built-in sets)."""
     return [Path(p) for p in prompts or [] if Path(p).is_file()]
+
+
+def _run_ray(actors, gpus_per_actor, encoder, data, specs, out, *, model, checkpoint, tokenizer, device,
+             precision, **settings):
+    import functools
+
+    from embedstore.extract.ray_engine import run_extract_ray
+    from embedstore.models import load_model
+
+    loader = functools.partial(load_model, model, checkpoint=checkpoint, device=device, precision=precision,
+                               tokenizer=tokenizer)
+    return run_extract_ray(loader, data, specs, out, model=encoder, shards=actors, concurrency=actors, num_gpus=gpus_per_actor,
+                           command=["embedstore", *sys.argv[1:]], **settings)
 
 
 def _print_summary(summary) -> None:

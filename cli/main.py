@@ -21,6 +21,7 @@ from cli import (
     beyond_cmds,
     extract_cmds,
     report_cmds,
+    scale_cmds,
     semantics_cmds,
     store_cmds,
     train_cmds,
@@ -84,7 +85,7 @@ def _include(group: typer.Typer, *modules) -> None:
         group.registered_commands.extend(module.commands.registered_commands)
 
 
-_include(app, extract_cmds, store_cmds)
+_include(app, extract_cmds, store_cmds, scale_cmds)
 _include(analyze_app, analyze_cmds, semantics_cmds, beyond_cmds)
 app.add_typer(analyze_app, name="analyze")
 _include(app, report_cmds, train_cmds)

@@ -146,12 +146,23 @@ def export(
     store: Path = typer.Argument(..., help="The store file (.h5)."),
     audio: Optional[str] = typer.Option(None, "--audio", help="Audio space to export."),
     text: Optional[str] = typer.Option(None, "--text", help="SET:SPACE of prompt vectors to export."),
-    out: Path = typer.Option(..., "--out", help="Output prefix: writes PREFIX.npy and PREFIX.csv."),
+    out: Path = typer.Option(..., "--out", help="Output prefix: writes PREFIX.npy and PREFIX.csv; with --format parquet, OUT.parquet and OUT.prompts.parquet."),
+    format_: str = typer.Option("npy", "--format", help="npy (one space: .npy + .csv) or parquet (the whole store)."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Write one space as PREFIX.npy and PREFIX.csv (item id and path, or prompt and class)."""
     from embedstore.store.interchange import export_space
 
+    if format_ == "parquet":
+        from embedstore.store.parquet import export_parquet
+
+        if audio is not None or text is not None:
+            fail("--format parquet exports every space; leave out --audio and --text", 2)
+        items, prompts = export_parquet(store, out, overwrite=overwrite)
+        console.print(styled(("wrote", "green"), f" {items} and {prompts}"), highlight=False)
+        return
+    if format_ != "npy":
+        fail(f"--format must be npy or parquet, got {format_!r}", 2)
     if (audio is None) == (text is None):
         fail("give exactly one of --audio SPACE or --text SET:SPACE", 2)
     check_outputs([Path(f"{out}.npy"), Path(f"{out}.csv")], inputs=[store], overwrite=overwrite)

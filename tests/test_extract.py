@@ -361,6 +361,18 @@ def start_process(*args, delay):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def kill_after_batches(proc, journal, batches: int) -> None:
+    """``kill -9`` the extraction ``proc`` once its journal holds ``batches`` batch files."""
+    deadline = time.monotonic() + 120
+    while len(list(journal.glob("batch-*.npz"))) < batches:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+
+
 def extract_args(root, out, *extra):
     return ["extract", "--model", "test-tiny", "--dataset", "folder", "--root", root, "--out", out,
             "--batch-size", "2", "--workers", "2", "--prompts", "track", *extra]
@@ -375,15 +387,8 @@ def test_resume_after_kill_9_gives_the_uninterrupted_vectors(cli, clip_folder, t
 
     out = tmp_path / "killed.h5"
     journal = tmp_path / "killed.h5.partial"
-    proc = start_process(*extract_args(clip_folder, out), delay=0.5)
-    deadline = time.monotonic() + 120
-    while len(list(journal.glob("batch-*.npz"))) < 2:  # the first rows at once, then on the budget
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
+    # the first rows are journaled at once, the rest on the journal's time budget
+    kill_after_batches(start_process(*extract_args(clip_folder, out), delay=0.5), journal, 2)
     assert not out.exists()
     shutil.copytree(journal, tmp_path / "smaller.h5.partial")  # the same killed run, twice
 

@@ -79,6 +79,8 @@ ROWS: dict[str, Row] = {
                   {"out": 1}, outputs={"out"},
                   files={"audio": "joint={}", "prompts": "p={}", "prompt_classes": "p={}", "text": "p:joint={}"}),
     "export": Row(["export", *STORE, "--audio", "joint", "--out", "{out}/e"], {"store": 1}, outputs={"out"}),
+    "merge": Row(["merge", "{shard0}", "{shard1}", "--out", "{out}/m.h5"], {"shards": 1}, outputs={"out"}),
+    "neighbors": Row(["neighbors", *STORE, "--item", "clip1", "-k", "3"], {"store": 1}, outputs={"json_out"}),
     "extract": Row(["extract", "--model", "test-tiny", "--dataset", "folder", "--root", "{clips}", "--out",
                     "{out}/x.h5", "--workers", "0", "--prompts", "track", "--batch-size", "2"],
                    outputs={"out"}, files={"prompts": "{}"},
@@ -156,7 +158,21 @@ def ws(tmp_path_factory):
         f"c{i}.wav,{label}\n" for i, label in enumerate(["high", "low", "high", "low"])))
     (root / "captions.csv").write_text("path,caption\n" + "".join(f"clips/c{i}.wav,tone {i}\n" for i in range(4)))
     (root / "out").mkdir()
+    make_shards(root / "run.h5")
     return root
+
+
+def make_shards(out: Path) -> None:
+    """Two shard stores of one run, as `extract --shard K/2` writes them (for `merge`)."""
+    from embedstore.store import create_store
+    from embedstore.store.merge import shard_path
+
+    for k, (start, stop) in enumerate([(0, 2), (2, 4)]):
+        record = {"index": k, "count": 2, "start": start, "stop": stop, "items_total": 4}
+        with create_store(shard_path(out, k, 2), model="m", dataset="d", classes=["a", "b"],
+                          provenance={"shard": record, "settings_fingerprint": {"model": "0" * 16}}) as w:
+            w.set_items([f"i{i}" for i in range(start, stop)], labels=[0, 1])
+            w.add_audio("joint", np.eye(2, 3) + k)
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +282,8 @@ def row_invocations(ws: Path, name: str, row: Row, command, tiny: Path | None):
     values = {"store": str(ws / "store.h5"), "out": str(ws / "out"), "items": str(ws / "items.csv"),
               "npy": str(ws / "a.npy"), "prompts": str(ws / "prompts.txt"), "classes": str(ws / "classes.txt"),
               "clips": str(ws / "clips"), "captions": str(ws / "captions.csv"), "edit": str(ws / "out" / "edit.h5"),
-              "prompt_file": str(ws / "prompt-file.txt")}
+              "prompt_file": str(ws / "prompt-file.txt"), "shard0": str(ws / "run.shard-0-of-2.h5"),
+              "shard1": str(ws / "run.shard-1-of-2.h5")}
     base = [a.format(**values) for a in row.args]
 
     def outputs_of(args):

@@ -4,7 +4,9 @@
   :func:`add_prompt_sets`);
 - :mod:`~embedstore.extract.audio`: the audio front end (decode, resample, windows);
 - :mod:`~embedstore.extract.prompts`: the prompt sets (the study's styles, ontology terms);
-- :mod:`~embedstore.extract.captions`: note captions for training.
+- :mod:`~embedstore.extract.captions`: note captions for training;
+- :mod:`~embedstore.extract.shards`: which contiguous items a sharded process embeds;
+- :mod:`~embedstore.extract.ray_engine`: extraction on Ray Data (``--engine ray``).
 
 Importing this package does not import torch.
 """

@@ -55,6 +55,7 @@ from embedstore.extract.feeding import (  # noqa: F401  (embed_clips, pool_windo
 )
 from embedstore.extract.fingerprint import fingerprint_mismatch, settings_fingerprint
 from embedstore.extract.prompts import PromptSpec
+from embedstore.extract.shards import select_shard
 from embedstore.store.core import edit_store, open_store
 from embedstore.store.journal import Journal
 from embedstore.store.lock import writer_lock
@@ -123,6 +124,7 @@ def run_extract(
     progress: Callable[[int, int, int], None] | None = None,
     journal_seconds: float = JOURNAL_SECONDS,
     journal_rows: int = JOURNAL_ROWS,
+    shard=None,
 ) -> ExtractSummary:
     """Embed every clip of ``dataset`` and every prompt set into the store ``out``.
 
@@ -161,6 +163,10 @@ def run_extract(
     journal_seconds, journal_rows : float, int
         The journal budget: embedded rows are made durable once this many seconds have
         passed since the last write, or this many rows wait (0: after every batch).
+    shard : embedstore.extract.shards.Shard, optional
+        Embed only this shard's contiguous items into ``OUT.shard-K-of-N.h5`` beside
+        ``out``; its provenance records the range and the whole run's fingerprint, for
+        ``embedstore merge``.
 
     Returns
     -------
@@ -183,6 +189,9 @@ def run_extract(
                                        command=command, numerics=numerics)
     provenance["settings_fingerprint"] = settings_fingerprint(
         run_settings(model, dataset, items, prompt_specs, dtype=dtype, long_mode=long_mode))
+    if shard is not None:  # the fingerprint above is the whole run's, shared by every shard
+        dataset, out, provenance["shard"] = select_shard(dataset, out, shard)
+        items = items_table(dataset)
     header = dict(model=model.name, dataset=dataset.name, classes=list(dataset.classes),
                   provenance=provenance)
     # One writer per store: a second run on the same --out is refused, never interleaved.

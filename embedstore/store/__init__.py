@@ -10,6 +10,8 @@ them. One module per job:
 - :mod:`~embedstore.store.verify`: :func:`verify_store`;
 - :mod:`~embedstore.store.interchange`: ``.npy`` + CSV in (:func:`import_store`) and out
   (:func:`export_space`);
+- :mod:`~embedstore.store.parquet`: the store as Parquet (:func:`export_parquet`);
+- :mod:`~embedstore.store.merge`: the shards of one run into one store (:func:`merge_shards`);
 - :mod:`~embedstore.store.fileio`: atomic file writes.
 """
 

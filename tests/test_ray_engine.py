@@ -1,0 +1,49 @@
+"""The Ray engine on a local Ray instance (CPU, the tests' tiny encoder): the vectors of a plain run."""
+
+import functools
+import os
+
+import pytest
+
+pytest.importorskip("torch")
+ray = pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+
+import extract_encoder  # noqa: E402
+from test_extract import extract, write_clips  # noqa: E402
+from test_shards import assert_same_content  # noqa: E402
+
+from embedstore.datasets import load_dataset  # noqa: E402
+from embedstore.extract.prompts import build_prompt_set  # noqa: E402
+from embedstore.extract.ray_engine import run_extract_ray  # noqa: E402
+from embedstore.store import open_store  # noqa: E402
+from embedstore.store.merge import shard_path  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    here = os.path.dirname(extract_encoder.__file__)
+    # the workers import the tests' encoder module, as the driver does
+    os.environ["PYTHONPATH"] = os.pathsep.join([os.path.dirname(here), here, os.environ.get("PYTHONPATH", "")])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _temp_dir=str(tmp_path_factory.mktemp("ray")))
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow  # a local Ray instance takes a minute to start and run on 2 cores
+def test_ray_engine_gives_a_plain_runs_store(local_ray, tmp_path):
+    (tmp_path / "clips").mkdir()
+    clips = write_clips(tmp_path / "clips")
+    data = load_dataset("folder", clips)
+    extract(data, tmp_path / "plain.h5", batch_size=1)
+    specs = [build_prompt_set(name, data.classes) for name in ("track", "ontology")]
+    summary = run_extract_ray(functools.partial(extract_encoder.load_tiny), data, specs, tmp_path / "ray.h5",
+                              shards=2, batch_size=1, clips_per_task=3, concurrency=1, long_mode="mean",
+                              command=["test"])
+    assert summary.items == 10 and len(summary.failed) == 3
+    assert_same_content(tmp_path / "plain.h5", tmp_path / "ray.h5")
+    with open_store(tmp_path / "ray.h5") as st:
+        assert st.provenance["extraction"]["engine"]["name"] == "ray"
+        assert len(st.provenance["merged_from"]) == 2
+    assert shard_path(tmp_path / "ray.h5", 1, 2).exists()

@@ -1,0 +1,187 @@
+"""Sharded extraction and merge: shards of one run, merged, equal a single run bit for bit."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+import extract_encoder  # noqa: E402
+from test_extract import read_store, write_clips  # noqa: E402
+
+from embedstore.errors import InputError  # noqa: E402
+from embedstore.extract.shards import Shard, local_device, parse_shard, shard_from_env  # noqa: E402
+from embedstore.store import open_store  # noqa: E402
+from embedstore.store.merge import shard_path  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    return write_clips(tmp_path_factory.mktemp("clips"))
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """``embedstore`` in this process with the test encoder; ``env`` sets the launcher's variables."""
+    from typer.testing import CliRunner
+
+    from embedstore import models
+
+    monkeypatch.setitem(models.MODELS, extract_encoder.NAME, extract_encoder.load_tiny)
+    for name in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT",
+                 "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    from cli.main import app
+
+    runner = CliRunner()
+    return lambda *args, env=None: runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200", **(env or {})})
+
+
+def extract_args(root, out, *extra, batch_size=3):
+    return ["extract", "--model", "test-tiny", "--dataset", "folder", "--root", root, "--out", out,
+            "--batch-size", str(batch_size), "--workers", "0", "--prompts", "track", "--prompts", "ontology",
+            *extra]
+
+
+def assert_same_content(a_path, b_path, *, bitwise=True):
+    """Same items, labels, metadata, failures and prompt sets; vectors bit for bit, or
+    (``bitwise=False``) up to the float noise of a different batch composition."""
+    a, b = read_store(a_path), read_store(b_path)
+    assert a["ids"] == b["ids"] and a["failed"] == b["failed"] and a["sets"] == b["sets"]
+    np.testing.assert_array_equal(a["labels"], b["labels"])
+    np.testing.assert_array_equal(a["take"], b["take"])
+    assert a["take"].dtype == b["take"].dtype
+    for space in a["audio"]:
+        if bitwise:
+            assert a["audio"][space].tobytes() == b["audio"][space].tobytes(), space
+        else:
+            np.testing.assert_allclose(a["audio"][space], b["audio"][space], rtol=1e-5, atol=1e-6)
+    assert a["text"].keys() == b["text"].keys()
+    for key in a["text"]:
+        assert a["text"][key].tobytes() == b["text"][key].tobytes(), key
+    with open_store(a_path) as sa, open_store(b_path) as sb:
+        assert list(sa.item_paths) == list(sb.item_paths)
+        assert sa.classes == sb.classes and sa.model == sb.model
+        for space in sa.audio_spaces:
+            assert sa.audio(space, lazy=True).dtype == sb.audio(space, lazy=True).dtype
+        for name in sa.prompt_sets:
+            pa, pb = sa.prompt_set(name), sb.prompt_set(name)
+            assert pa.prompts == pb.prompts and pa.terms == pb.terms
+            np.testing.assert_array_equal(pa.classes, pb.classes)
+
+
+@pytest.mark.parametrize("launcher, count, extra", [
+    ("slurm", 3, ()),
+    ("torchrun", 2, ("--dtype", "float16")),
+])
+def test_shards_merged_equal_a_single_run_bit_for_bit(cli, clips, tmp_path, launcher, count, extra):
+    # One window per forward pass: a shard sends the encoder exactly the batches the
+    # single run sends (see docs/scale.md for larger batches).
+    single = tmp_path / "single.h5"
+    assert cli(*extract_args(clips, single, *extra, batch_size=1)).exit_code == 0
+    out = tmp_path / "run.h5"
+    for k in range(count):
+        env = ({"SLURM_ARRAY_TASK_ID": str(10 + k), "SLURM_ARRAY_TASK_MIN": "10",
+                "SLURM_ARRAY_TASK_COUNT": str(count)} if launcher == "slurm"
+               else {"RANK": str(k), "WORLD_SIZE": str(count), "LOCAL_RANK": str(k)})
+        result = cli(*extract_args(clips, out, *extra, batch_size=1), env=env)
+        assert result.exit_code == 0, result.output
+        assert f"shard {k} of {count}" in result.output
+    assert not out.exists()
+    shards = [shard_path(out, k, count) for k in range(count)]
+    ranges = []
+    for path in shards:
+        with open_store(path) as st:
+            record = st.provenance["shard"]
+            ranges.append((record["start"], record["stop"]))
+            assert st.provenance["settings_fingerprint"] == read_store(single)["provenance"]["settings_fingerprint"]
+    assert ranges[0][0] == 0 and ranges[-1][1] == 13 and all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    merged = tmp_path / "merged.h5"
+    result = cli("merge", *reversed(shards), "--out", merged)
+    assert result.exit_code == 0, result.output
+    assert "verified" in result.output
+    assert_same_content(single, merged)
+    with open_store(merged) as st:
+        assert [m["file"] for m in st.provenance["merged_from"]] == [p.name for p in shards]
+        assert "shard" not in st.provenance
+    # the output policy: an existing store only with --overwrite
+    assert cli("merge", *shards, "--out", merged).exit_code != 0
+    assert cli("merge", *shards, "--out", merged, "--overwrite").exit_code == 0
+
+
+def test_merge_names_a_missing_shard_and_refuses_other_runs(cli, clips, tmp_path):
+    out = tmp_path / "run.h5"
+    for k in range(3):
+        assert cli(*extract_args(clips, out, "--shard", f"{k}/3")).exit_code == 0
+    shards = [shard_path(out, k, 3) for k in range(3)]
+    result = cli("merge", shards[0], shards[2], "--out", tmp_path / "m.h5")
+    assert result.exit_code != 0 and "run.shard-1-of-3.h5" in result.output
+    assert cli("merge", shards[0], shards[0], shards[1], shards[2], "--out", tmp_path / "m.h5").exit_code != 0
+    other = tmp_path / "other.h5"
+    assert cli(*extract_args(clips, other, "--shard", "1/3", "--long", "first")).exit_code == 0
+    result = cli("merge", shards[0], shard_path(other, 1, 3), shards[2], "--out", tmp_path / "m.h5")
+    assert result.exit_code != 0 and "different runs" in result.output and "long_mode" in result.output
+    result = cli("merge", shards[0], tmp_path / "run.shard-0-of-3.h5", "--out", shards[1], "--overwrite")
+    assert result.exit_code != 0  # an input is never the output
+    assert not (tmp_path / "m.h5").exists()
+    # larger batches: a shard's first batch starts a new batch, so vectors differ from a
+    # single run's by float noise only, like two runs at different --batch-size
+    assert cli("merge", *shards, "--out", tmp_path / "m.h5").exit_code == 0
+    assert cli(*extract_args(clips, tmp_path / "single.h5")).exit_code == 0
+    assert_same_content(tmp_path / "single.h5", tmp_path / "m.h5", bitwise=False)
+
+
+def test_a_killed_shard_resumes_on_its_own(cli, clips, tmp_path):
+    """A node dies mid-shard (kill -9): that shard resumes and the merge equals a single run."""
+    from test_extract import kill_after_batches, start_process
+
+    out = tmp_path / "run.h5"
+    assert cli(*extract_args(clips, tmp_path / "single.h5", batch_size=1)).exit_code == 0
+    assert cli(*extract_args(clips, out, "--shard", "0/2", batch_size=1)).exit_code == 0
+    journal = tmp_path / "run.shard-1-of-2.h5.partial"
+    kill_after_batches(start_process(*extract_args(clips, out, "--shard", "1/2", batch_size=1), delay=0.3), journal, 2)
+    shards = [shard_path(out, k, 2) for k in range(2)]
+    result = cli("merge", *shards, "--out", tmp_path / "m.h5")
+    assert result.exit_code != 0 and "run.shard-1-of-2.h5" in result.output  # unfinished: named
+    resumed = cli(*extract_args(clips, out, "--shard", "1/2", "--resume", batch_size=1))
+    assert resumed.exit_code == 0 and "resumed at row" in resumed.output
+    assert cli("merge", *shards, "--out", tmp_path / "m.h5").exit_code == 0
+    assert_same_content(tmp_path / "single.h5", tmp_path / "m.h5")
+    result = cli(*extract_args(clips, out, "--shard", "1/2", "--resume", batch_size=1))
+    assert result.exit_code == 0 and "already complete" in result.output
+
+
+def test_shard_ranges_tile_the_items_in_order():
+    for n in (2, 7, 14, 1000):
+        for count in range(1, min(n, 9) + 1):
+            ranges = [Shard(k, count).range(n) for k in range(count)]
+            assert ranges[0][0] == 0 and ranges[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+            sizes = [b - a for a, b in ranges]
+            assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+
+
+def test_shard_comes_from_the_option_slurm_or_torchrun():
+    assert parse_shard("2/5") == Shard(2, 5)
+    for bad in ("5/5", "-1/3", "1", "a/b", "0/0"):
+        with pytest.raises(InputError):
+            parse_shard(bad)
+    slurm = {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "4", "SLURM_ARRAY_TASK_COUNT": "8"}
+    assert (shard_from_env(slurm).index, shard_from_env(slurm).count) == (3, 8)
+    assert (shard_from_env({"RANK": "1", "WORLD_SIZE": "4"}).index, shard_from_env({"RANK": "1", "WORLD_SIZE": "4"}).count) == (1, 4)
+    assert shard_from_env({"RANK": "0", "WORLD_SIZE": "1"}) is None
+    assert shard_from_env({}) is None
+    with pytest.raises(InputError):
+        shard_from_env({"RANK": "x", "WORLD_SIZE": "2"})
+    assert local_device("cuda", {"LOCAL_RANK": "3"}) == "cuda:3"
+    assert local_device("auto", {"LOCAL_RANK": "1"}) == "cuda:1"
+    assert local_device("cpu", {"LOCAL_RANK": "3"}) == "cpu"
+    assert local_device("cuda:0", {"LOCAL_RANK": "3"}) == "cuda:0"
+    assert local_device("cuda", {}) == "cuda"
+
+
+def test_engine_and_shard_options_are_checked(cli, clips, tmp_path):
+    result = cli(*extract_args(clips, tmp_path / "x.h5", "--engine", "ray", "--shard", "0/2"))
+    assert result.exit_code != 0 and "one or the other" in result.output
+    result = cli(*extract_args(clips, tmp_path / "x.h5", "--engine", "spark"))
+    assert result.exit_code != 0 and "--engine" in result.output
+    assert not list(tmp_path.iterdir())
