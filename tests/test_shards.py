@@ -173,7 +173,8 @@ def test_shard_comes_from_the_option_slurm_or_torchrun():
     with pytest.raises(InputError):
         shard_from_env({"RANK": "x", "WORLD_SIZE": "2"})
     assert local_device("cuda", {"LOCAL_RANK": "3"}) == "cuda:3"
-    assert local_device("auto", {"LOCAL_RANK": "1"}) == "cuda:1"
+    assert local_device("auto", {"LOCAL_RANK": "1"}, cuda_available=True) == "cuda:1"
+    assert local_device("auto", {"LOCAL_RANK": "1"}, cuda_available=False) == "auto"  # CPU-only node
     assert local_device("cpu", {"LOCAL_RANK": "3"}) == "cpu"
     assert local_device("cuda:0", {"LOCAL_RANK": "3"}) == "cuda:0"
     assert local_device("cuda", {}) == "cuda"

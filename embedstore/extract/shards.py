@@ -62,13 +62,22 @@ def resolve_shard(option: str | None, environ: Mapping[str, str] | None = None) 
     return parse_shard(option) if option else shard_from_env(environ)
 
 
-def local_device(device: str, environ: Mapping[str, str] | None = None) -> str:
-    """``cuda:<LOCAL_RANK>`` for a ``cuda`` or ``auto`` device under a launcher that sets
-    ``LOCAL_RANK``; any other device (cpu, cuda:1, mps) as given."""
+def local_device(device: str, environ: Mapping[str, str] | None = None,
+                 cuda_available: bool | None = None) -> str:
+    """``cuda:<LOCAL_RANK>`` for a ``cuda`` device, or an ``auto`` one on a machine with
+    CUDA, under a launcher that sets ``LOCAL_RANK``; any other device (cpu, cuda:1, mps, and
+    ``auto`` without CUDA) as given."""
     env = os.environ if environ is None else environ
-    if device in ("cuda", "auto") and "LOCAL_RANK" in env:
-        return f"cuda:{_int(env, 'LOCAL_RANK')}"
-    return device
+    if "LOCAL_RANK" not in env or device not in ("cuda", "auto"):
+        return device
+    if device == "auto":
+        if cuda_available is None:
+            import torch
+
+            cuda_available = torch.cuda.is_available()
+        if not cuda_available:
+            return device
+    return f"cuda:{_int(env, 'LOCAL_RANK')}"
 
 
 def _checked(index: int, count: int, source: str) -> Shard:
