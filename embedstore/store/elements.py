@@ -142,7 +142,9 @@ def _little_endian(arr: np.ndarray) -> memoryview:
 
 def path_digest(path: str, content_digest: str) -> str:
     """Bind a content digest to the element's HDF5 path: SHA-256 of ``path NUL digest``."""
-    return hashlib.sha256(path.encode("utf-8") + b"\0" + content_digest.encode("ascii")).hexdigest()
+    # A damaged name decodes with surrogates; it still hashes (and no longer matches).
+    name = path.encode("utf-8", "surrogateescape")
+    return hashlib.sha256(name + b"\0" + content_digest.encode("ascii", "replace")).hexdigest()
 
 
 def set_digest(ds: h5py.Dataset, content_digest: str) -> None:
@@ -165,7 +167,7 @@ def digest_dataset(ds: h5py.Dataset, check_block=None) -> str:
     """
     if ds.dtype.kind == "O" or h5py.check_string_dtype(ds.dtype) is not None:
         return digest([_as_str(v) for v in ds[()]])
-    if ds.ndim == 0:
+    if ds.ndim == 0 or ds.shape[0] == 0:  # read as a whole: HDF5 checks its layout even when empty
         value = np.asarray(ds[()])
         if check_block:
             check_block(value)
