@@ -70,6 +70,8 @@ def extract(
     dtype: str = typer.Option("float32", "--dtype", help="Storage precision of the vectors: float32 or float16."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same command."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at --out."),
+    record_host: bool = typer.Option(False, "--record-host",
+                                     help="Record host and user names and the dataset's absolute path (off: stores are shared)."),
 ):
     """Embed a dataset's audio and prompt sets with a model into a new store.
 
@@ -112,7 +114,7 @@ def extract(
     try:
         summary = run_extract(encoder, data, specs, out, batch_size=batch_size, workers=workers,
                               long_mode=long_mode, resume=resume, overwrite=overwrite, dtype=dtype,
-                              command=["embedstore", *sys.argv[1:]], progress=progress)
+                              command=["embedstore", *sys.argv[1:]], progress=progress, record_host=record_host)
     finally:
         bar.stop()
     _print_summary(summary)

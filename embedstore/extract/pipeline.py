@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -113,6 +115,7 @@ def run_extract(
     dtype: str = "float32",
     command: list[str] | None = None,
     progress: Callable[[int, int, int], None] | None = None,
+    record_host: bool = False,
 ) -> ExtractSummary:
     """Embed every clip of ``dataset`` and every prompt set into the store ``out``.
 
@@ -143,9 +146,12 @@ def run_extract(
     dtype : {"float32", "float16"}
         Storage precision of the vectors.
     command : list of str, optional
-        The command line, recorded in the provenance.
+        The command line, recorded in the provenance (absolute paths as their last part).
     progress : callable, optional
         Called as ``progress(rows_done, rows_total, failed_so_far)``.
+    record_host : bool
+        Record host and user names and the dataset root's absolute path (off by default:
+        stores are shared; by default the provenance names only the root folder).
 
     Returns
     -------
@@ -157,7 +163,7 @@ def run_extract(
     check_run_inputs(dataset, prompt_specs)
     items = items_table(dataset)
     provenance = extraction_provenance(model, dataset, batch_size=batch_size, long_mode=long_mode,
-                                       command=command)
+                                       command=command, record_host=record_host)
     provenance["settings_fingerprint"] = settings_fingerprint(
         run_settings(model, dataset, items, prompt_specs, dtype=dtype, long_mode=long_mode))
     header = dict(model=model.name, dataset=dataset.name, classes=list(dataset.classes),
@@ -182,13 +188,16 @@ def run_extract(
         for chunk in embed_clips(model.embed_audio, clips, batch_size, first_row):
             vectors = {space: _stack(chunk.vectors.get(space, []), dim)
                        for space, dim in model.audio_dims.items()}
-            journal.append(chunk.start, chunk.rows_ok, vectors, chunk.failed, stop=chunk.stop)
+            # A decoder's message names the file by its absolute path: keep it relative to the root.
+            failed = [(row, reason.replace(f"{Path(dataset.root)}{os.sep}", "")) for row, reason in chunk.failed]
+            journal.append(chunk.start, chunk.rows_ok, vectors, failed, stop=chunk.stop)
             failed_count += len(chunk.failed)
             if progress:
                 progress(chunk.stop, n_rows, failed_count)
         if not journal.complete:
             raise InputError(f"the dataset gave {journal.next_row} of {n_rows} clips")
-        journal.finalize(prompt_sets, dtype=dtype, provenance={"resumed": first_row} if first_row else None)
+        journal.finalize(prompt_sets, dtype=dtype, provenance={"resumed": first_row} if first_row else None,
+                         record_host=record_host)
         return _summary(journal.out, first_row, start_time)
 
 
@@ -433,8 +442,9 @@ def _frontend_args(model, long_mode: str) -> dict:
 def items_table(dataset) -> dict:
     """The dataset's items as the Journal takes them: ids, paths, labels, metadata.
 
-    Paths are kept relative to the dataset root when they lie under it, so a store does
-    not depend on where the data sat; the root is in the provenance.
+    Paths are relative to the dataset root (``../`` for a file outside it), so a store
+    neither depends on where the data sat nor tells where that was; the provenance names
+    only the root folder.
     """
     if not dataset.items:
         raise InputError(f"dataset {dataset.name!r} has no items")
@@ -453,20 +463,46 @@ def _relative(path, root) -> str:
     try:
         return path.relative_to(root).as_posix()
     except ValueError:
-        return str(path)
+        return Path(os.path.relpath(path, root)).as_posix()
+
+
+# An absolute path, alone or after a prefix such as ``--root=`` or ``hf:``.
+_ABSOLUTE = re.compile(r"^(?P<prefix>-[-\w]*=|[a-z]+:)?(?P<path>/(?!/).*)$")
+
+
+def _private_paths_removed(value):
+    """``value`` (JSON-like) with each absolute path shortened to its last part.
+
+    ``/home/me/data/TinySOL`` becomes ``TinySOL`` and ``hf:/home/me/clap`` becomes
+    ``hf:clap``: a store is shared, the folders it was made from are private.
+    """
+    if isinstance(value, dict):
+        return {k: _private_paths_removed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_private_paths_removed(v) for v in value]
+    if isinstance(value, str):
+        match = _ABSOLUTE.match(value)
+        if match:
+            return (match["prefix"] or "") + PurePosixPath(match["path"]).name
+    return value
 
 
 def extraction_provenance(model, dataset, *, batch_size: int, long_mode: str,
-                          command: list[str] | None = None) -> dict:
-    """What made the vectors: encoder, front end, dataset, run settings, library versions."""
+                          command: list[str] | None = None, record_host: bool = False) -> dict:
+    """What made the vectors: encoder, front end, dataset, run settings, library versions.
+
+    Nothing private unless ``record_host``: the dataset root by its folder name only and
+    absolute paths (command line, checkpoint and tokenizer folders) shortened to their
+    last part; ``record_host`` adds the root's absolute path (and the store the host).
+    """
     from embedstore.extract.audio import frontend_config
 
     encoder = model.provenance()
-    return {
-        "encoder": encoder,
+    record = {
+        "encoder": _private_paths_removed(encoder),
         "checkpoint_sha256": checkpoint_digest(encoder),
         "frontend": frontend_config(**_frontend_args(model, long_mode)),
-        "dataset": {"name": dataset.name, "root": str(dataset.root), "items": len(dataset.items)},
+        "dataset": {"name": dataset.name, "root": Path(dataset.root).name, "items": len(dataset.items)},
         "extraction": {
             "batch_size": batch_size,
             "long_mode": long_mode,
@@ -476,8 +512,10 @@ def extraction_provenance(model, dataset, *, batch_size: int, long_mode: str,
             "padding": "last audio batch zero-padded to batch_size",
         },
         "library_versions": extraction_library_versions(),
-        "command": list(sys.argv if command is None else command),
+        "command": _private_paths_removed(list(sys.argv if command is None else command)),
     }
+    record["dataset"].update({"root_path": str(dataset.root)} if record_host else {})
+    return record
 
 
 def checkpoint_digest(encoder_provenance: dict) -> str | None:
