@@ -83,7 +83,10 @@ def verify(store: Path = typer.Argument(..., help="The store file (.h5).")) -> N
         for problem in report.problems[1:]:
             console.print(styled(("damaged:", "red"), f" {problem}"), highlight=False)
         raise StoreDamaged(f"{store} is damaged: {report.problems[0]}")
-    console.print(styled(("intact", "green"), f": {store} ({report.arrays_checked} arrays match their digests)"),
+    for note in report.notes:
+        console.print(styled(("note:", "yellow"), f" {note}"), highlight=False)
+    bound = "" if report.notes else " at their paths"
+    console.print(styled(("intact", "green"), f": {store} ({report.arrays_checked} arrays match their digests{bound})"),
                   highlight=False)
 
 
