@@ -316,7 +316,10 @@ def _onehot_labels(items_csv, columns, rows, given_order, skip, multilabel):
 def _column_labels(items_csv, columns, rows, label_column, given_order, multilabel):
     if label_column not in columns:
         raise InputError(f"{items_csv}: no label column {label_column!r} (columns: {', '.join(columns)})")
-    names = [r[label_column] for r in rows]
+    try:  # an empty label cell is refused; " violin " is violin
+        names = [check_name(r[label_column], "label") for r in rows]
+    except InputError as exc:
+        raise InputError(f"{items_csv}: {exc}") from None
     classes = given_order if given_order is not None else sorted(set(names))
     classes = check_names(classes, "class")
     index = {c: i for i, c in enumerate(classes)}
@@ -535,9 +538,9 @@ def export_store(store_path: str | os.PathLike, out_dir: str | os.PathLike, *, o
     empty folder, or one an earlier export wrote (with ``overwrite``).
     """
     out_dir = Path(out_dir)
-    check_outputs(folders=[out_dir], inputs=[store_path], overwrite=overwrite, command="export")
     files: dict[Path, object] = {}
     with open_store(store_path) as st:
+        check_outputs(folders=[out_dir], inputs=[store_path], overwrite=overwrite, command="export")
         columns, rows, how = _items_table(st)
         manifest = {"model": st.model, "dataset": st.dataset, "items": "items.csv", "classes": "classes.txt",
                     **how, "audio": {}, "prompts": {}, "text": {}, "failed": "failed.csv",
