@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
-ROWS, DIM, BATCH = 16384, 2048, 512  # 128 MiB of float32 vectors, in 32 batches of 4 MiB
+ROWS, DIM, BATCH = 24576, 2048, 512  # 192 MiB of float32 vectors, in 48 batches of 4 MiB
 STORE_BYTES = ROWS * DIM * 4
 CAP = STORE_BYTES // 4  # the store is four times what the writer may grow by
 
@@ -92,7 +92,7 @@ def run_child(folder: Path, step: str) -> dict:
 
 @pytest.fixture(scope="module")
 def big_store(tmp_path_factory):
-    """A 128 MiB store finalized from a journal of 32 batches: (folder, child report)."""
+    """A 192 MiB store finalized from a journal of 48 batches: (folder, child report)."""
     folder = tmp_path_factory.mktemp("big")
     return folder, run_child(folder, "finalize")
 
