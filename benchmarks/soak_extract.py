@@ -60,7 +60,7 @@ def _install_kill_hook(phase: str, out: Path) -> None:
     import embedstore.store.core
 
     real_replace, real_rmtree = os.replace, shutil.rmtree
-    real_write_atomic = embedstore.store.core.write_atomic
+    real_finish = embedstore.store.core.StoreWriter._finish
     batches_renamed = 0
 
     def replace(src, dst, *args, **kwargs):
@@ -76,21 +76,12 @@ def _install_kill_hook(phase: str, out: Path) -> None:
         if dst == out and phase == "store-after-rename":
             _kill_self()
 
-    def write_atomic(path, write):
-        if phase != "store-flush" or Path(path) != out:
-            return real_write_atomic(path, write)
-
-        class HalfThenDie:  # the store's bytes half on disk when the kill lands
-            def __init__(self, fh):
-                self.fh = fh
-
-            def write(self, data):
-                data = memoryview(data)
-                self.fh.write(data[: len(data) // 2])
-                self.fh.flush()
-                _kill_self()
-
-        return real_write_atomic(path, lambda fh: write(HalfThenDie(fh)))
+    def finish(writer):
+        # Every vector is on disk in the temporary file (written straight to its descriptor),
+        # HDF5's metadata not yet flushed: the store's file is half written when the kill lands.
+        if phase == "store-flush":
+            _kill_self()
+        return real_finish(writer)
 
     def rmtree(path, *args, **kwargs):
         path = Path(path)
@@ -104,7 +95,8 @@ def _install_kill_hook(phase: str, out: Path) -> None:
             _kill_self()
         return real_rmtree(path, *args, **kwargs)
 
-    os.replace, shutil.rmtree, embedstore.store.core.write_atomic = replace, rmtree, write_atomic
+    os.replace, shutil.rmtree = replace, rmtree
+    embedstore.store.core.StoreWriter._finish = finish
 
 
 def run_child(argv: list[str]) -> None:

@@ -74,6 +74,8 @@ def extract(
     actors: int = typer.Option(1, "--actors", min=1, help="ray: encoder actors, each holding the model."),
     gpus_per_actor: float = typer.Option(0.0, "--gpus-per-actor", min=0.0, callback=finite, help="ray: GPUs per encoder actor."),
     shard: Optional[str] = typer.Option(None, "--shard", help="K/N: embed shard K (from 0) of N, contiguous items, into OUT.shard-K-of-N.h5; default from a SLURM job array or torchrun's RANK/WORLD_SIZE. Join them with `embedstore merge`."),
+    record_host: bool = typer.Option(False, "--record-host",
+                                     help="Record host and user names and the dataset's absolute path (off: stores are shared)."),
 ):
     """Embed a dataset's audio and prompt sets with a model into a new store.
 
@@ -134,7 +136,8 @@ def extract(
     try:
         summary = run_extract(encoder, data, specs, out, batch_size=batch_size, workers=workers,
                               long_mode=long_mode, resume=resume, overwrite=overwrite, dtype=dtype,
-                              command=["embedstore", *sys.argv[1:]], progress=progress, shard=part)
+                              command=["embedstore", *sys.argv[1:]], progress=progress, shard=part,
+                              record_host=record_host)
     finally:
         bar.stop()
     _print_summary(summary)

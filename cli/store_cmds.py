@@ -83,7 +83,10 @@ def verify(store: Path = typer.Argument(..., help="The store file (.h5).")) -> N
         for problem in report.problems[1:]:
             console.print(styled(("damaged:", "red"), f" {problem}"), highlight=False)
         raise StoreDamaged(f"{store} is damaged: {report.problems[0]}")
-    console.print(styled(("intact", "green"), f": {store} ({report.arrays_checked} arrays match their digests)"),
+    for note in report.notes:
+        console.print(styled(("note:", "yellow"), f" {note}"), highlight=False)
+    bound = "" if report.notes else " at their paths"
+    console.print(styled(("intact", "green"), f": {store} ({report.arrays_checked} arrays match their digests{bound})"),
                   highlight=False)
 
 
@@ -91,51 +94,82 @@ def verify(store: Path = typer.Argument(..., help="The store file (.h5).")) -> N
 @handle_errors
 def import_(
     out: Path = typer.Argument(..., help="The store to create (.h5)."),
-    items: Path = typer.Option(..., "--items", help="CSV with one row per item."),
-    id_column: str = typer.Option(..., "--id-column", help="Column holding the item ids."),
+    items: Optional[Path] = typer.Option(None, "--items", help="CSV with one row per item."),
+    id_column: Optional[str] = typer.Option(None, "--id-column", help="Column holding the item ids."),
     label_column: Optional[str] = typer.Option(None, "--label-column", help="Column holding class names."),
-    onehot: bool = typer.Option(False, "--onehot", help="Every column but the id (and path) column is a class of 0/1."),
-    classes: Optional[Path] = typer.Option(None, "--classes", help="Class order, one per line (default: sorted)."),
-    audio: List[str] = typer.Option([], "--audio", help="SPACE=FILE.npy; row i is item i. Repeatable."),
-    prompts: List[str] = typer.Option([], "--prompts", help="SET=FILE.txt; one prompt per line. Repeatable."),
+    onehot: bool = typer.Option(
+        False, "--onehot",
+        help="0/1 class columns (every column but id and path, or those --classes lists): "
+             "single-label when every row has exactly one 1, else multi-label.",
+    ),
+    multilabel: bool = typer.Option(False, "--multilabel", help="Make a multi-label store even if every item has one class."),
+    classes: Optional[Path] = typer.Option(
+        None, "--classes", help="Class order, one per line (default: sorted labels; then a prompt text file needs "
+                                "--prompt-classes or a class,prompt CSV)."
+    ),
+    audio: List[str] = typer.Option([], "--audio", help="SPACE=FILE.npy; row i is item i; SPACE is joint or prejoint. Repeatable."),
+    prompts: List[str] = typer.Option(
+        [], "--prompts", help="SET=FILE.txt (one prompt per line) or SET=FILE.csv (columns class,prompt[,term]). Repeatable."
+    ),
     prompt_classes: List[str] = typer.Option(
         [], "--prompt-classes", help="SET=FILE.txt naming the class of each prompt line. Repeatable."
     ),
     text: List[str] = typer.Option([], "--text", help="SET:SPACE=FILE.npy; row i is prompt i. Repeatable."),
+    extra_space: List[str] = typer.Option(
+        [], "--extra-space", help="Allow a space name besides joint and prejoint. Repeatable."
+    ),
+    source: Optional[Path] = typer.Option(
+        None, "--from", help="A folder `embedstore export STORE --out FOLDER` wrote: rebuild that store."
+    ),
     model: str = typer.Option("unknown", "--model", help="Name of the model that made the vectors."),
     dataset: str = typer.Option("unknown", "--dataset", help="Name of the dataset."),
     float16: bool = typer.Option(False, "--float16", help="Store vectors as float16 (default float32)."),
+    record_host: bool = typer.Option(
+        False, "--record-host", help="Record host and user names in the provenance (off: stores are shared)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store (never an input file)."),
 ) -> None:
     """Build a store from arrays computed elsewhere (e.g. the .npy files a paper releases)."""
     from embedstore.store import open_store
-    from embedstore.store.interchange import import_store, parse_assignment
+    from embedstore.store.interchange import import_folder, import_store, parse_assignment
 
-    files = [parse_assignment(spec, "=", flag)[1]
-             for flag, specs in (("--audio", audio), ("--prompts", prompts),
-                                 ("--prompt-classes", prompt_classes), ("--text", text))
-             for spec in specs]
-    check_input_names(files)
-    check_outputs([out], inputs=[items, classes, *files], overwrite=overwrite)
-    import_store(
-        out,
-        items_csv=items,
-        id_column=id_column,
-        label_column=label_column,
-        onehot=onehot,
-        classes_file=classes,
-        audio=audio,
-        prompts=prompts,
-        prompt_classes=prompt_classes,
-        text=text,
-        model=model,
-        dataset=dataset,
-        dtype="float16" if float16 else "float32",
-        overwrite=overwrite,
-    )
+    if source is not None:
+        if items is not None or id_column is not None or audio or prompts or text:
+            fail("--from takes everything from the export folder; give no --items, --audio, --prompts or --text", 2)
+        check_outputs([out], inputs=[source], overwrite=overwrite)
+        import_folder(out, source, overwrite=overwrite, record_host=record_host)
+    else:
+        if items is None or id_column is None:
+            fail("give --items CSV and --id-column NAME (or --from FOLDER)", 2)
+        files = [parse_assignment(spec, "=", flag)[1]
+                 for flag, specs in (("--audio", audio), ("--prompts", prompts),
+                                     ("--prompt-classes", prompt_classes), ("--text", text))
+                 for spec in specs]
+        check_input_names(files)
+        check_outputs([out], inputs=[items, classes, *files], overwrite=overwrite)
+        import_store(
+            out,
+            items_csv=items,
+            id_column=id_column,
+            label_column=label_column,
+            onehot=onehot,
+            multilabel=multilabel,
+            classes_file=classes,
+            audio=audio,
+            prompts=prompts,
+            prompt_classes=prompt_classes,
+            text=text,
+            extra_spaces=extra_space,
+            model=model,
+            dataset=dataset,
+            dtype="float16" if float16 else "float32",
+            record_host=record_host,
+            overwrite=overwrite,
+        )
     with open_store(out) as st:
+        kind = "multi-label" if st.multilabel else "single-label"
         console.print(styled(
-            ("wrote", "green"), f" {out}: {st.n_items} items, {len(st.classes)} classes, "
+            ("wrote", "green"), f" {out}: {st.n_items} items ({kind}), {len(st.classes)} classes, "
             f"audio spaces {st.audio_spaces or '-'}, prompt sets {st.prompt_sets or '-'}"
         ), highlight=False)
 
@@ -144,14 +178,19 @@ def import_(
 @handle_errors
 def export(
     store: Path = typer.Argument(..., help="The store file (.h5)."),
-    audio: Optional[str] = typer.Option(None, "--audio", help="Audio space to export."),
-    text: Optional[str] = typer.Option(None, "--text", help="SET:SPACE of prompt vectors to export."),
-    out: Path = typer.Option(..., "--out", help="Output prefix: writes PREFIX.npy and PREFIX.csv; with --format parquet, OUT.parquet and OUT.prompts.parquet."),
-    format_: str = typer.Option("npy", "--format", help="npy (one space: .npy + .csv) or parquet (the whole store)."),
+    audio: Optional[str] = typer.Option(None, "--audio", help="Audio space to export alone."),
+    text: Optional[str] = typer.Option(None, "--text", help="SET:SPACE of prompt vectors to export alone."),
+    out: Path = typer.Option(
+        ..., "--out", help="A folder for the whole store (read back by `import --from`); "
+                           "with --audio or --text, a prefix: writes PREFIX.npy and PREFIX.csv; "
+                           "with --format parquet, OUT.parquet and OUT.prompts.parquet."
+    ),
+    format_: str = typer.Option("npy", "--format", help="npy (a folder of .npy + .csv files, or one space) "
+                                "or parquet (the whole store)."),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
-    """Write one space as PREFIX.npy and PREFIX.csv (item id and path, or prompt and class)."""
-    from embedstore.store.interchange import export_space
+    """Write a store as files `embedstore import --from` reads back, or one space as PREFIX.npy + PREFIX.csv."""
+    from embedstore.store.interchange import export_space, export_store
 
     if format_ == "parquet":
         from embedstore.store.parquet import export_parquet
@@ -163,8 +202,13 @@ def export(
         return
     if format_ != "npy":
         fail(f"--format must be npy or parquet, got {format_!r}", 2)
-    if (audio is None) == (text is None):
-        fail("give exactly one of --audio SPACE or --text SET:SPACE", 2)
+    if audio is not None and text is not None:
+        fail("give at most one of --audio SPACE or --text SET:SPACE", 2)
+    if audio is None and text is None:
+        folder = export_store(store, out, overwrite=overwrite)  # the folder follows the output policy
+        console.print(styled(("wrote", "green"), f" {folder} (read it back with `embedstore import OUT.h5 --from {folder}`)"),
+                      highlight=False)
+        return
     check_outputs([Path(f"{out}.npy"), Path(f"{out}.csv")], inputs=[store], overwrite=overwrite)
     npy, csv_path = export_space(store, out, audio=audio, text=text)
     console.print(styled(("wrote", "green"), f" {npy} and {csv_path}"), highlight=False)

@@ -1,5 +1,6 @@
 """The extraction pipeline: batching, pooling, bad clips, determinism, resume, extract-text."""
 
+import h5py
 import numpy as np
 import pytest
 
@@ -262,7 +263,7 @@ def test_prompt_sets_and_provenance_are_stored(dataset, tmp_path):
     assert prov["extraction"]["batch_size"] == 4
     assert prov["library_versions"]["torch"] and prov["library_versions"]["soxr"]
     assert prov["versions"]["numpy"]  # the store's own record of the core libraries
-    assert prov["dataset"] == {"name": "folder", "root": str(dataset.root), "items": 13}
+    assert prov["dataset"] == {"name": "folder", "root": dataset.root.name, "items": 13}
 
 
 def test_same_input_and_weights_give_the_same_store_content(dataset, tmp_path):
@@ -376,6 +377,39 @@ def kill_after_batches(proc, journal, batches: int) -> None:
 def extract_args(root, out, *extra):
     return ["extract", "--model", "test-tiny", "--dataset", "folder", "--root", root, "--out", out,
             "--batch-size", "2", "--workers", "2", "--prompts", "track", *extra]
+
+
+def _strings(value):
+    """Every string inside a JSON-like value (a host name can be a common word: match whole values)."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_a_store_records_no_private_path_host_or_user_unless_asked(cli, clip_folder, tmp_path):
+    import getpass
+    import json
+    import socket
+
+    out = tmp_path / "out" / "s.h5"
+    out.parent.mkdir()
+    assert cli(*extract_args(clip_folder, out)).exit_code == 0
+    with h5py.File(out, "r") as f:  # every string in the file: provenance, history, item paths
+        text = json.dumps([f["provenance"].asstr()[()], list(f["history"].asstr()[()]),
+                           list(f["items/path"].asstr()[()]), list(f["failed/path"].asstr()[()])])
+    assert str(tmp_path) not in text and str(clip_folder.parent) not in text
+    with open_store(out) as st:
+        values = set(_strings([st.provenance, st.history]))
+        assert "host" not in st.provenance and "user" not in st.provenance
+        assert socket.gethostname() not in values and getpass.getuser() not in values
+        assert st.provenance["dataset"]["root"] == clip_folder.name
+        assert all(not p.startswith("/") for p in st.item_paths)
+    assert cli(*extract_args(clip_folder, out, "--overwrite", "--record-host")).exit_code == 0
+    with open_store(out) as st:
+        assert st.provenance["record_host"] is True and st.provenance["host"] == socket.gethostname()
+        assert st.provenance["dataset"]["root_path"] == str(clip_folder)
 
 
 def test_resume_after_kill_9_gives_the_uninterrupted_vectors(cli, clip_folder, tmp_path):

@@ -67,7 +67,8 @@ def test_import_info_verify_export(release):
     np.testing.assert_array_equal(np.load(d / "joint_out.npy"), np.load(d / "joint.npy"))
     assert (d / "joint_out.csv").read_text().splitlines()[:2] == ["id,path", "c0,notes/c0.wav"]
     invoke("export", d / "s.h5", "--text", "multi:joint", "--out", d / "multi_out")
-    assert (d / "multi_out.csv").read_text().splitlines() == ["prompt,class", "violin,violin", "fiddle,violin", "flute,flute"]
+    # The prompt CSV is an import format: class,prompt.
+    assert (d / "multi_out.csv").read_text().splitlines() == ["class,prompt", "violin,violin", "violin,fiddle", "flute,flute"]
 
 
 def test_import_onehot_multilabel_float16(tmp_path):
@@ -149,7 +150,7 @@ def test_export_errors(release):
     # The output policy creates missing parent folders.
     result = invoke("export", release / "s.h5", "--audio", "joint", "--out", release / "new_dir" / "x")
     assert result.exit_code == 0 and (release / "new_dir" / "x.npy").is_file()
-    assert invoke("export", release / "s.h5", "--out", release / "x").exit_code == 2
+    assert invoke("export", release / "s.h5", "--audio", "joint", "--text", "track:joint", "--out", release / "x").exit_code == 2
     assert not list(release.glob("x.*"))
 
 
@@ -162,3 +163,94 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert "damaged or truncated" in proc.stderr
+
+
+# -- issue 10: labels, prompt order, export as import's inverse, space names, hostile CSVs --
+
+
+def write_onehot(folder, rows):
+    (folder / "items.csv").write_text("id,guitar,voice,drums\n" + "".join(f"i{n},{r}\n" for n, r in enumerate(rows)))
+    np.save(folder / "a.npy", np.ones((len(rows), 2), dtype=np.float32))
+    return ["import", folder / "s.h5", "--items", folder / "items.csv", "--id-column", "id", "--onehot",
+            "--audio", f"joint={folder / 'a.npy'}"]
+
+
+def test_onehot_with_one_class_per_row_is_single_label_unless_asked(tmp_path):
+    args = write_onehot(tmp_path, ["0,1,0", "1,0,0", "0,0,1"])
+    result = invoke(*args)
+    assert result.exit_code == 0 and "single-label" in result.output
+    with open_store(tmp_path / "s.h5") as st:
+        assert not st.multilabel and st.labels.tolist() == [1, 0, 2]
+    assert "single-label" in invoke("info", tmp_path / "s.h5").output
+    assert invoke(*args, "--multilabel", "--overwrite").exit_code == 0
+    with open_store(tmp_path / "s.h5") as st:
+        assert st.multilabel and st.label_matrix.tolist() == [[0, 1, 0], [1, 0, 0], [0, 0, 1]]
+    assert "multi-label" in invoke("info", tmp_path / "s.h5").output
+    write_onehot(tmp_path, ["0,1,0", "0,0,0", "0,0,1"])  # a row without a class: multi-label
+    assert invoke(*args, "--overwrite").exit_code == 0
+    with open_store(tmp_path / "s.h5") as st:
+        assert st.multilabel
+
+
+def test_prompt_lines_need_an_explicit_class_order(release):
+    d = release
+    args = [a for a in import_args(d) if a not in ("--classes", d / "classes.txt")]
+    result = invoke(*args)
+    assert result.exit_code == 1 and not (d / "s.h5").exists()
+    message = " ".join(result.output.split())
+    for flag in ("--classes", "--prompt-classes", "class,prompt CSV", "--onehot"):
+        assert flag in message
+    # The same prompts as a class,prompt CSV, in another order than the sorted classes.
+    (d / "track.csv").write_text("class,prompt\noboe,An oboe track\nviolin,A violin track\nflute,A flute track\n")
+    args = [a if a != f"track={d / 'track.txt'}" else f"track={d / 'track.csv'}" for a in args]
+    assert invoke(*args).exit_code == 0, invoke(*args, "--overwrite").output
+    with open_store(d / "s.h5") as st:
+        assert st.classes == ["flute", "oboe", "violin"]  # sorted: no order was given for the classes
+        ps = st.prompt_set("track")
+        assert [st.classes[c] for c in ps.classes] == ["oboe", "violin", "flute"]
+        assert ps.prompts[0] == "An oboe track"
+
+
+@pytest.mark.parametrize("space, words", [("pre_joint", "did you mean 'prejoint'"), ("Joint", "did you mean 'joint'"),
+                                          ("mert", "--extra-space mert")])
+def test_a_space_the_spec_does_not_name_is_refused_unless_asked(release, space, words):
+    d = release
+    args = [a.replace("prejoint=", f"{space}=") if isinstance(a, str) else a for a in import_args(d)]
+    result = invoke(*args)
+    assert result.exit_code == 1 and words in " ".join(result.output.split()) and not (d / "s.h5").exists()
+    assert invoke(*args, "--extra-space", space).exit_code == 0
+    with open_store(d / "s.h5") as st:
+        assert st.audio_spaces == sorted(["joint", space])
+
+
+@pytest.mark.parametrize(
+    "csv_text, words",
+    [
+        ("clip,path,instrument\nc0,a,violin\nc1,b\n", "line 3 has 2 cells, the header 3"),
+        ("clip,path,instrument,\nc0,a,violin,\n", "header cell 4 is empty"),
+        ("clip,path,instrument,.\nc0,a,violin,x\n", "invalid metadata column '.'"),
+        ("clip,path,instrument\nc\x000,a,violin\n", "control character"),
+        ("clip,path,instrument,x,x\nc0,a,violin,1,2\n", "occurs twice"),
+    ],
+)
+def test_hostile_items_csvs_are_one_line_errors(tmp_path, csv_text, words):
+    (tmp_path / "items.csv").write_text(csv_text)
+    np.save(tmp_path / "joint.npy", np.ones((csv_text.count("\n") - 1, 2)))
+    result = invoke("import", tmp_path / "s.h5", "--items", tmp_path / "items.csv", "--id-column", "clip",
+                    "--label-column", "instrument", "--audio", f"joint={tmp_path / 'joint.npy'}")
+    assert result.exit_code == 1 and words in result.output, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_import_records_no_private_paths_or_host(release):
+    d = release
+    assert invoke(*import_args(d)).exit_code == 0
+    with open_store(d / "s.h5") as st:
+        text = str(st.provenance)
+        assert "host" not in st.provenance and "user" not in st.provenance
+        assert str(d) not in text and st.provenance["items_csv"] == "items.csv"
+    assert invoke(*import_args(d, "s.h5", "--overwrite", "--record-host")).exit_code == 0
+    with open_store(d / "s.h5") as st:
+        assert st.provenance["record_host"] is True and st.provenance["host"]

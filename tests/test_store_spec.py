@@ -22,6 +22,7 @@ from embedstore.store import create_store, edit_store, open_store
 from embedstore.store.verify import verify_store
 
 STR = h5py.string_dtype("utf-8")
+BIND = [True]  # writers below bind digests to paths (format 1.1); False writes a 1.0 store
 CLASSES = ["flute", "violin", "cello"]
 N_ITEMS, D_JOINT, D_PREJOINT = 5, 8, 12
 
@@ -45,6 +46,17 @@ def digest_strings(strings: list[str]) -> str:
     return h.hexdigest()
 
 
+def path_digest(path: str, content_digest: str) -> str:
+    """Section 4.3 (format 1.1): the content digest bound to the dataset's path."""
+    return hashlib.sha256(path.encode("utf-8") + b"\0" + content_digest.encode("ascii")).hexdigest()
+
+
+def digests(ds, content_digest: str, bind: bool = True) -> None:
+    ds.attrs["sha256"] = content_digest
+    if bind:
+        ds.attrs["path-sha256"] = path_digest(ds.name, content_digest)
+
+
 def spec_digest(ds: h5py.Dataset) -> str:
     """Section 4: the variant follows the HDF5 dtype."""
     if h5py.check_string_dtype(ds.dtype) is not None:
@@ -63,14 +75,14 @@ def strings(group, name, values, resizable=False):
         name, data=np.array(values, dtype=object), dtype=STR, maxshape=(None,) if resizable else None
     )
     tag(ds, "string-array")
-    ds.attrs["sha256"] = digest_strings(values)
+    digests(ds, digest_strings(values), BIND[0])
     return ds
 
 
 def numeric(group, name, values, encoding_type="numeric-array"):
     ds = group.create_dataset(name, data=values)
     tag(ds, encoding_type)
-    ds.attrs["sha256"] = digest_numeric(values)
+    digests(ds, digest_numeric(values), BIND[0])
     return ds
 
 
@@ -83,7 +95,7 @@ def embedding(group, name, values, dtype=np.float32):
     rows, d = values.shape
     ds = group.create_dataset(name, data=values, chunks=(chunk_rows(rows, d, values.itemsize), d), fletcher32=True)
     tag(ds, "embedding")
-    ds.attrs["sha256"] = digest_numeric(values)
+    digests(ds, digest_numeric(values), BIND[0])
     return ds
 
 
@@ -104,13 +116,15 @@ def arrays():
     )
 
 
-def write_plain_store(path, a=None) -> None:
-    """Section 9.2: a complete store from plain h5py, written atomically."""
+def write_plain_store(path, a=None, version: str = "1.1.0") -> None:
+    """Section 9.2: a complete store from plain h5py, written atomically (``version`` 1.0.0:
+    the previous format, without path digests)."""
     a = a or arrays()
+    BIND[0] = version != "1.0.0"
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     tmp = path.with_name(f".{path.name}.tmp")
     with h5py.File(tmp, "w") as f:
-        tag(f, "embedstore")
+        tag(f, "embedstore", version)
         f.attrs["model"], f.attrs["dataset"] = "plain-model", "plain-notes"
         f.attrs["created"], f.attrs["store-id"] = now, uuid.uuid4().hex
         strings(f, "classes", CLASSES)
@@ -148,6 +162,7 @@ def write_plain_store(path, a=None) -> None:
         tag(failed, "failed-items")
         strings(failed, "path", ["Winds/broken.wav"], resizable=True)
         strings(failed, "reason", ["decode error"], resizable=True)
+    BIND[0] = True
     tmp.replace(path)
 
 
@@ -202,7 +217,7 @@ def test_embedstore_store_follows_the_spec_when_read_with_plain_h5py(tmp_path):
         assert set(found) == set(EXPECTED_TAGS)
         for name, obj in found.items():
             assert obj.attrs["encoding-type"] == EXPECTED_TAGS[name], name
-            assert obj.attrs["encoding-version"] == "1.0.0", name
+            assert obj.attrs["encoding-version"] == ("1.1.0" if name == "/" else "1.0.0"), name
 
         assert (f.attrs["model"], f.attrs["dataset"]) == ("clap", "notes")
         assert re.fullmatch(r"[0-9a-f]{32}", f.attrs["store-id"])
@@ -236,12 +251,14 @@ def test_embedstore_store_follows_the_spec_when_read_with_plain_h5py(tmp_path):
         assert set(with_digest) == datasets - {"/provenance", "/history"}
         for name in with_digest:
             assert spec_digest(found[name]) == found[name].attrs["sha256"], name
+            assert found[name].attrs["path-sha256"] == path_digest(name, found[name].attrs["sha256"]), name
         assert f["audio/joint"].attrs["sha256"] == hashlib.sha256(
             f"<f4({N_ITEMS}, {D_JOINT})".encode() + a["audio_joint"].astype("<f4").tobytes()
         ).hexdigest()
 
         prov = json.loads(f["provenance"].asstr()[()])
-        assert {"model", "dataset", "created", "host", "versions", "run_id"} <= set(prov)
+        assert {"model", "dataset", "created", "versions", "run_id"} <= set(prov)
+        assert not {"host", "user"} & set(prov)  # only with record_host (section 3.1)
         assert {"embedstore", "python", "numpy", "h5py", "hdf5"} <= set(prov["versions"])
         history = [json.loads(line) for line in f["history"].asstr()[()]]
         assert [h["action"] for h in history] == [
@@ -396,6 +413,154 @@ VIOLATIONS = {
         lambda f: f["provenance"].__setitem__((), "{not json"), StoreDamaged, "JSON"
     ),
 }
+
+
+def _external_link(f, path):
+    other = path.with_name("other.h5")
+    with h5py.File(other, "w") as g:
+        g["joint"] = np.ones((N_ITEMS, D_JOINT), np.float32)
+    del f["audio/joint"]
+    f["audio/joint"] = h5py.ExternalLink(other.name, "/joint")
+
+
+def _virtual(f, path):
+    other = path.with_name("other.h5")
+    with h5py.File(other, "w") as g:
+        g["joint"] = np.ones((N_ITEMS, D_JOINT), np.float32)
+    layout = h5py.VirtualLayout(shape=(N_ITEMS, D_JOINT), dtype=np.float32)
+    layout[:] = h5py.VirtualSource(str(other), "joint", shape=(N_ITEMS, D_JOINT))
+    attrs = dict(f["audio/joint"].attrs)
+    del f["audio/joint"]
+    ds = f["audio"].create_virtual_dataset("joint", layout)
+    ds.attrs.update(attrs)
+
+
+def _huge_unwritten(f, path):
+    """(N_ITEMS, 2^22) float32, no chunk written: 80 MiB declared in a file of a few KiB."""
+    del f["audio/joint"]
+    ds = f["audio"].create_dataset("joint", shape=(N_ITEMS, 1 << 22), dtype=np.float32, chunks=(1, 1 << 16))
+    tag(ds, "embedding")
+    ds.attrs["sha256"] = "0" * 64
+
+
+# Rules of section 1.3: refused by the reader (StoreDamaged) in every format version.
+OBJECT_RULES = {
+    "external link": (_external_link, "external link"),
+    "soft link": (lambda f, p: f.__setitem__("audio/alias", h5py.SoftLink("/audio/joint")), "soft link"),
+    "second name": (lambda f, p: f.__setitem__("audio/alias", f["audio/joint"]), "several names"),
+    "virtual dataset": (_virtual, "virtual dataset"),
+    "unwritten chunks": (_huge_unwritten, "declares"),
+}
+
+
+@pytest.mark.parametrize("rule", list(OBJECT_RULES))
+@pytest.mark.parametrize("version", ["1.0.0", "1.1.0"])
+def test_links_virtual_and_unwritten_data_are_refused_by_every_reader(tmp_path, rule, version):
+    mutate, words = OBJECT_RULES[rule]
+    path = tmp_path / "plain.h5"
+    write_plain_store(path, version=version)
+    with h5py.File(path, "r+") as f:
+        mutate(f, path)
+    with pytest.raises(StoreDamaged, match=words):
+        open_store(path)
+    report = verify_store(path)
+    assert not report.ok and words in report.problems[0]
+
+
+def test_a_huge_declared_array_is_refused_without_reading_it(tmp_path):
+    """Memory bounded by the file, not by its header: verify and open stay small."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "plain.h5"
+    write_plain_store(path)
+    with h5py.File(path, "r+") as f:
+        _huge_unwritten(f, path)
+        del f["audio/joint"]
+        ds = f["audio"].create_dataset("joint", shape=(N_ITEMS, 1 << 27), dtype=np.float32, chunks=(1, 1 << 16))
+        tag(ds, "embedding")
+    assert path.stat().st_size < 1 << 20  # 2.5 GiB declared
+    child = (
+        "import resource, sys\n"
+        "from embedstore.store.verify import verify_store\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "report = verify_store(sys.argv[1])\n"
+        "print(report.ok, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", child, str(path)], capture_output=True, text=True, timeout=120)
+    ok, growth_mib = done.stdout.split()
+    assert ok == "False" and int(growth_mib) < 64, done.stdout + done.stderr
+
+
+def _swap(f, a, b):
+    f.move(a, a + "-tmp")
+    f.move(b, a)
+    f.move(a + "-tmp", b)
+
+
+def test_swapped_prompt_sets_and_columns_are_caught_by_path_digests(tmp_path):
+    path = tmp_path / "s.h5"
+    write_with_embedstore(path, arrays())
+    with edit_store(path) as w:
+        w.add_prompt_set("track", ["x", "y", "z"], [0, 1, 2], {"joint": np.ones((3, D_JOINT))})
+    assert verify_store(path).ok
+    with h5py.File(path, "r+") as f:
+        f["text/track/prompts"][()]  # same shapes: only the names change below
+        f["text/ontology/prompts"][()]
+        _swap(f, "text/track", "text/ontology")
+        _swap(f, "items/metadata/pitch", "items/metadata/family")
+    with open_store(path) as st:  # structurally sound: only the bindings tell
+        assert st.prompt_set("track").prompts == arrays()["prompts"]
+    report = verify_store(path)
+    moved = sorted(p.split(":")[0] for p in report.problems)
+    assert "/text/track/prompts" in moved and "/text/ontology/spaces/joint" in moved
+    assert "/items/metadata/pitch" in moved and "/items/metadata/family" in moved
+    assert all("moved, renamed or swapped" in p for p in report.problems)
+
+
+def test_non_finite_vectors_fail_verify_even_with_a_recomputed_digest(tmp_path):
+    path = tmp_path / "plain.h5"
+    write_plain_store(path)
+    with h5py.File(path, "r+") as f:
+        ds = f["audio/joint"]
+        values = ds[()]
+        values[2, 3] = np.nan
+        values[4, 0] = np.inf
+        ds[...] = values
+        digests(ds, digest_numeric(values))
+    report = verify_store(path)
+    assert [p.split(":")[0] for p in report.problems] == ["/audio/joint"]
+    assert "2 non-finite values" in report.problems[0]
+
+
+def test_a_format_1_0_store_verifies_with_a_note_and_is_upgraded_by_an_edit(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    path = tmp_path / "old.h5"
+    write_plain_store(path, version="1.0.0")
+    with h5py.File(path, "r") as f:
+        assert not any("path-sha256" in f[n].attrs for n in ("items/id", "audio/joint"))
+    report = verify_store(path)
+    assert report.ok and report.notes and "not names" in report.notes[0]
+    result = CliRunner().invoke(app, ["verify", str(path)])
+    assert result.exit_code == 0 and "note:" in result.output and "intact" in result.output
+    with h5py.File(path, "r+") as f:  # a 1.0 store cannot tell a swap
+        _swap(f, "items/metadata/pitch", "items/metadata/family")
+    assert verify_store(path).ok
+    with edit_store(path) as w:
+        w.add_failed("x.wav", "too short")
+    with h5py.File(path, "r") as f:
+        assert f.attrs["encoding-version"] == "1.1.0"
+        assert f["audio/joint"].attrs["path-sha256"] == path_digest("/audio/joint", f["audio/joint"].attrs["sha256"])
+    with open_store(path) as st:
+        assert [h["action"] for h in st.history][-3:] == ["edit", "upgrade", "add_failed"]
+    report = verify_store(path)
+    assert report.ok and not report.notes
+    with h5py.File(path, "r+") as f:
+        _swap(f, "items/metadata/pitch", "items/metadata/family")
+    assert not verify_store(path).ok
 
 
 @pytest.mark.parametrize("rule", list(VIOLATIONS))

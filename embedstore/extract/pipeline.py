@@ -36,12 +36,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
+import re
 import sys
 import time
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -125,6 +127,7 @@ def run_extract(
     journal_seconds: float = JOURNAL_SECONDS,
     journal_rows: int = JOURNAL_ROWS,
     shard=None,
+    record_host: bool = False,
 ) -> ExtractSummary:
     """Embed every clip of ``dataset`` and every prompt set into the store ``out``.
 
@@ -157,7 +160,7 @@ def run_extract(
     dtype : {"float32", "float16"}
         Storage precision of the vectors.
     command : list of str, optional
-        The command line, recorded in the provenance.
+        The command line, recorded in the provenance (absolute paths as their last part).
     progress : callable, optional
         Called as ``progress(rows_done, rows_total, failed_so_far)``.
     journal_seconds, journal_rows : float, int
@@ -167,6 +170,9 @@ def run_extract(
         Embed only this shard's contiguous items into ``OUT.shard-K-of-N.h5`` beside
         ``out``; its provenance records the range and the whole run's fingerprint, for
         ``embedstore merge``.
+    record_host : bool
+        Record host and user names and the dataset root's absolute path (off by default:
+        stores are shared; by default the provenance names only the root folder).
 
     Returns
     -------
@@ -186,7 +192,7 @@ def run_extract(
     items = items_table(dataset)
     numerics = run_numerics(getattr(model, "precision", "fp32"))
     provenance = extraction_provenance(model, dataset, batch_size=batch_size, long_mode=long_mode,
-                                       command=command, numerics=numerics)
+                                       command=command, numerics=numerics, record_host=record_host)
     provenance["settings_fingerprint"] = settings_fingerprint(
         run_settings(model, dataset, items, prompt_specs, dtype=dtype, long_mode=long_mode))
     if shard is not None:  # the fingerprint above is the whole run's, shared by every shard
@@ -220,6 +226,9 @@ def run_extract(
                              on_out_of_memory=lambda exc: _audio_out_of_memory(model, batch_size))
         try:
             for chunk in chunks:
+                # A decoder's message names the file by its absolute path: keep it relative to the root.
+                chunk.failed = [(row, reason.replace(f"{Path(dataset.root)}{os.sep}", ""))
+                                for row, reason in chunk.failed]
                 writer.add(chunk)
                 if progress:
                     progress(chunk.stop, journal.n_items, writer.failed)
@@ -227,7 +236,8 @@ def run_extract(
             writer.flush()  # the rows done before an error (out of memory) stay for --resume
         if not journal.complete:
             raise InputError(f"the dataset gave {journal.next_row} of {journal.n_items} clips")
-        journal.finalize(prompt_sets, dtype=dtype, provenance={"resumed": first_row} if first_row else None)
+        journal.finalize(prompt_sets, dtype=dtype, provenance={"resumed": first_row} if first_row else None,
+                         record_host=record_host)
         return _summary(journal.out, first_row, start_time)
 
 
@@ -388,8 +398,9 @@ def _frontend_args(model, long_mode: str) -> dict:
 def items_table(dataset) -> dict:
     """The dataset's items as the Journal takes them: ids, paths, labels, metadata.
 
-    Paths are kept relative to the dataset root when they lie under it, so a store does
-    not depend on where the data sat; the root is in the provenance.
+    Paths are relative to the dataset root (``../`` for a file outside it), so a store
+    neither depends on where the data sat nor tells where that was; the provenance names
+    only the root folder.
     """
     if not dataset.items:
         raise InputError(f"dataset {dataset.name!r} has no items")
@@ -408,22 +419,49 @@ def _relative(path, root) -> str:
     try:
         return path.relative_to(root).as_posix()
     except ValueError:
-        return str(path)
+        return Path(os.path.relpath(path, root)).as_posix()
+
+
+# An absolute path, alone or after a prefix such as ``--root=`` or ``hf:``.
+_ABSOLUTE = re.compile(r"^(?P<prefix>-[-\w]*=|[a-z]+:)?(?P<path>/(?!/).*)$")
+
+
+def _private_paths_removed(value):
+    """``value`` (JSON-like) with each absolute path shortened to its last part.
+
+    ``/home/me/data/TinySOL`` becomes ``TinySOL`` and ``hf:/home/me/clap`` becomes
+    ``hf:clap``: a store is shared, the folders it was made from are private.
+    """
+    if isinstance(value, dict):
+        return {k: _private_paths_removed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_private_paths_removed(v) for v in value]
+    if isinstance(value, str):
+        match = _ABSOLUTE.match(value)
+        if match:
+            return (match["prefix"] or "") + PurePosixPath(match["path"]).name
+    return value
 
 
 def extraction_provenance(model, dataset, *, batch_size: int, long_mode: str,
-                          command: list[str] | None = None, numerics: dict | None = None) -> dict:
+                          command: list[str] | None = None, numerics: dict | None = None,
+                          record_host: bool = False) -> dict:
     """What made the vectors: encoder, front end, dataset, run settings, the device and its
-    numeric settings, library versions."""
+    numeric settings, library versions.
+
+    Nothing private unless ``record_host``: the dataset root by its folder name only and
+    absolute paths (command line, checkpoint and tokenizer folders) shortened to their
+    last part; ``record_host`` adds the root's absolute path (and the store the host).
+    """
     from embedstore.extract.audio import frontend_config
     from embedstore.models.device import device_identity, numerics_flags
 
     encoder = model.provenance()
-    return {
-        "encoder": encoder,
+    record = {
+        "encoder": _private_paths_removed(encoder),
         "checkpoint_sha256": checkpoint_digest(encoder),
         "frontend": frontend_config(**_frontend_args(model, long_mode)),
-        "dataset": {"name": dataset.name, "root": str(dataset.root), "items": len(dataset.items)},
+        "dataset": {"name": dataset.name, "root": Path(dataset.root).name, "items": len(dataset.items)},
         "extraction": {
             "batch_size": batch_size,
             "long_mode": long_mode,
@@ -435,8 +473,10 @@ def extraction_provenance(model, dataset, *, batch_size: int, long_mode: str,
         "device": device_identity(getattr(model, "device", "cpu")),
         "numerics": numerics or numerics_flags(encoder.get("precision")),
         "library_versions": extraction_library_versions(),
-        "command": list(sys.argv if command is None else command),
+        "command": _private_paths_removed(list(sys.argv if command is None else command)),
     }
+    record["dataset"].update({"root_path": str(dataset.root)} if record_host else {})
+    return record
 
 
 def checkpoint_digest(encoder_provenance: dict) -> str | None:

@@ -1,10 +1,11 @@
 """The embedding store: one HDF5 file for one dataset embedded by one model.
 
 Read with :func:`open_store`; write with :func:`create_store` (a new store) or
-:func:`edit_store` (add to an existing one). Both writers build the file under a
+:func:`edit_store` (add to an existing one). Both writers stream the file to disk under a
 temporary name and rename it into place only when it is complete and consistent, so a
-failed or killed write never leaves a half-written store. Extraction, which appends batch
-by batch, uses :mod:`embedstore.store.journal` and ends in :func:`create_store`.
+failed or killed write never leaves a half-written store, and writing never needs the
+store's size in memory. Extraction, which appends batch by batch, uses
+:mod:`embedstore.store.journal` and ends in :func:`create_store`.
 
 The layout is specified in ``docs/store-format.md``.
 """
@@ -14,12 +15,11 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import getpass
-import io
 import json
-import mmap
 import os
 import platform
 import re
+import shutil
 import socket
 import uuid
 from dataclasses import dataclass
@@ -41,14 +41,19 @@ from embedstore.errors import (
     WriteFailed,
 )
 from embedstore.store import elements as el
-from embedstore.store.fileio import write_atomic
+from embedstore.store.fileio import GuardedFile, fsync_dir, temp_path
 from embedstore.store.lock import writer_lock
 from embedstore.store.names import check_name, check_names
 from embedstore.store.partial import describe_unfinished, journal_dir
 
 FORMAT_TYPE = "embedstore"
-FORMAT_VERSION = "1.0.0"
+FORMAT_VERSION = "1.1.0"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# HDF5's chunk cache per dataset while writing: a few embedding chunks (about 1 MiB each),
+# so row blocks that end inside a chunk complete it in memory instead of re-reading it.
+WRITE_CHUNK_CACHE = 4 << 20
+
+
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -92,6 +97,7 @@ class Store:
             raise NotAStore(f"{self.path} is an HDF5 file but not an embedstore store")
         el.check_version(str(self.path), version, FORMAT_VERSION)
         self.format_version = version
+        _check_objects(f, self.path)
         for name in ("classes", "items", "audio", "text", "provenance", "history", "failed"):
             if name not in f:
                 raise StoreDamaged(f"{self.path}: missing /{name}")
@@ -294,6 +300,55 @@ class Store:
         self.close()
 
 
+def _check_objects(f: h5py.File, path: Path) -> None:
+    """Refuse what the spec forbids before anything is read (section 6).
+
+    Every link is a hard link and every object has one name: a soft or external link, or a
+    second name, would let an analysis read an array that ``verify`` checks elsewhere or
+    not at all. No dataset is virtual or keeps its data in external files (other files).
+    No dataset declares more than the file stores (compressed or unwritten chunks), so a
+    small file cannot make a reader allocate what its header claims.
+    """
+    kinds = {h5py.h5l.TYPE_SOFT: "soft", h5py.h5l.TYPE_EXTERNAL: "external"}
+    for name in link_names(f):
+        kind = f.id.links.get_info(name).type
+        label = name.decode("utf-8", "replace")
+        if kind != h5py.h5l.TYPE_HARD:
+            raise StoreDamaged(f"{path}: /{label} is a {kinds.get(kind, 'user-defined')} link; "
+                               f"a store holds only its own objects (hard links)")
+        obj = f[name]
+        if h5py.h5o.get_info(obj.id).rc > 1:
+            raise StoreDamaged(f"{path}: {obj.name} is reachable under several names (hard links)")
+        if isinstance(obj, h5py.Dataset):
+            _check_dataset_storage(obj, path)
+
+
+def link_names(f: h5py.File) -> list[bytes]:
+    """Every link name in the file, as HDF5 paths relative to the root.
+
+    The visit callback only collects: an exception raised inside an HDF5 iteration on a
+    damaged file can escape h5py as a SystemError, so every check runs after it.
+    """
+    names: list[bytes] = []
+    f.id.links.visit(names.append)
+    return names
+
+
+def _check_dataset_storage(ds: h5py.Dataset, path: Path) -> None:
+    if ds.is_virtual:
+        raise StoreDamaged(f"{path}: {ds.name} is a virtual dataset; a store holds its own data")
+    if ds.external:
+        raise StoreDamaged(f"{path}: {ds.name} keeps its data in external files; a store holds its own data")
+    # Bytes in memory per element; at least that much is on disk (a string: its 16-byte heap reference).
+    declared = 0 if ds.shape is None else int(np.prod(ds.shape, dtype=np.int64)) * ds.id.get_type().get_size()
+    stored = ds.id.get_storage_size()
+    if stored < declared:
+        raise StoreDamaged(
+            f"{path}: {ds.name} declares {ds.shape} ({declared} bytes) but the file holds {stored} bytes of it; "
+            f"datasets are stored uncompressed with every chunk written"
+        )
+
+
 def _open_h5(path: Path) -> h5py.File:
     """Open ``path`` read-only, telling apart "missing", "not HDF5" and "damaged HDF5"."""
     if not path.exists():
@@ -329,28 +384,44 @@ def _check_global_heaps(path: Path) -> None:
     by stepping from object to object; a free-space entry of size 0 never advances and
     loops forever, and a huge size wraps the pointer. This walks every collection the
     same way first. A collection is found by its signature, version 1 and zero reserved
-    bytes, and a size within the file: vector data cannot pass for one by chance.
+    bytes, and a size within the file: vector data cannot pass for one by chance. The file
+    is read in blocks (memory: a few MiB whatever its size).
     """
+    signature = b"GCOL\x01\x00\x00\x00"
+    block = 4 << 20
     with open(path, "rb") as fh:
-        try:
-            data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        except (ValueError, OSError):  # empty, or on a file system without mmap: HDF5 decides
-            return
-    with data:
-        start = data.find(b"GCOL\x01\x00\x00\x00")
-        while start >= 0:
-            size = int.from_bytes(data[start + 8 : start + 16], "little")
-            end = start + size
-            if 4096 <= size and end <= len(data):
-                pos = start + 16
-                while pos + 16 <= end:
-                    index = int.from_bytes(data[pos : pos + 2], "little")
-                    length = int.from_bytes(data[pos + 8 : pos + 16], "little")
-                    step = 16 + (length + 7) // 8 * 8 if index else length
-                    if step == 0 or step >= 1 << 62:
-                        raise StoreDamaged(f"{path}: damaged HDF5 global heap (variable-length strings) at byte {start}")
-                    pos += step
-            start = data.find(b"GCOL\x01\x00\x00\x00", start + 4)
+        file_size = os.fstat(fh.fileno()).st_size
+        offset = 0
+        while offset < file_size:
+            fh.seek(offset)
+            data = fh.read(block + len(signature) - 1)
+            start = data.find(signature)
+            while 0 <= start < block:
+                _walk_heap(fh, offset + start, file_size, path)
+                start = data.find(signature, start + 4)
+            offset += block
+
+
+def _walk_heap(fh, start: int, file_size: int, path: Path) -> None:
+    """Step through the objects of the global heap collection at byte ``start``."""
+    fh.seek(start + 8)
+    size = int.from_bytes(fh.read(8), "little")
+    end = start + size
+    if not (4096 <= size and end <= file_size):
+        return
+    window, window_start = b"", start  # the collection, read a window at a time
+    pos = start + 16
+    while pos + 16 <= end:
+        if not (window_start <= pos and pos + 16 <= window_start + len(window)):
+            fh.seek(pos)
+            window, window_start = fh.read(min(end - pos, 1 << 20)), pos
+        at = pos - window_start
+        index = int.from_bytes(window[at : at + 2], "little")
+        length = int.from_bytes(window[at + 8 : at + 16], "little")
+        step = 16 + (length + 7) // 8 * 8 if index else length
+        if step == 0 or step >= 1 << 62:
+            raise StoreDamaged(f"{path}: damaged HDF5 global heap (variable-length strings) at byte {start}")
+        pos += step
 
 
 def _first_line(exc: BaseException) -> str:
@@ -399,9 +470,15 @@ class StoreWriter:
     the store's history when the writer commits.
     """
 
-    def __init__(self, f: h5py.File, events: list[dict]):
+    def __init__(self, f: h5py.File, events: list[dict], guard: GuardedFile | None = None):
         self._f = f
         self._events = events
+        self._guard = guard
+
+    def _check_io(self) -> None:
+        """Stop at the first refused disk write (the file under construction is abandoned)."""
+        if self._guard is not None and self._guard.error is not None:
+            raise self._guard.error
 
     @property
     def n_items(self) -> int | None:
@@ -464,22 +541,59 @@ class StoreWriter:
             else:
                 el.write_strings(meta, col, arr)
         meta.attrs["column-order"] = list(metadata or {})
+        self._check_io()
         self._events.append({"action": "set_items", "items": n, "multilabel": label_matrix is not None})
 
     def add_audio(self, space: str, values: np.ndarray, *, dtype: str = "float32", replace: bool = False) -> None:
-        """Add the audio vectors of ``space``: one row per item, in item order."""
+        """Add the audio vectors of ``space``: one row per item, in item order.
+
+        ``values`` may be a memory map; it is written one row block at a time.
+        """
+        arr = el.check_matrix(values, f"audio space {space!r}")
+        n = self.n_items
+        if n is not None and arr.shape[0] != n:
+            raise InputError(f"audio space {space!r} has {arr.shape[0]} rows for {n} items")
+        blocks = list(el.row_blocks(arr.shape[0], arr.shape[1] * arr.dtype.itemsize))
+        # Checked before anything is written, block by block (a memory map is never read whole).
+        bad = sum(int((~np.isfinite(arr[a:b])).any(axis=1).sum()) for a, b in blocks)
+        if bad:
+            raise InputError(f"audio space {space!r} holds non-finite values (NaN or inf) in {bad} rows")
+        with self.audio_sink(space, arr.shape[1], dtype=dtype, replace=replace) as sink:
+            for start, stop in blocks:
+                sink.append(arr[start:stop])
+
+    @contextlib.contextmanager
+    def audio_sink(self, space: str, dim: int, *, dtype: str = "float32",
+                   replace: bool = False) -> Iterator[el.EmbeddingSink]:
+        """Stream the audio vectors of ``space``: ``sink.append(rows)`` in item order.
+
+        Memory is one block of rows, whatever the number of items; the space is complete
+        (tagged, digested) when the ``with`` block ends with every row written, and is
+        removed again if the block fails.
+
+        Examples
+        --------
+        >>> with writer.audio_sink("joint", 512) as sink:   # doctest: +SKIP
+        ...     for batch in batches:
+        ...         sink.append(batch)
+        """
         space = check_name(space, "space name", object_name=True)
         n = self.n_items
         if n is None:
             raise InputError("write the items before their audio vectors")
-        arr = el.check_matrix(values, f"audio space {space!r}")
-        if arr.shape[0] != n:
-            raise InputError(f"audio space {space!r} has {arr.shape[0]} rows for {n} items")
         group = self._f["audio"]
         replaced = self._replace(group, space, replace, f"audio space {space!r}")
-        el.write_embedding(group, space, arr, dtype)
+        sink = el.EmbeddingSink(group, space, n, dim, dtype)
+        try:
+            yield _CheckedSink(sink, self._check_io)
+            sink.close()
+            self._check_io()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                del group[space]
+            raise
         self._events.append(
-            {"action": "add_audio", "space": space, "shape": list(arr.shape), "dtype": dtype, "replaced": replaced}
+            {"action": "add_audio", "space": space, "shape": [n, int(dim)], "dtype": dtype, "replaced": replaced}
         )
 
     def add_prompt_set(
@@ -508,6 +622,8 @@ class StoreWriter:
         for space, values in (embeddings or {}).items():
             space = check_name(space, "space name", object_name=True)
             arr = el.check_matrix(values, f"prompt set {name!r} space {space!r}")
+            if not np.isfinite(arr).all():
+                raise InputError(f"prompt set {name!r} space {space!r} holds non-finite values (NaN or inf)")
             if arr.shape[0] != p:
                 raise InputError(f"prompt set {name!r} space {space!r} has {arr.shape[0]} rows for {p} prompts")
             arrays[space] = arr
@@ -523,6 +639,7 @@ class StoreWriter:
         el.tag(spaces, "spaces", el.ELEMENT_VERSIONS["spaces"])
         for space, arr in arrays.items():
             el.write_embedding(spaces, space, arr, dtype)
+        self._check_io()
         self._events.append(
             {"action": "add_prompt_set", "name": name, "prompts": p, "spaces": sorted(arrays), "replaced": replaced}
         )
@@ -534,6 +651,7 @@ class StoreWriter:
             ds = failed[key]
             ds.resize((ds.shape[0] + 1,))
             ds[-1] = str(value)
+        self._check_io()
         self._events.append({"action": "add_failed", "path": str(path), "reason": str(reason)})
 
     def _replace(self, group: h5py.Group, name: str, replace: bool, what: str) -> bool:
@@ -556,13 +674,32 @@ class StoreWriter:
                 raise InputError(f"audio space {space!r} has {ds.shape[0]} rows for {n} items")
         for key in ("path", "reason"):
             ds = f["failed"][key]
-            ds.attrs[el.DIGEST_ATTR] = el.digest(el.read_element(ds))
+            el.set_digest(ds, el.digest(el.read_element(ds)))
         history = f["history"]
         stamp = {"time": now(), "embedstore": __version__}
         lines = [json.dumps({**stamp, **e}, sort_keys=True, default=el._json_default) for e in self._events]
         if lines:
             history.resize((history.shape[0] + len(lines),))
             history[-len(lines):] = np.array(lines, dtype=object)
+        self._check_io()
+
+
+class _CheckedSink:
+    """An :class:`~embedstore.store.elements.EmbeddingSink` that stops at a refused disk write."""
+
+    def __init__(self, sink: el.EmbeddingSink, check_io):
+        self._sink = sink
+        self._check_io = check_io
+
+    @property
+    def done(self) -> int:
+        """Rows written so far."""
+        return self._sink.done
+
+    def append(self, rows) -> None:
+        """Write the next rows, in order."""
+        self._sink.append(rows)
+        self._check_io()
 
 
 def check_unique_ids(ids: Sequence[str], where: str = "") -> None:
@@ -574,35 +711,60 @@ def check_unique_ids(ids: Sequence[str], where: str = "") -> None:
 
 
 @contextlib.contextmanager
-def _atomic_file(path: Path, prepare) -> Iterator[h5py.File]:
-    """Yield an HDF5 file built in memory; on success write it under a temporary name
-    and rename it onto ``path``.
+def _atomic_file(path: Path, source: Path | None = None) -> Iterator[tuple[h5py.File, GuardedFile]]:
+    """Yield an HDF5 file written under a temporary name beside ``path``; on success fsync
+    it and rename it onto ``path``.
 
-    HDF5 never sees a disk error: after a failed write (disk full, file size limit) the
-    library can crash the process on its next flush. Plain Python I/O puts the finished
-    image on disk instead, where such errors are clean :class:`WriteFailed`.
+    ``source``: an existing store to start from, copied on disk (editing); otherwise a new
+    empty file. HDF5 writes through a :class:`GuardedFile`, so it never meets a disk error
+    (after one, HDF5 could crash the process on its next flush): a refused write (disk
+    full, file size limit, I/O error) ends the ``with`` block as :class:`WriteFailed` and
+    the temporary file is removed. Memory stays bounded by what the caller holds.
     """
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise InputError(f"{path.parent}: no such directory")
-    image = io.BytesIO()
+    tmp = temp_path(path)
+    fd, f = None, None
     try:
-        prepare(image)
-        f = h5py.File(image, "r+")
-    except OSError as exc:
-        raise WriteFailed(f"cannot write {path}: {_first_line(exc)}") from None
-    try:
-        yield f
-        f.close()
-    except BaseException as exc:
-        with contextlib.suppress(Exception):
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+            if source is not None:
+                _copy_into(source, fd)
+            guard = GuardedFile(fd)
+            if source is None:
+                f = h5py.File(guard, "w", libver=("v110", "v110"), rdcc_nbytes=WRITE_CHUNK_CACHE)
+            else:
+                f = h5py.File(guard, "r+", rdcc_nbytes=WRITE_CHUNK_CACHE)
+            if guard.error is not None:
+                raise guard.error
+            yield f, guard
             f.close()
-        if isinstance(exc, OSError):
-            raise WriteFailed(
-                f"writing {path} failed ({_first_line(exc)}); any earlier file there was left unchanged"
-            ) from None
-        raise
-    write_atomic(path, lambda fh: fh.write(image.getbuffer()))
+            if guard.error is not None:
+                raise guard.error
+            os.fsync(fd)
+            os.close(fd)
+            fd = None
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise WriteFailed(f"cannot write {path}: {exc.strerror or _first_line(exc)}; nothing was replaced") from None
+    finally:
+        if f is not None:
+            with contextlib.suppress(Exception):
+                f.close()
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        # On a read-only file system even unlinking a missing file fails (EROFS).
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def _copy_into(source: Path, fd: int) -> None:
+    """Copy ``source`` into the open descriptor ``fd`` on disk, 1 MiB at a time."""
+    with open(source, "rb") as src, os.fdopen(os.dup(fd), "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
 
 
 @contextlib.contextmanager
@@ -614,8 +776,9 @@ def create_store(
     classes: Sequence[str],
     provenance: dict | None = None,
     overwrite: bool = False,
+    record_host: bool = False,
 ) -> Iterator[StoreWriter]:
-    """Create a store atomically.
+    """Create a store atomically, streaming it to disk.
 
     Parameters
     ----------
@@ -629,6 +792,9 @@ def create_store(
         JSON-able record: model config, checkpoint name and SHA-256, preprocessing...
     overwrite : bool
         Replace an existing file at ``path`` (recorded in the new store's history).
+    record_host : bool
+        Record the host and user names in the provenance (off by default: stores are
+        shared, and these are private).
 
     Examples
     --------
@@ -645,50 +811,81 @@ def create_store(
         if path.exists() and not overwrite:
             raise StoreExists(f"{path} exists; pass --overwrite to replace it")
         replaced = path.exists()
-        with _create(path, str(model), str(dataset), classes, provenance, replaced) as writer:
+        with _create(path, str(model), str(dataset), classes, provenance, replaced, record_host) as writer:
             yield writer
 
 
 @contextlib.contextmanager
 def _create(path: Path, model: str, dataset: str, classes: list[str], provenance: dict | None,
-            replaced: bool) -> Iterator[StoreWriter]:
-
-    def prepare(image: io.BytesIO) -> None:
-        with h5py.File(image, "w", libver=("v110", "v110")) as f:
-            el.tag(f, FORMAT_TYPE, FORMAT_VERSION)
-            f.attrs["model"] = str(model)
-            f.attrs["dataset"] = str(dataset)
-            f.attrs["created"] = now()
-            f.attrs["store-id"] = uuid.uuid4().hex
-            el.write_strings(f, "classes", classes)
-            for name, etype in (("items", "items"), ("audio", "spaces"), ("text", "prompt-sets"), ("failed", "failed-items")):
-                el.tag(f.create_group(name), etype, el.ELEMENT_VERSIONS[etype])
-            for key in ("path", "reason"):
-                ds = f["failed"].create_dataset(key, shape=(0,), maxshape=(None,), dtype=el.STR_DTYPE)
-                el.tag(ds, "string-array", el.ELEMENT_VERSIONS["string-array"])
-            record = {"model": str(model), "dataset": str(dataset), "versions": _versions(), "created": now()}
-            record["host"] = socket.gethostname()
-            with contextlib.suppress(Exception):
-                record["user"] = getpass.getuser()
-            record.update(provenance or {})
-            el.write_json(f, "provenance", record)
-            el.write_json_lines(f, "history", [])
-
+            replaced: bool, record_host: bool) -> Iterator[StoreWriter]:
     events = [{"action": "create", "model": str(model), "dataset": str(dataset), "overwrote": replaced}]
-    with _atomic_file(path, prepare) as f:
-        writer = StoreWriter(f, events)
+    with _atomic_file(path) as (f, guard):
+        el.tag(f, FORMAT_TYPE, FORMAT_VERSION)
+        f.attrs["model"] = str(model)
+        f.attrs["dataset"] = str(dataset)
+        f.attrs["created"] = now()
+        f.attrs["store-id"] = uuid.uuid4().hex
+        el.write_strings(f, "classes", classes)
+        for name, etype in (("items", "items"), ("audio", "spaces"), ("text", "prompt-sets"), ("failed", "failed-items")):
+            el.tag(f.create_group(name), etype, el.ELEMENT_VERSIONS[etype])
+        for key in ("path", "reason"):
+            ds = f["failed"].create_dataset(key, shape=(0,), maxshape=(None,), dtype=el.STR_DTYPE)
+            el.tag(ds, "string-array", el.ELEMENT_VERSIONS["string-array"])
+        record = {"model": str(model), "dataset": str(dataset), "versions": _versions(), "created": now()}
+        record.update(host_record() if record_host else {})
+        record.update(provenance or {})
+        el.write_json(f, "provenance", record)
+        el.write_json_lines(f, "history", [])
+        writer = StoreWriter(f, events, guard)
+        writer._check_io()
         yield writer
         writer._finish()
 
 
+def host_record() -> dict:
+    """Host and user names, recorded only when asked (``--record-host``), saying so."""
+    record = {"host": socket.gethostname(), "record_host": True}
+    with contextlib.suppress(Exception):
+        record["user"] = getpass.getuser()
+    return record
+
+
 @contextlib.contextmanager
 def edit_store(path: str | os.PathLike) -> Iterator[StoreWriter]:
-    """Change an existing store atomically: work on a copy, then rename it into place."""
+    """Change an existing store atomically: work on a copy on disk, then rename it into place.
+
+    A store of format 1.0 is upgraded to the current format on the way: its recorded
+    digests are bound to their paths (section 4.3 of the spec), as its names stand now.
+    """
     path = Path(path)
     # The lock spans read, change and rename: two editors never lose each other's work.
     with writer_lock(path):
-        open_store(path).close()  # refuse to edit something that is not a sound store
-        with _atomic_file(path, lambda image: image.write(path.read_bytes())) as f:
-            writer = StoreWriter(f, [{"action": "edit"}])
+        with open_store(path) as st:  # refuse to edit something that is not a sound store
+            version = st.format_version
+        with _atomic_file(path, source=path) as (f, guard):
+            events = [{"action": "edit"}]
+            if not binds_paths(version):
+                _bind_paths(f)
+                el.tag(f, FORMAT_TYPE, FORMAT_VERSION)
+                events.append({"action": "upgrade", "from": version, "to": FORMAT_VERSION})
+            writer = StoreWriter(f, events, guard)
             yield writer
             writer._finish()
+
+
+def binds_paths(version: str) -> bool:
+    """Whether a store of format ``version`` binds its digests to paths (1.1 and later)."""
+    parts = (str(version).split(".") + ["0"])[:2]
+    try:
+        return (int(parts[0]), int(parts[1])) >= (1, 1)
+    except ValueError:
+        return True  # an unreadable minor: hold the store to the stricter rules
+
+
+def _bind_paths(f: h5py.File) -> None:
+    """Add the path binding to every recorded digest of a 1.0 store (no data is read)."""
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and el.DIGEST_ATTR in obj.attrs:
+            el.set_digest(obj, el._as_str(obj.attrs[el.DIGEST_ATTR]))
+
+    f.visititems(visit)

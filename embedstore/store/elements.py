@@ -20,6 +20,8 @@ from embedstore.errors import InputError, StoreDamaged, StoreTooNew
 TYPE_ATTR = "encoding-type"
 VERSION_ATTR = "encoding-version"
 DIGEST_ATTR = "sha256"
+# Since format 1.1: the content digest bound to the element's HDF5 path (section 4.3).
+PATH_DIGEST_ATTR = "path-sha256"
 
 STR_DTYPE = h5py.string_dtype("utf-8")
 
@@ -112,18 +114,71 @@ def digest(values: np.ndarray | list[str]) -> str:
     Numeric arrays hash their shape, their dtype in little-endian form and their bytes
     in C order; string arrays hash each UTF-8 string prefixed by its byte length.
     """
-    h = hashlib.sha256()
     if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
-        arr = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
-        h.update(f"{arr.dtype.str}{arr.shape}".encode())
-        h.update(arr.tobytes())
-    else:
-        strings = [_as_str(v) for v in np.asarray(values, dtype=object).ravel()]
-        h.update(f"str({len(strings)})".encode())
-        for s in strings:
-            b = s.encode("utf-8")
-            h.update(len(b).to_bytes(8, "little"))
-            h.update(b)
+        h = numeric_hasher(values.dtype, values.shape)
+        h.update(_little_endian(values))
+        return h.hexdigest()
+    h = hashlib.sha256()
+    strings = [_as_str(v) for v in np.asarray(values, dtype=object).ravel()]
+    h.update(f"str({len(strings)})".encode())
+    for s in strings:
+        b = s.encode("utf-8")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
+
+
+def numeric_hasher(dtype: np.dtype, shape: tuple[int, ...]):
+    """A SHA-256 fed the header of a numeric digest; feed it the C-order little-endian bytes."""
+    dtype = np.dtype(dtype).newbyteorder("<")
+    shape = tuple(int(s) for s in shape)
+    return hashlib.sha256(f"{dtype.str}{shape}".encode())
+
+
+def _little_endian(arr: np.ndarray) -> memoryview:
+    arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+    return memoryview(arr.reshape(-1).view(np.uint8))
+
+
+def path_digest(path: str, content_digest: str) -> str:
+    """Bind a content digest to the element's HDF5 path: SHA-256 of ``path NUL digest``."""
+    # A damaged name decodes with surrogates; it still hashes (and no longer matches).
+    name = path.encode("utf-8", "surrogateescape")
+    return hashlib.sha256(name + b"\0" + content_digest.encode("ascii", "replace")).hexdigest()
+
+
+def set_digest(ds: h5py.Dataset, content_digest: str) -> None:
+    """Record a dataset's content digest and its binding to the dataset's path."""
+    ds.attrs[DIGEST_ATTR] = content_digest
+    ds.attrs[PATH_DIGEST_ATTR] = path_digest(ds.name, content_digest)
+
+
+def row_blocks(rows: int, row_bytes: int, block_bytes: int = 4 * CHUNK_BYTES):
+    """``(start, stop)`` row ranges of about ``block_bytes`` each (at least one row)."""
+    step = max(1, block_bytes // max(1, row_bytes))
+    for start in range(0, rows, step):
+        yield start, min(rows, start + step)
+
+
+def digest_dataset(ds: h5py.Dataset, check_block=None) -> str:
+    """The content digest of a stored dataset, read in row blocks (memory: one block).
+
+    ``check_block(block)`` is called on each numeric block as it is read.
+    """
+    if ds.dtype.kind == "O" or h5py.check_string_dtype(ds.dtype) is not None:
+        return digest([_as_str(v) for v in ds[()]])
+    if ds.ndim == 0 or ds.shape[0] == 0:  # read as a whole: HDF5 checks its layout even when empty
+        value = np.asarray(ds[()])
+        if check_block:
+            check_block(value)
+        return digest(value)
+    h = numeric_hasher(ds.dtype, ds.shape)
+    row_bytes = ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64))
+    for start, stop in row_blocks(ds.shape[0], row_bytes):
+        block = ds[start:stop]
+        if check_block:
+            check_block(block)
+        h.update(_little_endian(block))
     return h.hexdigest()
 
 
@@ -134,7 +189,7 @@ def write_strings(group: h5py.Group, name: str, values) -> h5py.Dataset:
     strings = [str(v) for v in values]
     ds = group.create_dataset(name, data=np.array(strings, dtype=object), dtype=STR_DTYPE)
     tag(ds, "string-array", ELEMENT_VERSIONS["string-array"])
-    ds.attrs[DIGEST_ATTR] = digest(strings)
+    set_digest(ds, digest(strings))
     return ds
 
 
@@ -142,27 +197,72 @@ def write_numeric(group: h5py.Group, name: str, values: np.ndarray, encoding_typ
     arr = np.asarray(values)
     ds = group.create_dataset(name, data=arr)
     tag(ds, encoding_type, ELEMENT_VERSIONS[encoding_type])
-    ds.attrs[DIGEST_ATTR] = digest(arr)
+    set_digest(ds, digest(arr))
     return ds
 
 
 def write_embedding(group: h5py.Group, name: str, values: np.ndarray, dtype: str = "float32"):
-    """Write a 2-D embedding array row-chunked, fletcher32-checksummed, with its digest."""
+    """Write a 2-D embedding array row-chunked, fletcher32-checksummed, with its digest.
+
+    ``values`` may be a memory map: it is read and written one row block at a time.
+    """
     arr = check_matrix(values, f"{group.name}/{name}")
-    if dtype not in ("float32", "float16"):
-        raise InputError(f"dtype must be float32 or float16, not {dtype!r}")
-    with np.errstate(over="ignore"):
-        stored = arr.astype(dtype)
-    if not np.isfinite(stored).all():
-        raise InputError(f"{group.name}/{name} overflows {dtype}; store it as float32")
-    n, d = stored.shape
-    rows = max(1, min(n, CHUNK_BYTES // max(1, d * stored.itemsize)))
-    ds = group.create_dataset(
-        name, data=stored, chunks=(rows, d) if n else None, fletcher32=bool(n)
-    )
-    tag(ds, "embedding", ELEMENT_VERSIONS["embedding"])
-    ds.attrs[DIGEST_ATTR] = digest(stored)
-    return ds
+    sink = EmbeddingSink(group, name, arr.shape[0], arr.shape[1], dtype)
+    for start, stop in row_blocks(arr.shape[0], arr.shape[1] * arr.dtype.itemsize):
+        sink.append(arr[start:stop])
+    return sink.close()
+
+
+class EmbeddingSink:
+    """Write an ``embedding`` of ``rows`` x ``dim`` block by block, in row order.
+
+    Each block is checked (finite, right width), cast to the storage dtype, written and
+    fed to the digest, so memory is one block whatever the array's size. :meth:`close`
+    checks that every row came and records the tag and digests.
+    """
+
+    def __init__(self, group: h5py.Group, name: str, rows: int, dim: int, dtype: str = "float32"):
+        if dtype not in ("float32", "float16"):
+            raise InputError(f"dtype must be float32 or float16, not {dtype!r}")
+        if dim < 1:
+            raise InputError(f"{group.name}/{name} has vectors of size 0")
+        self.what = f"{group.name.rstrip('/')}/{name}"
+        self.rows, self.dim, self.dtype = int(rows), int(dim), np.dtype(dtype)
+        chunk_rows = max(1, min(self.rows, CHUNK_BYTES // (self.dim * self.dtype.itemsize)))
+        self.ds = group.create_dataset(
+            name, shape=(self.rows, self.dim), dtype=self.dtype,
+            chunks=(chunk_rows, self.dim) if self.rows else None, fletcher32=bool(self.rows),
+        )
+        self._hash = numeric_hasher(self.dtype, (self.rows, self.dim))
+        self.done = 0
+
+    def append(self, block) -> None:
+        """Write the next rows (a 2-D array of ``dim`` columns)."""
+        arr = np.asarray(block)
+        if arr.ndim != 2 or arr.shape[1] != self.dim or arr.dtype.kind not in "fiu":
+            raise InputError(f"{self.what}: expected numeric rows of {self.dim} values, got {arr.dtype} {arr.shape}")
+        if self.done + arr.shape[0] > self.rows:
+            raise InputError(f"{self.what}: more than the {self.rows} rows it was declared with")
+        if not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).any(axis=1).sum())
+            raise InputError(f"{self.what} holds non-finite values (NaN or inf) in {bad} rows")
+        with np.errstate(over="ignore"):
+            stored = arr.astype(self.dtype)
+        if not np.isfinite(stored).all():
+            raise InputError(f"{self.what} overflows {self.dtype.name}; store it as float32")
+        stop = self.done + stored.shape[0]
+        if stored.shape[0]:
+            self.ds[self.done : stop] = stored
+        self._hash.update(_little_endian(stored))
+        self.done = stop
+
+    def close(self) -> h5py.Dataset:
+        """Tag the dataset and record its digests, once every row is written."""
+        if self.done != self.rows:
+            raise InputError(f"{self.what}: {self.done} rows written of the {self.rows} declared")
+        tag(self.ds, "embedding", ELEMENT_VERSIONS["embedding"])
+        set_digest(self.ds, self._hash.hexdigest())
+        return self.ds
 
 
 def write_json(group: h5py.Group, name: str, value: Any) -> h5py.Dataset:
@@ -190,17 +290,18 @@ def _json_default(value):
 
 
 def check_matrix(values, what: str) -> np.ndarray:
-    """Return ``values`` as a finite 2-D float array, or raise InputError."""
-    arr = np.asarray(values)
+    """Return ``values`` as a 2-D numeric array, or raise InputError.
+
+    Finiteness is checked where the rows are written (:class:`EmbeddingSink`), block by
+    block, so a memory-mapped array is never read whole.
+    """
+    arr = values if isinstance(values, np.ndarray) else np.asarray(values)
     if arr.ndim != 2:
         raise InputError(f"{what} must be a 2-D array (rows x dims), got shape {arr.shape}")
     if arr.dtype.kind not in "fiu":
         raise InputError(f"{what} must be numeric, got dtype {arr.dtype}")
     if arr.shape[1] == 0:
         raise InputError(f"{what} has vectors of size 0")
-    if not np.isfinite(arr).all():
-        bad = int((~np.isfinite(arr)).any(axis=1).sum())
-        raise InputError(f"{what} holds non-finite values (NaN or inf) in {bad} rows")
     return arr
 
 

@@ -1,14 +1,20 @@
 """Stores from arrays computed elsewhere (``embedstore import``), and back (``export``).
 
 A paper's release is typically a few ``.npy`` files plus a CSV of items; these functions
-turn such files into a store, checking every count, class and value on the way, and
-write any space of a store back out as ``PREFIX.npy`` + ``PREFIX.csv``.
+turn such files into a store, checking every count, class, name and value on the way.
+Export is import's inverse: :func:`export_store` writes a folder (items CSV with labels
+and metadata, classes, prompt sets as ``class,prompt`` CSVs, every space as ``.npy``, and
+``import.json``) that ``embedstore import OUT --from FOLDER`` turns back into the same
+store. Vectors stream in row blocks both ways: memory stays bounded whatever the size.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -16,21 +22,45 @@ import numpy as np
 
 from embedstore.errors import InputError, StoreExists
 from embedstore.store.core import check_unique_ids, create_store, open_store
-from embedstore.store.fileio import write_atomic_many
+from embedstore.store.elements import row_blocks
+from embedstore.store.fileio import write_atomic, write_atomic_many
+from embedstore.store.names import check_name, check_names, check_space_name
+from embedstore.store.outputs import check_outputs, mark_folder, replace_folder
+
+MANIFEST = "import.json"
+EXPLICIT_ORDER = "--classes FILE, --prompt-classes SET=FILE, a class,prompt CSV (--prompts SET=FILE.csv) or --onehot"
+
+
+# -- reading the release's files ---------------------------------------------------------
 
 
 def read_csv(path: str | os.PathLike) -> tuple[list[str], list[dict[str, str]]]:
-    """Read a CSV with a header row: ``(columns, rows)``."""
-    path = _existing(path, "items CSV")
+    """Read a CSV with a header row: ``(columns, rows)``.
+
+    Refused in one line: an empty or duplicate header cell, a row with more or fewer cells
+    than the header (blank lines are skipped), text that is not UTF-8. A UTF-8 BOM is dropped.
+    """
+    path = _existing(path, "CSV file")
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            rows = list(reader)
-            columns = list(reader.fieldnames or [])
+            lines = [(n, row) for n, row in enumerate(csv.reader(fh), start=1) if row]
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: not a readable CSV ({exc})") from None
-    if not columns:
+    if not lines:
         raise InputError(f"{path}: empty CSV (no header row)")
+    header = lines[0][1]
+    for i, cell in enumerate(header):
+        if not cell.strip():
+            raise InputError(f"{path}: header cell {i + 1} is empty; name every column (a trailing comma?)")
+    try:
+        columns = check_names(header, "CSV column")
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    rows = []
+    for n, row in lines[1:]:
+        if len(row) != len(columns):
+            raise InputError(f"{path}: line {n} has {len(row)} cells, the header {len(columns)}")
+        rows.append(dict(zip(columns, row)))
     return columns, rows
 
 
@@ -38,7 +68,7 @@ def read_lines(path: str | os.PathLike, what: str) -> list[str]:
     """Non-empty lines of a UTF-8 text file, stripped of their line ends."""
     path = _existing(path, what)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError:
         raise InputError(f"{path}: {what} is not UTF-8 text") from None
     lines = [line.strip() for line in lines if line.strip()]
@@ -47,23 +77,67 @@ def read_lines(path: str | os.PathLike, what: str) -> list[str]:
     return lines
 
 
+class NpyMatrix:
+    """A 2-D numeric ``.npy`` file read in row blocks, never unpickled, never read whole.
+
+    Only the header is read on opening; :meth:`blocks` reads rows with plain file reads
+    (no memory map, whose pages would count against the process).
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str):
+        self.path = _existing(path, what)
+        self.what = what
+        try:
+            with open(self.path, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)  # 3.0 differs only in text encoding
+                shape, fortran, dtype = read_header(fh)
+                self.offset = fh.tell()
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputError(f"{self.path}: {what} is not a readable .npy file ({exc})") from None
+        if dtype.hasobject:
+            raise InputError(f"{self.path}: {what} is not a plain numeric .npy array (it holds objects)")
+        if len(shape) != 2:
+            raise InputError(f"{self.path}: {what} must be 2-D (rows x dims), got shape {shape}")
+        if dtype.kind not in "fiu":
+            raise InputError(f"{self.path}: {what} must be numeric, got dtype {dtype}")
+        self.shape, self.dtype, self.fortran = tuple(shape), dtype, fortran
+        needed = self.offset + shape[0] * shape[1] * dtype.itemsize
+        if self.path.stat().st_size < needed:
+            raise InputError(f"{self.path}: {what} is truncated (the header promises {shape})")
+
+    def blocks(self):
+        """Yield the rows as arrays of about 4 MiB each, in order."""
+        rows, dim = self.shape
+        if self.fortran:  # column-major: read through a memory map (rare; np.save of a transposed array)
+            data = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            for start, stop in row_blocks(rows, dim * self.dtype.itemsize):
+                yield np.ascontiguousarray(data[start:stop])
+            return
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            for start, stop in row_blocks(rows, dim * self.dtype.itemsize):
+                buffer = bytearray((stop - start) * dim * self.dtype.itemsize)
+                fh.readinto(buffer)
+                yield np.frombuffer(buffer, dtype=self.dtype).reshape(stop - start, dim)
+
+    def check_finite(self) -> None:
+        """Refuse NaN or inf anywhere, reading block by block."""
+        if any(not np.isfinite(block).all() for block in self.blocks()):
+            raise InputError(f"{self.path}: {self.what} holds NaN or inf values")
+
+    def read(self) -> np.ndarray:
+        """The whole array (for small ones: prompt vectors)."""
+        blocks = list(self.blocks())
+        return np.concatenate(blocks) if blocks else np.zeros(self.shape, self.dtype)
+
+
 def load_matrix(path: str | os.PathLike, what: str) -> np.ndarray:
-    """Load a 2-D finite numeric ``.npy`` array, without ever unpickling."""
-    path = _existing(path, what)
-    try:
-        arr = np.load(path, allow_pickle=False, mmap_mode="r")
-    except ValueError as exc:
-        raise InputError(f"{path}: {what} is not a plain numeric .npy array ({exc})") from None
-    except (OSError, EOFError) as exc:
-        raise InputError(f"{path}: {what} is not a readable .npy file ({exc})") from None
-    if arr.ndim != 2:
-        raise InputError(f"{path}: {what} must be 2-D (rows x dims), got shape {arr.shape}")
-    if arr.dtype.kind not in "fiu":
-        raise InputError(f"{path}: {what} must be numeric, got dtype {arr.dtype}")
-    arr = np.asarray(arr)
-    if not np.isfinite(arr).all():
-        raise InputError(f"{path}: {what} holds NaN or inf values")
-    return arr
+    """Load a small 2-D finite numeric ``.npy`` array, without ever unpickling."""
+    npy = NpyMatrix(path, what)
+    npy.check_finite()
+    return npy.read()
 
 
 def _existing(path, what: str) -> Path:
@@ -81,6 +155,17 @@ def parse_assignment(text: str, sep: str, what: str) -> tuple[str, str]:
     return key, value
 
 
+# -- import --------------------------------------------------------------------------------
+
+
+@dataclass
+class _PromptSet:
+    prompts: list[str]
+    classes: list[int]
+    terms: list[str] | None = None
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 def import_store(
     out: str | os.PathLike,
     *,
@@ -88,25 +173,44 @@ def import_store(
     id_column: str,
     label_column: str | None = None,
     onehot: bool = False,
+    multilabel: bool = False,
     classes_file: str | os.PathLike | None = None,
     audio: Sequence[str] = (),
     prompts: Sequence[str] = (),
     prompt_classes: Sequence[str] = (),
     text: Sequence[str] = (),
+    extra_spaces: Sequence[str] = (),
     model: str = "unknown",
     dataset: str = "unknown",
     dtype: str = "float32",
+    column_types: dict[str, str] | None = None,
+    failed_csv: str | os.PathLike | None = None,
+    record_host: bool = False,
     overwrite: bool = False,
 ) -> Path:
     """Build a store from an items CSV and ``.npy`` arrays (see ``embedstore import --help``).
 
-    ``audio`` entries are ``SPACE=FILE.npy``; ``prompts`` are ``SET=FILE.txt``;
+    ``audio`` entries are ``SPACE=FILE.npy``; ``prompts`` are ``SET=FILE.txt`` (one prompt
+    per line) or ``SET=FILE.csv`` (columns ``class``, ``prompt``, optionally ``term``);
     ``prompt_classes`` are ``SET=FILE.txt`` naming each prompt line's class; ``text``
-    entries are ``SET:SPACE=FILE.npy``.
+    entries are ``SET:SPACE=FILE.npy``. Spaces are those the spec names (``joint``,
+    ``prejoint``) or listed in ``extra_spaces``.
+
+    Labels: ``label_column`` names each item's class; ``onehot`` reads 0/1 class columns
+    (every column but id and path, or those ``classes_file`` lists), giving a single-label
+    store when every row has exactly one 1 and a multi-label one otherwise
+    (``multilabel`` forces multi-label). A prompt text file maps its lines to classes only
+    through an explicit order: ``classes_file``, ``prompt_classes`` or the one-hot columns.
+
+    ``dtype``: ``float32``, ``float16``, or ``source`` (float16 arrays stay float16, the rest
+    become float32). ``column_types`` maps metadata columns to numpy dtypes (default: text).
+    ``failed_csv``: a ``path,reason`` CSV of items that could not be embedded.
     """
     out = Path(out)
     if out.exists() and not overwrite:
         raise StoreExists(f"{out} exists; pass --overwrite to replace it")
+    if dtype not in ("float32", "float16", "source"):
+        raise InputError(f"dtype must be float32, float16 or source, not {dtype!r}")
     columns, rows = read_csv(items_csv)
     if id_column not in columns:
         raise InputError(f"{items_csv}: no id column {id_column!r} (columns: {', '.join(columns)})")
@@ -118,85 +222,358 @@ def import_store(
     check_unique_ids(ids, str(items_csv))
     path_column = "path" if "path" in columns and id_column != "path" else None
     paths = [r[path_column] for r in rows] if path_column else None
-
+    given_order = read_lines(classes_file, "classes file") if classes_file else None
+    if given_order is not None:
+        given_order = check_names(given_order, "class")
     if onehot:
-        classes = [c for c in columns if c != id_column and c != path_column]
-        matrix = np.zeros((len(rows), len(classes)), dtype=np.uint8)
-        for i, r in enumerate(rows):
-            for j, c in enumerate(classes):
-                value = (r[c] or "").strip()
-                if value not in ("0", "1", "0.0", "1.0"):
-                    raise InputError(f"{items_csv}: row {i + 2}, column {c!r}: one-hot value must be 0 or 1, got {value!r}")
-                matrix[i, j] = value.startswith("1")
-        label_kw = {"label_matrix": matrix}
-        meta_columns = []
+        classes, label_kw = _onehot_labels(items_csv, columns, rows, given_order, (id_column, path_column), multilabel)
+        used = {id_column, path_column, *classes}
     else:
-        if label_column not in columns:
-            raise InputError(f"{items_csv}: no label column {label_column!r} (columns: {', '.join(columns)})")
-        names = [r[label_column] for r in rows]
-        classes = read_lines(classes_file, "classes file") if classes_file else sorted(set(names))
-        if len(set(classes)) != len(classes):
-            raise InputError(f"{classes_file}: classes file lists a class twice")
-        index = {c: i for i, c in enumerate(classes)}
-        unknown = sorted(set(names) - set(index))
-        if unknown:
-            raise InputError(f"{items_csv}: label {unknown[0]!r} is not in the classes file ({len(unknown)} unknown)")
-        label_kw = {"labels": np.array([index[n] for n in names], dtype=np.int32)}
-        meta_columns = [c for c in columns if c not in (id_column, label_column, path_column)]
-    metadata = {c: [r[c] for r in rows] for c in meta_columns}
+        classes, label_kw = _column_labels(items_csv, columns, rows, label_column, given_order, multilabel)
+        used = {id_column, path_column, label_column}
+    metadata = _metadata(columns, rows, used, column_types or {})
+    explicit_order = onehot or given_order is not None
 
-    audio_arrays = {}
+    audio_files = {}
     for spec in audio:
         space, file = parse_assignment(spec, "=", "--audio")
-        arr = load_matrix(file, f"audio space {space!r}")
-        if arr.shape[0] != len(ids):
-            raise InputError(f"{file}: {arr.shape[0]} rows for {len(ids)} items")
-        audio_arrays[space] = arr
+        space = check_space_name(space, extra_spaces)
+        if space in audio_files:
+            raise InputError(f"--audio gives space {space!r} twice")
+        npy = NpyMatrix(file, f"audio space {space!r}")
+        if npy.shape[0] != len(ids):
+            raise InputError(f"{file}: {npy.shape[0]} rows for {len(ids)} items")
+        npy.check_finite()
+        audio_files[space] = npy
+    prompt_sets = _prompt_sets(prompts, prompt_classes, classes, explicit_order)
+    for spec in text:
+        target, file = parse_assignment(spec, "=", "--text")
+        name, space = parse_assignment(target, ":", "--text target")
+        space = check_space_name(space, extra_spaces)
+        if name not in prompt_sets:
+            raise InputError(f"--text {target}: no prompt set {name!r} (give --prompts {name}=FILE)")
+        arr = load_matrix(file, f"text {name}:{space}")
+        if arr.shape[0] != len(prompt_sets[name].prompts):
+            raise InputError(f"{file}: {arr.shape[0]} rows for {len(prompt_sets[name].prompts)} prompts")
+        prompt_sets[name].embeddings[space] = arr
+    failed = _failed_rows(failed_csv) if failed_csv else []
 
+    # Only file names: a store is shared, the folders it was made from are private.
+    provenance = {"source": "embedstore import", "items_csv": Path(items_csv).name,
+                  "files": [_file_name(spec) for spec in list(audio) + list(text)]}
+    with create_store(out, model=model, dataset=dataset, classes=classes, provenance=provenance,
+                      overwrite=overwrite, record_host=record_host) as w:
+        w.set_items(ids, paths, metadata=metadata, **label_kw)
+        for space, npy in audio_files.items():
+            with w.audio_sink(space, npy.shape[1], dtype=_storage_dtype(dtype, npy.dtype)) as sink:
+                for block in npy.blocks():
+                    sink.append(block)
+        for name, ps in prompt_sets.items():
+            dtypes = {_storage_dtype(dtype, arr.dtype) for arr in ps.embeddings.values()} or {"float32"}
+            if len(dtypes) > 1:
+                raise InputError(f"prompt set {name!r}: its spaces must share one dtype")
+            w.add_prompt_set(name, ps.prompts, ps.classes, ps.embeddings, terms=ps.terms, dtype=dtypes.pop())
+        for path, reason in failed:
+            w.add_failed(path, reason)
+    return out
+
+
+def _file_name(spec: str) -> str:
+    """``SPACE=/home/me/x.npy`` -> ``SPACE=x.npy``."""
+    key, _, value = spec.partition("=")
+    return f"{key}={Path(value).name}"
+
+
+def _storage_dtype(dtype: str, source: np.dtype) -> str:
+    if dtype == "source":
+        return "float16" if source == np.float16 else "float32"
+    return dtype
+
+
+def _onehot_labels(items_csv, columns, rows, given_order, skip, multilabel):
+    """Classes and labels from 0/1 columns; single-label when every row has exactly one 1."""
+    if given_order is not None:
+        missing = [c for c in given_order if c not in columns]
+        if missing:
+            raise InputError(f"{items_csv}: no one-hot column for class {missing[0]!r} of the classes file")
+        classes = given_order
+    else:
+        classes = [c for c in columns if c not in skip]
+    if not classes:
+        raise InputError(f"{items_csv}: no one-hot class columns")
+    matrix = np.zeros((len(rows), len(classes)), dtype=np.uint8)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(classes):
+            value = r[c].strip()
+            if value not in ("0", "1", "0.0", "1.0"):
+                raise InputError(f"{items_csv}: row {i + 2}, column {c!r}: one-hot value must be 0 or 1, got {value!r}")
+            matrix[i, j] = value.startswith("1")
+    if not multilabel and (matrix.sum(axis=1) == 1).all():
+        return classes, {"labels": matrix.argmax(axis=1).astype(np.int32)}
+    return classes, {"label_matrix": matrix}
+
+
+def _column_labels(items_csv, columns, rows, label_column, given_order, multilabel):
+    if label_column not in columns:
+        raise InputError(f"{items_csv}: no label column {label_column!r} (columns: {', '.join(columns)})")
+    try:  # an empty label cell is refused; " violin " is violin
+        names = [check_name(r[label_column], "label") for r in rows]
+    except InputError as exc:
+        raise InputError(f"{items_csv}: {exc}") from None
+    classes = given_order if given_order is not None else sorted(set(names))
+    classes = check_names(classes, "class")
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(names) - set(index))
+    if unknown:
+        raise InputError(f"{items_csv}: label {unknown[0]!r} is not in the classes file ({len(unknown)} unknown)")
+    labels = np.array([index[n] for n in names], dtype=np.int32)
+    if multilabel:
+        matrix = np.zeros((len(rows), len(classes)), dtype=np.uint8)
+        matrix[np.arange(len(rows)), labels] = 1
+        return classes, {"label_matrix": matrix}
+    return classes, {"labels": labels}
+
+
+def _metadata(columns, rows, used, column_types):
+    """The remaining columns, as text or in the dtype ``column_types`` gives them."""
+    metadata = {}
+    for c in columns:
+        if c in used:
+            continue
+        values = [r[c] for r in rows]
+        kind = column_types.get(c)
+        if kind is None:
+            metadata[c] = values
+        elif np.dtype(kind) == np.bool_:
+            metadata[c] = np.array([v == "True" for v in values])
+        else:
+            try:
+                metadata[c] = np.array(values).astype(kind)
+            except ValueError as exc:
+                raise InputError(f"metadata column {c!r} is not {kind}: {exc}") from None
+    unknown = sorted(set(column_types) - set(metadata))
+    if unknown:
+        raise InputError(f"column types given for {unknown[0]!r}, which is not a metadata column")
+    check_names(list(metadata), "metadata column", object_name=True)  # before any vector is read
+    return metadata
+
+
+def _prompt_sets(prompts, prompt_classes, classes, explicit_order: bool) -> dict[str, _PromptSet]:
     class_of_line = {}
     for spec in prompt_classes:
         name, file = parse_assignment(spec, "=", "--prompt-classes")
-        class_of_line[name] = read_lines(file, "prompt classes file")
-    prompt_sets = {}
+        class_of_line[check_name(name, "prompt set name", object_name=True)] = read_lines(file, "prompt classes file")
+    out = {}
     for spec in prompts:
         name, file = parse_assignment(spec, "=", "--prompts")
+        name = check_name(name, "prompt set name", object_name=True)
+        if name in out:
+            raise InputError(f"--prompts gives prompt set {name!r} twice")
+        if Path(file).suffix.lower() == ".csv":
+            if name in class_of_line:
+                raise InputError(f"prompt set {name!r}: a class,prompt CSV names its classes; drop --prompt-classes {name}")
+            out[name] = _prompt_csv(file, classes)
+            continue
         lines = read_lines(file, "prompts file")
         if name in class_of_line:
             labels = class_of_line.pop(name)
             if len(labels) != len(lines):
                 raise InputError(f"prompt set {name!r}: {len(labels)} class lines for {len(lines)} prompts")
-            unknown = [c for c in labels if c not in classes]
-            if unknown:
-                raise InputError(f"prompt set {name!r}: unknown class {unknown[0]!r}")
-            cls = [classes.index(c) for c in labels]
+            cls = [_class_index(c, classes, name) for c in labels]
+        elif not explicit_order:
+            raise InputError(f"prompt set {name!r}: the order of its lines names no classes (the classes were "
+                             f"sorted from the labels); give {EXPLICIT_ORDER}")
+        elif len(lines) != len(classes):
+            raise InputError(f"prompt set {name!r}: {len(lines)} prompts for {len(classes)} classes; "
+                             f"give --prompt-classes {name}=FILE to name each line's class")
         else:
-            if len(lines) != len(classes):
-                raise InputError(
-                    f"prompt set {name!r}: {len(lines)} prompts for {len(classes)} classes; "
-                    f"give --prompt-classes {name}=FILE to name each line's class"
-                )
             cls = list(range(len(classes)))
-        prompt_sets[name] = {"prompts": lines, "classes": cls, "embeddings": {}}
+        out[name] = _PromptSet(lines, cls)
     if class_of_line:
         raise InputError(f"--prompt-classes names prompt set {next(iter(class_of_line))!r} that no --prompts gives")
-    for spec in text:
-        target, file = parse_assignment(spec, "=", "--text")
-        name, space = parse_assignment(target, ":", "--text target")
-        if name not in prompt_sets:
-            raise InputError(f"--text {target}: no prompt set {name!r} (give --prompts {name}=FILE.txt)")
-        arr = load_matrix(file, f"text {name}:{space}")
-        if arr.shape[0] != len(prompt_sets[name]["prompts"]):
-            raise InputError(f"{file}: {arr.shape[0]} rows for {len(prompt_sets[name]['prompts'])} prompts")
-        prompt_sets[name]["embeddings"][space] = arr
-
-    provenance = {"source": "embedstore import", "items_csv": str(items_csv), "files": list(audio) + list(text)}
-    with create_store(out, model=model, dataset=dataset, classes=classes, provenance=provenance, overwrite=overwrite) as w:
-        w.set_items(ids, paths, metadata=metadata, **label_kw)
-        for space, arr in audio_arrays.items():
-            w.add_audio(space, arr, dtype=dtype)
-        for name, ps in prompt_sets.items():
-            w.add_prompt_set(name, ps["prompts"], ps["classes"], ps["embeddings"], dtype=dtype)
     return out
+
+
+def _prompt_csv(file, classes) -> _PromptSet:
+    """A ``class,prompt[,term]`` CSV: an empty class is a prompt that stands for no class."""
+    columns, rows = read_csv(file)
+    if "class" not in columns or "prompt" not in columns:
+        raise InputError(f"{file}: a prompt CSV needs the columns class and prompt (has: {', '.join(columns)})")
+    if not rows:
+        raise InputError(f"{file}: no prompts")
+    name = Path(file).stem
+    cls = [_class_index(r["class"], classes, name) if r["class"] else -1 for r in rows]
+    terms = [r["term"] for r in rows] if "term" in columns else None
+    return _PromptSet([r["prompt"] for r in rows], cls, terms)
+
+
+def _class_index(label: str, classes: list[str], set_name: str) -> int:
+    if label not in classes:
+        raise InputError(f"prompt set {set_name!r}: unknown class {label!r}")
+    return classes.index(label)
+
+
+def _failed_rows(path) -> list[tuple[str, str]]:
+    columns, rows = read_csv(path)
+    if columns != ["path", "reason"]:
+        raise InputError(f"{path}: a failed-items CSV has the columns path,reason")
+    return [(r["path"], r["reason"]) for r in rows]
+
+
+def import_folder(out: str | os.PathLike, folder: str | os.PathLike, *, overwrite: bool = False,
+                  record_host: bool = False) -> Path:
+    """Import what :func:`export_store` wrote into ``folder`` (its ``import.json`` says how)."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except OSError:
+        raise InputError(f"{folder}: no {MANIFEST}; give the folder `embedstore export` wrote") from None
+    except ValueError as exc:
+        raise InputError(f"{folder / MANIFEST}: not valid JSON ({exc})") from None
+
+    def inside(name: str) -> Path:
+        path = (folder / name).resolve()
+        if folder.resolve() not in path.parents:
+            raise InputError(f"{folder / MANIFEST} names {name!r}, outside the folder")
+        return path
+
+    try:
+        return import_store(
+            out,
+            items_csv=inside(manifest["items"]),
+            id_column=manifest["id_column"],
+            label_column=manifest.get("label_column"),
+            onehot=bool(manifest.get("onehot")),
+            multilabel=bool(manifest.get("multilabel")),
+            classes_file=inside(manifest["classes"]),
+            audio=[f"{space}={inside(f)}" for space, f in manifest.get("audio", {}).items()],
+            prompts=[f"{name}={inside(f)}" for name, f in manifest.get("prompts", {}).items()],
+            text=[f"{name}:{space}={inside(f)}" for name, spaces in manifest.get("text", {}).items()
+                  for space, f in spaces.items()],
+            extra_spaces=manifest.get("extra_spaces", []),
+            model=manifest.get("model", "unknown"),
+            dataset=manifest.get("dataset", "unknown"),
+            dtype="source",
+            column_types=manifest.get("column_types", {}),
+            failed_csv=inside(manifest["failed"]) if manifest.get("failed") else None,
+            record_host=record_host,
+            overwrite=overwrite,
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"{folder / MANIFEST}: not an export manifest ({type(exc).__name__}: {exc})") from None
+
+
+# -- export --------------------------------------------------------------------------------
+
+
+def _csv_bytes(header: Sequence[str], rows) -> bytes:
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return text.getvalue().encode("utf-8")
+
+
+def _write_npy(fh, dataset) -> None:
+    """Write an h5py dataset as ``.npy`` (its stored dtype), one row block at a time."""
+    dtype = dataset.dtype.newbyteorder("<")
+    np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                              "fortran_order": False, "shape": dataset.shape})
+    rows, dim = dataset.shape
+    for start, stop in row_blocks(rows, dim * dtype.itemsize):
+        fh.write(np.ascontiguousarray(dataset[start:stop], dtype=dtype).tobytes())
+
+
+def _unique(base: str, taken: set[str]) -> str:
+    name = base
+    while name in taken:
+        name += "_"
+    return name
+
+
+def _items_table(st) -> tuple[list[str], list[list[str]], dict]:
+    """The items CSV of an export: id, path, label column(s), metadata; and how to read it."""
+    meta = st.metadata
+    taken = set(meta)
+    id_column = _unique("id", taken)
+    if "path" in taken:  # import reads a column named path as the item paths
+        raise InputError("a metadata column is named 'path'; the export cannot hold the item paths beside it")
+    taken |= {id_column, "path"}
+    columns = [id_column, "path"]
+    cells = [list(st.item_ids), list(st.item_paths)]
+    how = {"id_column": id_column}
+    if st.multilabel:
+        clash = sorted(set(st.classes) & taken)
+        if clash:
+            raise InputError(f"class {clash[0]!r} shares its name with an item column; a one-hot CSV cannot hold both")
+        columns += st.classes
+        cells += [[str(int(v)) for v in col] for col in st.label_matrix.T.astype(np.uint8)]
+        how.update(onehot=True, multilabel=True)
+    else:
+        label_column = _unique("label", taken)
+        columns.append(label_column)
+        cells.append([st.classes[i] for i in st.labels])
+        how["label_column"] = label_column
+    types = {}
+    for name, values in meta.items():
+        columns.append(name)
+        if values.dtype.kind in "biuf":
+            types[name] = values.dtype.str
+            cells.append([repr(v.item()) if values.dtype.kind == "f" else str(v.item()) for v in values])
+        else:
+            cells.append([str(v) for v in values])
+    how["column_types"] = types
+    return columns, [list(row) for row in zip(*cells)], how
+
+
+def export_store(store_path: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write everything in a store as files ``embedstore import --from`` reads back.
+
+    ``out_dir`` gets ``items.csv`` (id, path, a ``label`` column or one 0/1 column per
+    class, metadata), ``classes.txt``, ``prompts/SET.csv`` (``class,prompt[,term]``),
+    ``audio/SPACE.npy``, ``text/SET/SPACE.npy`` (vectors in their stored dtype),
+    ``failed.csv`` and ``import.json``. The folder follows the output policy: a new or
+    empty folder, or one an earlier export wrote (with ``overwrite``).
+    """
+    out_dir = Path(out_dir)
+    files: dict[Path, object] = {}
+    with open_store(store_path) as st:
+        check_outputs(folders=[out_dir], inputs=[store_path], overwrite=overwrite, command="export")
+        columns, rows, how = _items_table(st)
+        manifest = {"model": st.model, "dataset": st.dataset, "items": "items.csv", "classes": "classes.txt",
+                    **how, "audio": {}, "prompts": {}, "text": {}, "failed": "failed.csv",
+                    "extra_spaces": sorted({*st.audio_spaces} - {"joint", "prejoint"})}
+        files[out_dir / "items.csv"] = _csv_bytes(columns, rows)
+        files[out_dir / "classes.txt"] = ("\n".join(st.classes) + "\n").encode("utf-8")
+        files[out_dir / "failed.csv"] = _csv_bytes(["path", "reason"], st.failed)
+        for space in st.audio_spaces:
+            manifest["audio"][space] = f"audio/{space}.npy"
+            files[out_dir / "audio" / f"{space}.npy"] = ("audio", space)
+        for name in st.prompt_sets:
+            ps = st.prompt_set(name)
+            header = ["class", "prompt"] + (["term"] if ps.terms is not None else [])
+            prompt_rows = [[st.classes[c] if c >= 0 else "", p] + ([ps.terms[i]] if ps.terms is not None else [])
+                           for i, (c, p) in enumerate(zip(ps.classes, ps.prompts))]
+            manifest["prompts"][name] = f"prompts/{name}.csv"
+            files[out_dir / "prompts" / f"{name}.csv"] = _csv_bytes(header, prompt_rows)
+            manifest["text"][name] = {}
+            for space in ps.spaces:
+                manifest["text"][name][space] = f"text/{name}/{space}.npy"
+                manifest["extra_spaces"] = sorted(set(manifest["extra_spaces"]) | ({space} - {"joint", "prejoint"}))
+                files[out_dir / "text" / name / f"{space}.npy"] = ("text", name, space)
+        files[out_dir / MANIFEST] = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode("utf-8")
+        replace_folder(out_dir)
+        for path, content in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                write_atomic(path, lambda fh, data=content: fh.write(data))
+            else:
+                dataset = st.audio(content[1], lazy=True) if content[0] == "audio" else st.text(*content[1:], lazy=True)
+                write_atomic(path, lambda fh, ds=dataset: _write_npy(fh, ds))
+    mark_folder(out_dir, "export", [p.relative_to(out_dir).as_posix() for p in files])
+    return out_dir
 
 
 def export_space(
@@ -208,36 +585,26 @@ def export_space(
 ) -> tuple[Path, Path]:
     """Write one space of a store as ``PREFIX.npy`` and ``PREFIX.csv``.
 
-    ``audio`` names an audio space (CSV rows: item id, path); ``text`` is
-    ``SET:SPACE`` (CSV rows: prompt, class). Both files appear only when both are complete.
+    ``audio`` names an audio space (CSV rows: item id, path); ``text`` is ``SET:SPACE``
+    (CSV rows: class, prompt, the import format of a prompt set). Both files appear only
+    when both are complete. The vectors keep their stored dtype.
     """
     if (audio is None) == (text is None):
         raise InputError("give exactly one of --audio SPACE or --text SET:SPACE")
     prefix = Path(out_prefix)
     npy, csv_path = Path(f"{prefix}.npy"), Path(f"{prefix}.csv")
+    if not prefix.parent.exists():
+        raise InputError(f"{prefix.parent}: no such directory")
     with open_store(store_path) as st:
         if audio is not None:
-            vectors = st.audio(audio)
-            header, rows = ("id", "path"), zip(st.item_ids, st.item_paths)
+            vectors = st.audio(audio, lazy=True)
+            table = _csv_bytes(("id", "path"), zip(st.item_ids, st.item_paths))
         else:
             name, space = parse_assignment(text, ":", "--text")
             ps = st.prompt_set(name)
-            vectors = st.text(name, space)
-            names = [st.classes[c] if c >= 0 else "" for c in ps.classes]
-            header, rows = ("prompt", "class"), zip(ps.prompts, names)
-        rows = list(rows)
-    def write_csv(fh):
-        import io
-
-        text_fh = io.TextIOWrapper(fh, encoding="utf-8", newline="")
-        writer = csv.writer(text_fh)
-        writer.writerow(header)
-        writer.writerows(rows)
-        text_fh.flush()
-        text_fh.detach()
-
-    if not prefix.parent.exists():
-        raise InputError(f"{prefix.parent}: no such directory")
-    # Both files or neither: a failed .csv must not leave a new .npy beside an old .csv.
-    write_atomic_many({npy: lambda fh: np.save(fh, vectors, allow_pickle=False), csv_path: write_csv})
+            vectors = st.text(name, space, lazy=True)
+            table = _csv_bytes(("class", "prompt"), ((st.classes[c] if c >= 0 else "", p)
+                                                     for c, p in zip(ps.classes, ps.prompts)))
+        # Both files or neither: a failed .csv must not leave a new .npy beside an old .csv.
+        write_atomic_many({npy: lambda fh: _write_npy(fh, vectors), csv_path: lambda fh: fh.write(table)})
     return npy, csv_path

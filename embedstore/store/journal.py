@@ -181,26 +181,29 @@ class Journal:
         self._batches.append(self.dir / batch_name(start))
         self.next_row = stop
 
-    def finalize(self, prompt_sets: Sequence[dict] = (), dtype: str = "float32", provenance: dict | None = None) -> Path:
+    def finalize(self, prompt_sets: Sequence[dict] = (), dtype: str = "float32", provenance: dict | None = None,
+                 *, record_host: bool = False) -> Path:
         """Write the final store atomically from the batches, then remove the journal.
 
-        Rows that failed are left out of the items table and recorded as failures.
+        Rows that failed are left out of the items table and recorded as failures. The
+        vectors go from each batch file to the store one batch at a time, so memory holds
+        one batch, not the store. ``record_host``: record host and user names (off by default).
         """
         if not self.complete:
             raise StoreIncomplete(f"{self.out}: only {self.next_row} of {self.n_items} items are done")
         h, items = self.header, self.header["items"]
+        # Row numbers and failures are small; the vectors stay in the batch files and are
+        # streamed into the store one batch at a time.
         ok, failed = [], []
-        vectors = {space: [] for space in h["spaces"]}
         for path in self._batches:
             with np.load(path, allow_pickle=False) as z:
                 ok.append(z["rows_ok"])
                 failed += list(zip(z["failed_rows"].tolist(), z["failed_reasons"].tolist()))
-                for space in vectors:
-                    vectors[space].append(z[f"space/{space}"])
         ok = np.concatenate(ok) if ok else np.zeros(0, dtype=np.int64)
         prov = {**h["provenance"], **(provenance or {}), "run_id": h["run_id"]}
         with create_store(
-            self.out, model=h["model"], dataset=h["dataset"], classes=h["classes"], provenance=prov, overwrite=True
+            self.out, model=h["model"], dataset=h["dataset"], classes=h["classes"], provenance=prov,
+            overwrite=True, record_host=record_host,
         ) as w:
             labels = items.get("labels")
             matrix = items.get("label_matrix")
@@ -211,9 +214,11 @@ class Journal:
                 label_matrix=None if matrix is None else np.asarray(matrix, dtype=np.uint8)[ok],
                 metadata={k: [v[i] for i in ok] for k, v in (items.get("metadata") or {}).items()},
             )
-            for space, parts in vectors.items():
-                dim = h["spaces"][space]
-                w.add_audio(space, np.concatenate(parts) if parts else np.zeros((0, dim), np.float32), dtype=dtype)
+            for space, dim in h["spaces"].items():
+                with w.audio_sink(space, dim, dtype=dtype) as sink:
+                    for path in self._batches:
+                        with np.load(path, allow_pickle=False) as z:
+                            sink.append(z[f"space/{space}"])
             for ps in prompt_sets:
                 w.add_prompt_set(
                     ps["name"], ps["prompts"], ps["classes"], ps.get("embeddings"), terms=ps.get("terms"), dtype=dtype

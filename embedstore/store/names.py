@@ -16,6 +16,7 @@ name fails in a second, not after every clip is embedded.
 
 from __future__ import annotations
 
+import difflib
 import unicodedata
 from collections.abc import Iterable
 
@@ -70,3 +71,24 @@ def check_names(names: Iterable[object], what: str, *, object_name: bool = False
         seen[clean] = name
         out.append(clean)
     return out
+
+
+# The embedding spaces the format names (docs/store-format.md, 1.1): after the
+# projection head, and before it.
+SPEC_SPACES = ("joint", "prejoint")
+
+
+def check_space_name(name: object, extra: Iterable[str] = ()) -> str:
+    """A space name the spec names, or one the user asked for explicitly (``extra``).
+
+    Anything else is refused, with the nearest spec name when it looks like a typo
+    (``pre_joint`` -> ``prejoint``), so a misspelling cannot create a third space.
+    """
+    clean = check_name(name, "space name", object_name=True)
+    allowed = {check_name(e, "space name", object_name=True) for e in extra}
+    if clean in SPEC_SPACES or clean in allowed:
+        return clean
+    near = difflib.get_close_matches(clean.lower(), SPEC_SPACES, n=1, cutoff=0.6)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    raise InputError(f"unknown space {clean!r}: {hint}the spec names {' and '.join(SPEC_SPACES)}; "
+                     f"pass --extra-space {clean} to add another space")
