@@ -32,12 +32,21 @@ class Item:
         Class names; exactly one for single-label datasets.
     metadata : dict[str, str | int | float]
         Per-item columns; every item of a dataset has the same keys with the same types.
+    captions : tuple[str, ...]
+        Free-text descriptions of the audio, for retrieval (caption datasets); empty
+        for datasets without captions.
+    observed : tuple[str, ...] or None
+        Partially labelled datasets (OpenMIC-2018): the classes whose presence or
+        absence is known for this item; ``labels`` are those of them present. ``None``
+        (every other dataset): every class is known, absent unless in ``labels``.
     """
 
     id: str
     path: Path
     labels: tuple[str, ...]
     metadata: dict[str, str | int | float]
+    captions: tuple[str, ...] = ()
+    observed: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -47,7 +56,7 @@ class Dataset:
     Attributes
     ----------
     name : str
-        ``"tinysol"``, ``"notes"`` or ``"folder"``.
+        The registry name (``"tinysol"``, ``"esc50"``, ...; see ``DATASETS``).
     root : Path
         The folder the items were read from.
     classes : list[str]
@@ -55,6 +64,11 @@ class Dataset:
     items : list[Item]
     multilabel : bool
         Whether an item may carry several labels.
+    source : str
+        What read it: ``"embedstore"`` (our readers) or mirdata with its version and
+        index file; recorded in a store's provenance.
+    subset : str
+        The selection :meth:`where` made (``"fold=1"``), ``""`` for the whole dataset.
     """
 
     name: str
@@ -62,6 +76,8 @@ class Dataset:
     classes: list[str]
     items: list[Item]
     multilabel: bool
+    source: str = "embedstore"
+    subset: str = ""
 
     @property
     def ids(self) -> np.ndarray:
@@ -80,6 +96,31 @@ class Dataset:
         for row, item in enumerate(self.items):
             matrix[row, [index[label] for label in item.labels]] = True
         return matrix
+
+    def label_mask(self) -> np.ndarray | None:
+        """``(n_items, n_classes)`` bool, True where a pair is labelled (present or
+        absent); ``None`` when every pair is (every dataset without partial labels)."""
+        if all(item.observed is None for item in self.items):
+            return None
+        index = {cls: i for i, cls in enumerate(self.classes)}
+        mask = np.ones((len(self.items), len(self.classes)), dtype=bool)
+        for row, item in enumerate(self.items):
+            if item.observed is not None:
+                mask[row] = False
+                mask[row, [index[label] for label in item.observed]] = True
+        return mask
+
+    def where(self, column: str, value: str) -> "Dataset":
+        """The items whose metadata ``column`` equals ``value`` (compared as text:
+        ``where("fold", "1")``), as a new dataset with the same classes."""
+        if self.items and column not in self.items[0].metadata:
+            raise InputError(f"dataset {self.name!r} has no metadata column {column!r} "
+                             f"(has: {', '.join(self.items[0].metadata) or 'none'})")
+        kept = [item for item in self.items if str(item.metadata[column]) == value]
+        if not kept:
+            raise InputError(f"no item of dataset {self.name!r} has {column} = {value!r}")
+        subset = f"{self.subset}, {column}={value}" if self.subset else f"{column}={value}"
+        return Dataset(self.name, self.root, list(self.classes), kept, self.multilabel, self.source, subset)
 
     def labels(self) -> np.ndarray:
         """``(n_items,)`` int32 class indices; single-label datasets only."""

@@ -442,6 +442,9 @@ def items_table(dataset) -> dict:
                  paths=[_relative(item.path, dataset.root) for item in dataset.items])
     if dataset.multilabel:
         table["label_matrix"] = dataset.label_matrix()
+        mask = dataset.label_mask()
+        if mask is not None:
+            table["label_mask"] = mask
     else:
         table["labels"] = dataset.labels()
     table["metadata"] = dataset.metadata_columns()
@@ -466,7 +469,8 @@ def extraction_provenance(model, dataset, *, batch_size: int, long_mode: str,
         "encoder": encoder,
         "checkpoint_sha256": checkpoint_digest(encoder),
         "frontend": frontend_config(**_frontend_args(model, long_mode)),
-        "dataset": {"name": dataset.name, "root": str(dataset.root), "items": len(dataset.items)},
+        "dataset": {"name": dataset.name, "root": str(dataset.root), "items": len(dataset.items),
+                    "source": getattr(dataset, "source", "embedstore"), "subset": getattr(dataset, "subset", "")},
         "extraction": {
             "batch_size": batch_size,
             "long_mode": long_mode,
