@@ -153,13 +153,15 @@ def _mirdata_item(track) -> Item:
     stem = Path(track.audio_path).stem
     metadata = _metadata_from_name(stem)
     try:
-        facts = {"fold": track.fold, "family": track.family, "instrument_code": track.instrument_abbr,
+        fold = track.split  # mirdata's name for the CSV's Fold
+    except AttributeError:  # mirdata: "This Track does not have metadata"
+        facts = {}
+    else:
+        facts = {"fold": fold, "family": track.family, "instrument_code": track.instrument_abbr,
                  "technique": track.technique_abbr, "pitch": track.pitch, "midi_pitch": track.pitch_id,
                  "dynamics": track.dynamics, "dynamics_id": track.dynamics_id,
                  "instance_id": track.instance_id, "string_id": track.string_id,
                  "retuned": None if track.is_resampled is None else int(track.is_resampled)}
-    except AttributeError:  # no metadata row for this track
-        facts = {}
     metadata.update({key: value for key, value in facts.items() if value is not None})
     code = metadata.get("instrument_code")
     if code not in _TINYSOL:
