@@ -1,0 +1,70 @@
+"""A store from each dataset's fixture tree, extracted by the tests' tiny encoder, goes
+through `report`."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from dataset_trees import (  # noqa: E402
+    captions_tree,
+    esc50_tree,
+    irmas_tree,
+    medley_solos_tree,
+    nsynth_tree,
+    openmic_tree,
+    tinysol_mirdata_tree,
+)
+from extract_encoder import TinyEncoder  # noqa: E402
+
+from analyses.report import ReportOptions, build_report  # noqa: E402
+from embedstore.datasets import load_dataset  # noqa: E402
+from embedstore.extract import run_extract  # noqa: E402
+from embedstore.extract.prompts import build_prompt_set  # noqa: E402
+from embedstore.store import open_store  # noqa: E402
+
+
+def _tinysol(root):
+    from test_datasets import SYNTHETIC, TINYSOL_HEADER
+
+    return tinysol_mirdata_tree(root, SYNTHETIC, TINYSOL_HEADER)
+
+
+TREES = {  # dataset -> (tree builder, prompt sets)
+    "esc50": (esc50_tree, ("sound", "sound-clap")),
+    "nsynth": (nsynth_tree, ("track",)),
+    "nsynth-source": (nsynth_tree, ("sound",)),
+    "captions": (captions_tree, ("track",)),
+    "medley-solos": (medley_solos_tree, ("track",)),
+    "irmas": (irmas_tree, ("track",)),
+    "irmas-test": (irmas_tree, ("solo",)),
+    "openmic": (openmic_tree, ("track",)),
+    "tinysol": (_tinysol, ("track",)),
+}
+
+
+@pytest.mark.parametrize("name", list(TREES))
+def test_a_store_from_each_dataset_goes_through_report(name, tmp_path):
+    if name in ("medley-solos", "irmas", "irmas-test", "openmic", "tinysol"):
+        pytest.importorskip("mirdata")
+    build, sets = TREES[name]
+    dataset = load_dataset(name, build(tmp_path / "data"))
+    specs = [build_prompt_set(s, dataset.classes) for s in sets]
+    store = tmp_path / f"{name}.h5"
+    run_extract(TinyEncoder(), dataset, specs, store, batch_size=4, long_mode="mean", command=["t"])
+    with open_store(store) as st:
+        assert st.dataset == name and st.n_items == len(dataset.items) and not st.failed
+        assert st.provenance["dataset"]["source"] == dataset.source
+        if name == "openmic":
+            assert np.array_equal(st.label_mask, dataset.label_mask())
+    report = build_report([store], tmp_path / "report", ReportOptions(umap=False))
+    results = report["results"]["test-tiny"]
+    assert set(results["zeroshot"]) == set(sets)
+    written = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert written["results"]["test-tiny"] == results
+    zeroshot = results["zeroshot"][sets[0]]["joint"]
+    assert zeroshot["n_items"] == len(dataset.items)
+    if name == "openmic":  # per-class counts of labelled clips, from the mask
+        assert zeroshot["per_class"]["voice"]["labelled"] == 2
