@@ -445,6 +445,9 @@ def classification_metrics(scorer, targets: Targets, class_names: list[str], boo
     n, n_classes = scorer.n_items, scorer.n_classes
     if n == 0:
         raise InputError("no items to score")
+    if n_classes < 2:  # every item would be "right": a number that says nothing
+        raise InputError(f"classification needs two classes or more, not {n_classes} "
+                         f"(captioned clips without labels are for retrieval)")
     if targets.n_items != n or targets.n_classes != n_classes:
         raise InputError(f"scores are {n} x {n_classes} but targets {targets.n_items} x {targets.n_classes}")
     ranked = rank_pass(scorer, targets, keep_positives=True)

@@ -61,6 +61,9 @@ def test_a_store_from_each_dataset_goes_through_report(name, tmp_path):
             assert np.array_equal(st.label_mask, dataset.label_mask())
     report = build_report([store], tmp_path / "report", ReportOptions(umap=False))
     results = report["results"]["test-tiny"]
+    if name == "captions":  # one class: classification refused (see below); the rest ran
+        assert {"histograms", "confidence"} <= set(results)
+        return
     assert set(results["zeroshot"]) == set(sets)
     written = json.loads((tmp_path / "report" / "report.json").read_text())
     assert written["results"]["test-tiny"] == results
@@ -68,3 +71,14 @@ def test_a_store_from_each_dataset_goes_through_report(name, tmp_path):
     assert zeroshot["n_items"] == len(dataset.items)
     if name == "openmic":  # per-class counts of labelled clips, from the mask
         assert zeroshot["per_class"]["voice"]["labelled"] == 2
+
+
+def test_one_class_captions_are_refused_classification_with_a_reason(tmp_path):
+    dataset = load_dataset("captions", captions_tree(tmp_path / "data"))
+    store = tmp_path / "captions.h5"
+    run_extract(TinyEncoder(), dataset, [build_prompt_set("track", dataset.classes)], store,
+                batch_size=4, long_mode="mean", command=["t"])
+    report = build_report([store], tmp_path / "report", ReportOptions(umap=False))
+    reasons = {s["experiment"]: s["reason"] for s in report["skipped"]}
+    assert "two classes or more, not 1" in reasons["zeroshot"]
+    assert "zeroshot" not in report["results"]["test-tiny"]
