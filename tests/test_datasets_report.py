@@ -82,3 +82,36 @@ def test_one_class_captions_are_refused_classification_with_a_reason(tmp_path):
     reasons = {s["experiment"]: s["reason"] for s in report["skipped"]}
     assert "two classes or more, not 1" in reasons["zeroshot"]
     assert "zeroshot" not in report["results"]["test-tiny"]
+
+
+def test_the_readme_esc50_run_selects_fold_1_and_laion_s_prompts(tmp_path):
+    """The README's ESC-50 command, with the bundled toy model standing in for the weights."""
+    from cli_helpers import invoke
+
+    from embedstore.datasets import ESC50_CLASSES
+
+    root = esc50_tree(tmp_path / "esc")
+    out = tmp_path / "esc50-fold1.h5"
+    result = invoke("extract", "--dataset", "esc50", "--root", root, "--where", "fold=1",
+                    "--prompts", "sound-clap", "--out", out, "--workers", "0")
+    assert result.exit_code == 0, result.output
+    with open_store(out) as st:
+        assert st.metadata["fold"].tolist() == [1, 1, 1] and st.prompt_sets == ["sound-clap"]
+        assert st.provenance["dataset"]["subset"] == "fold=1"
+        prompts = st.prompt_set("sound-clap").prompts
+    # LAION-CLAP's README: "This is a sound of " + each key of ESC50_class_labels_indices_space.json
+    laion_labels = [c.replace("_", " ") for c in ESC50_CLASSES]
+    assert prompts == ["This is a sound of " + t for t in laion_labels]
+    result = invoke("analyze", "zeroshot", out, "--prompts", "sound-clap")
+    assert result.exit_code == 0 and "top1" in result.output.replace("-", "")
+    bad = invoke("extract", "--dataset", "esc50", "--root", root, "--where", "fold", "--out", tmp_path / "x.h5")
+    assert bad.exit_code == 1 and "COLUMN=VALUE" in bad.output
+
+
+def test_extract_defaults_add_the_clap_sound_sets_where_they_fit(tmp_path):
+    from cli.extract_cmds import fitting_clap_specs
+
+    esc = fitting_clap_specs(load_dataset("esc50", esc50_tree(tmp_path / "esc")))
+    assert [spec.name for spec in esc] == ["sound", "sound-clap"]
+    assert esc[0].prompts[11] == "This is a sound of sea waves."
+    assert fitting_clap_specs(load_dataset("notes")) == []  # the study's defaults stay as they were
