@@ -31,8 +31,8 @@ class Server:
     """Serves ``files`` on 127.0.0.1 with Range support; ``cut_first`` closes the first
     response after that many bytes (a dropped connection)."""
 
-    def __init__(self, files: dict[str, bytes], cut_first: int | None = None):
-        self.files, self.cut_first, self.requests = files, cut_first, []
+    def __init__(self, files: dict[str, bytes], cut_first: int | None = None, ranges: bool = True):
+        self.files, self.cut_first, self.ranges, self.requests = files, cut_first, ranges, []
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -47,7 +47,7 @@ class Server:
                     return
                 data = outer.files[name]
                 start = 0
-                if self.headers.get("Range"):
+                if self.headers.get("Range") and outer.ranges:
                     start = int(self.headers["Range"].split("=")[1].rstrip("-"))
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -119,6 +119,18 @@ def test_an_interrupted_download_resumes_with_a_range_request(tmp_path, archive)
         path, fetched = fetch(remote, tmp_path)
         assert fetched and path.read_bytes() == archive and not part.exists()
         assert server.requests == [("ESC-50-master.zip", None), ("ESC-50-master.zip", "bytes=1000-")]
+    finally:
+        server.close()
+
+
+def test_a_server_ignoring_the_range_sends_the_whole_file_again(tmp_path, archive):
+    server = Server({"ESC-50-master.zip": archive}, cut_first=1000, ranges=False)
+    try:
+        remote = Remote("ESC-50-master.zip", f"{server.url}/ESC-50-master.zip", hashlib.md5(archive).hexdigest())
+        with pytest.raises(InputError, match="cut after 1000"):
+            fetch(remote, tmp_path)
+        path, _ = fetch(remote, tmp_path)
+        assert path.read_bytes() == archive and server.requests[1] == ("ESC-50-master.zip", "bytes=1000-")
     finally:
         server.close()
 
