@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import shutil
-import socket
 import tarfile
 import urllib.error
 import urllib.parse
