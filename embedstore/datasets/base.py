@@ -164,6 +164,17 @@ class Dataset:
                 for key in self.items[0].metadata}
 
 
+def folder_and_csv(root: str | Path, csv_path: str | Path, what: str) -> tuple[Path, Path]:
+    """``root`` resolved and ``csv_path`` expanded, or InputError naming the one missing."""
+    root = Path(root).expanduser().resolve()
+    csv_path = Path(csv_path).expanduser()
+    if not root.is_dir():
+        raise InputError(f"dataset folder {root} does not exist")
+    if not csv_path.is_file():
+        raise InputError(f"{what} {csv_path} does not exist")
+    return root, csv_path
+
+
 def audio_files(folder: Path) -> list[Path]:
     """Audio files under ``folder``, sorted; hidden files (``._x.wav`` from macOS) skipped."""
     return sorted(p for p in folder.rglob("*")

@@ -21,7 +21,7 @@ import csv
 import re
 from pathlib import Path
 
-from embedstore.datasets.base import Dataset, Item
+from embedstore.datasets.base import Dataset, Item, folder_and_csv
 from embedstore.errors import InputError
 
 FILE_COLUMNS = ("file", "file_name", "filename", "path", "audio")
@@ -51,12 +51,8 @@ def load_captions(root: str | Path, captions_csv: str | Path | None = None) -> D
         Missing root or CSV; no file column or no caption column; a row without a file;
         a file without any caption; files that do not exist.
     """
-    root = Path(root).expanduser().resolve()
-    captions_csv = root / "captions.csv" if captions_csv is None else Path(captions_csv).expanduser()
-    if not root.is_dir():
-        raise InputError(f"dataset folder {root} does not exist")
-    if not captions_csv.is_file():
-        raise InputError(f"captions CSV {captions_csv} does not exist")
+    root, captions_csv = folder_and_csv(
+        root, Path(root) / "captions.csv" if captions_csv is None else captions_csv, "captions CSV")
     with open(captions_csv, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = {c.strip().lower(): c for c in reader.fieldnames or []}
