@@ -148,6 +148,13 @@ def test_openmic_keeps_unknown_pairs_out_of_the_labels(tmp_path):
     assert ds.items[1].metadata["start_time"] == pytest.approx(483.84)
 
 
+def test_openmic_reads_the_release_folder_beside_the_downloaded_index(tmp_path):
+    openmic_tree(tmp_path / "openmic-2018")
+    (tmp_path / "openmic-2018" / "openmic2018_index_1.0.json").rename(tmp_path / "openmic2018_index_1.0.json")
+    ds = load_dataset("openmic", tmp_path)
+    assert ds.root == tmp_path / "openmic-2018" and len(ds.items) == len(OPENMIC_LABELS)
+
+
 def test_tinysol_through_mirdata_equals_our_reader_on_the_same_tree(tmp_path):
     from test_datasets import SYNTHETIC, TINYSOL_HEADER
 

@@ -40,22 +40,23 @@ def index_filename(name: str) -> str:
     return module.INDEXES[module.INDEXES["default"]].filename
 
 
-def open_mirdata(name: str, root: Path):
-    """mirdata's Dataset for ``name`` at ``root``, reading the index found in ``root``
-    (else mirdata's own copy).
+def open_mirdata(name: str, root: Path, index_folders: tuple[Path, ...] = ()):
+    """mirdata's Dataset for ``name`` with data home ``root``, reading the index found in
+    ``root`` or ``index_folders`` (else mirdata's own copy).
 
     Raises
     ------
     InputError
-        mirdata missing, or no index in either place.
+        mirdata missing, or no index in any of those places.
     """
     module = mirdata_module(name)
     dataset = module.Dataset(data_home=str(root))
-    local = root / index_filename(name)
-    if local.is_file():
+    filename = index_filename(name)
+    local = next((folder / filename for folder in (root, *index_folders) if (folder / filename).is_file()), None)
+    if local is not None:
         dataset.index_path = str(local)
     elif not Path(dataset.index_path).is_file():
-        raise InputError(f"no mirdata index {local.name} in {root} (nor in mirdata's folder); "
+        raise InputError(f"no mirdata index {filename} in {root} (nor in mirdata's folder); "
                          f"`embedstore datasets download {name} --root {root}` fetches it")
     return dataset
 

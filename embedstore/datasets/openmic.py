@@ -26,6 +26,8 @@ from embedstore.errors import InputError
 
 #: Relevance from which an instrument counts as present.
 PRESENT_FROM = 0.5
+METADATA_CSV = "openmic-2018-metadata.csv"
+RELEASE_FOLDER = "openmic-2018"
 
 
 def openmic_classes() -> list[str]:
@@ -39,6 +41,12 @@ def openmic_classes() -> list[str]:
 def load_openmic(root: str | Path) -> Dataset:
     """Read OpenMIC-2018 through mirdata.
 
+    Parameters
+    ----------
+    root : path
+        The folder holding ``openmic-2018-metadata.csv`` and the rest, or the one holding
+        the ``openmic-2018/`` the release's tarball unpacks to (the index beside it).
+
     Returns
     -------
     Dataset
@@ -50,11 +58,15 @@ def load_openmic(root: str | Path) -> Dataset:
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise InputError(f"OpenMIC-2018 folder {root} does not exist")
-    mir = open_mirdata("openmic2018", root)
+    # The release's tarball unpacks to openmic-2018/ beside the index the download put in root.
+    home = root / RELEASE_FOLDER
+    if (root / METADATA_CSV).is_file() or not (home / METADATA_CSV).is_file():
+        home = root
+    mir = open_mirdata("openmic2018", home, index_folders=(root,))
     classes = openmic_classes()
     items = [_item(track, set(classes)) for track in mirdata_tracks(mir)]
-    check_present(items, "OpenMIC-2018", root)
-    dataset = Dataset("openmic", root, classes, items, multilabel=True)
+    check_present(items, "OpenMIC-2018", home)
+    dataset = Dataset("openmic", home, classes, items, multilabel=True)
     dataset.source = source("openmic2018", mir)
     return dataset
 
