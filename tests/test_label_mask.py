@@ -155,3 +155,13 @@ def test_writer_refuses_masks_that_do_not_fit(tmp_path):
         with pytest.raises(InputError, match=message):
             with create_store(tmp_path / "x.h5", model="m", dataset="d", classes=["a", "b"]) as w:
                 w.set_items([f"i{k}" for k in range(10)], **kwargs)
+
+
+def test_info_says_how_many_pairs_are_unlabelled(tmp_path):
+    from cli_helpers import invoke
+
+    _, matrix, mask = partial_labels(n=10, c=2)
+    path = masked_store(tmp_path / "s.h5", matrix, mask)
+    result = invoke("info", path)
+    assert result.exit_code == 0
+    assert f"{int((~mask).sum())} of 20 item-class pairs unlabelled" in " ".join(result.output.split())
