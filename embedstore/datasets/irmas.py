@@ -38,12 +38,7 @@ def load_irmas(root: str | Path) -> Dataset:
         ``cou_fol``, ``cla``, ...) and ``drums`` (1 with drums, 0 without, -1 not
         annotated).
     """
-    root, mir, tracks = _open(root)
-    items = [_train_item(track) for track in tracks if track.split == "train"]
-    check_present(items, "IRMAS training", root)
-    dataset = Dataset("irmas", root, list(IRMAS_CLASSES), items, multilabel=False)
-    dataset.source = source("irmas", mir)
-    return dataset
+    return _read(root, "train", _train_item, "irmas")
 
 
 def load_irmas_test(root: str | Path) -> Dataset:
@@ -55,20 +50,20 @@ def load_irmas_test(root: str | Path) -> Dataset:
         Items in index order, id = mirdata's track id; metadata ``file`` (the audio's
         name, which tells the excerpt's source song).
     """
-    root, mir, tracks = _open(root)
-    items = [_test_item(track) for track in tracks if track.split == "test"]
-    check_present(items, "IRMAS test", root)
-    dataset = Dataset("irmas-test", root, list(IRMAS_CLASSES), items, multilabel=True)
-    dataset.source = source("irmas", mir)
-    return dataset
+    return _read(root, "test", _test_item, "irmas-test")
 
 
-def _open(root):
+def _read(root, split: str, make_item, name: str) -> Dataset:
+    """The tracks of one IRMAS split (mirdata tells them by id) as a dataset."""
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise InputError(f"IRMAS folder {root} does not exist")
     mir = open_mirdata("irmas", root)
-    return root, mir, mirdata_tracks(mir)
+    items = [make_item(track) for track in mirdata_tracks(mir) if track.split == split]
+    check_present(items, f"IRMAS {split}", root)
+    dataset = Dataset(name, root, list(IRMAS_CLASSES), items, multilabel=split == "test")
+    dataset.source = source("irmas", mir)
+    return dataset
 
 
 def _class(code: str, track_id: str) -> str:
