@@ -118,12 +118,15 @@ class Targets:
     def n_items(self) -> int:
         return self.label_matrix.shape[0] if self.multilabel else self.labels.shape[0]
 
-    def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray]:
-        """Kernel arguments (labels, label_matrix, multilabel, mask) for items ``start:stop``."""
-        mask = self.mask[start:stop] if self.masked else self.mask
+    def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Kernel arguments (labels, label_matrix, multilabel) for items ``start:stop``."""
         if self.multilabel:
-            return self.labels, self.label_matrix[start:stop], True, mask
-        return self.labels[start:stop], self.label_matrix, False, mask
+            return self.labels, self.label_matrix[start:stop], True
+        return self.labels[start:stop], self.label_matrix, False
+
+    def mask_rows(self, start: int, stop: int) -> np.ndarray:
+        """The label mask of items ``start:stop`` (the empty mask when every pair is labelled)."""
+        return self.mask[start:stop] if self.masked else self.mask
 
     def observed(self) -> np.ndarray:
         """(C,) number of items labelled (present or absent) for each class."""
@@ -526,8 +529,9 @@ def similarity_histograms(scorer, targets: Targets, bins: int = 100) -> dict:
     n = scorer.n_items
     for start, stop in _row_blocks(n, scorer.n_classes):
         scores = scorer.block(start, stop)
-        labels, label_matrix, multilabel, mask = targets.rows(start, stop)
-        kernels.positive_negative_histograms(scores, labels, label_matrix, multilabel, edges, pos_counts, neg_counts, sums, mask)
+        labels, label_matrix, multilabel = targets.rows(start, stop)
+        kernels.positive_negative_histograms(scores, labels, label_matrix, multilabel, edges, pos_counts, neg_counts, sums,
+                                             targets.mask_rows(start, stop))
         positives.append(scores[label_matrix] if multilabel else scores[np.arange(stop - start), labels])
     positives_sorted = np.sort(np.concatenate(positives)) if positives else np.zeros(0, np.float32)
     n_pos, n_neg = int(pos_counts.sum()), int(neg_counts.sum())
@@ -536,9 +540,10 @@ def similarity_histograms(scorer, targets: Targets, bins: int = 100) -> dict:
         # Second pass: the same blocks again, each negative against every positive.
         table, low, per_unit = bucket_table(positives_sorted, max_buckets=2**16)  # table stays in L2
         for start, stop in _row_blocks(n, scorer.n_classes):
-            labels, label_matrix, multilabel, mask = targets.rows(start, stop)
+            labels, label_matrix, multilabel = targets.rows(start, stop)
             twice_u += int(kernels.negatives_below_positives(
-                scorer.block(start, stop), labels, label_matrix, multilabel, positives_sorted, table, low, per_unit, mask
+                scorer.block(start, stop), labels, label_matrix, multilabel, positives_sorted, table, low, per_unit,
+                targets.mask_rows(start, stop),
             ))
     p = pos_counts / max(n_pos, 1)
     q = neg_counts / max(n_neg, 1)
