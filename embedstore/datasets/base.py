@@ -132,7 +132,8 @@ class Dataset:
         """Refuse names and values a store cannot hold, before any audio is decoded.
 
         Classes, item ids and metadata column names go through the store's name policy
-        (:mod:`embedstore.store.names`); labels must be classes; text metadata values may
+        (:mod:`embedstore.store.names`); labels (and observed classes) must be classes, and
+        a single-label item needs one (a multi-label item may carry none); text metadata values may
         be empty but hold no NUL.
 
         Raises
@@ -146,8 +147,9 @@ class Dataset:
         columns = list(self.items[0].metadata) if self.items else []
         check_names(columns, "metadata column", object_name=True)
         for item in self.items:
-            unknown = next((label for label in item.labels if label not in known), None)
-            if unknown is not None or not item.labels:
+            unknown = next((label for label in (*item.labels, *(item.observed or ())) if label not in known), None)
+            # a multi-label clip may carry none of the classes (OpenMIC: every labelled one absent)
+            if unknown is not None or (not item.labels and not self.multilabel):
                 raise InputError(f"item {item.id!r} has {'label ' + repr(unknown) if unknown else 'no label'}, "
                                  f"not one of the dataset's classes")
             if list(item.metadata) != columns:
