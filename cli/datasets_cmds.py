@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from cli.common import JSON_HELP, console, err_console, handle_errors, write_json
@@ -33,7 +32,7 @@ def list_datasets(
     rows = []
     for info in DATASETS.values():
         classes = "-" if info.classes is None else str(info.classes)
-        table.add_row(info.name, classes, info.items, info.labels, escape(info.licence), info.size, escape(info.get))
+        table.add_row(info.name, classes, info.items, info.labels, info.licence, info.size, info.get)
         rows.append({"name": info.name, "title": info.title, "classes": info.classes, "items": info.items,
                      "labels": info.labels, "licence": info.licence, "size": info.size, "get": info.get,
                      "prompts": list(info.prompts), "downloadable": info.remotes is not None})
@@ -69,17 +68,17 @@ def download(
 
     def progress(filename: str, done: int, total: int | None) -> None:
         if total and done == total:
-            err_console.print(f"  {escape(filename)}: {done / 2**20:.1f} MiB", highlight=False)
+            err_console.print(f"  {filename}: {done / 2**20:.1f} MiB", highlight=False)
 
     for remote in remotes:
         path, fetched = fetch(remote, root, overwrite=overwrite, mirror=mirror, progress=progress)
         state = "downloaded, MD5 verified" if fetched else "already there, MD5 verified"
-        console.print(f"{escape(str(path))}: {state}", highlight=False)
+        console.print(f"{path}: {state}", highlight=False)
         if is_archive(remote.filename):
             written = unpack(path, remote, root, overwrite=overwrite)
             if written:
                 console.print(f"  unpacked {len(written)} files", highlight=False)
-    console.print(f"done: embedstore extract --dataset {name} --root {escape(str(root))} ...", highlight=False)
+    console.print(f"done: embedstore extract --dataset {name} --root {root} ...", highlight=False)
 
 
 commands.add_typer(datasets_app, name="datasets")
