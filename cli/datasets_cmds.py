@@ -19,13 +19,13 @@ datasets_app = typer.Typer(help="The datasets embedstore reads: list them, downl
 @handle_errors
 def list_datasets(
     json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --json file."),
 ):
     """Every dataset: classes, items, labels kind, licence, size, how to get it."""
     from embedstore.datasets import DATASETS
     from embedstore.store.outputs import check_outputs
 
-    if json_path is not None:
-        check_outputs([json_path], overwrite=True, command="datasets list")
+    check_outputs([json_path], overwrite=overwrite, command="datasets list")
     table = Table(show_lines=False)
     for column in ("name", "classes", "items", "labels", "licence", "size", "get it"):
         table.add_column(column)
