@@ -36,4 +36,4 @@ def run_confidence(store, prompt_set: str, space: str = "joint") -> dict:
         ranked = metrics.rank_pass(scorer, targets)
         tied = embeddings.tied_classes(labels, list(st.classes))
     return {"prompt_set": prompt_set, "space": space, "tied_classes": tied,
-            **metrics.margin_summary(ranked["margins"], ranked["correct"])}
+            **metrics.margin_summary(ranked["margins"], ranked["correct"], ranked.get("judged"))}

@@ -87,6 +87,12 @@ def _is_positive(i, j, labels, label_matrix, multilabel):
 
 
 @njit(cache=True, inline="always")
+def _is_observed(i, j, mask):
+    # an empty (0, 0) mask: every (item, class) pair is labelled
+    return mask.shape[0] == 0 or mask[i, j]
+
+
+@njit(cache=True, inline="always")
 def _bin_index(x, edges, bins):
     # numpy.histogram's uniform-bin arithmetic, including its one-ulp corrections,
     # so counts agree with np.histogram on the same float64 values.
@@ -102,8 +108,11 @@ def _bin_index(x, edges, bins):
 
 
 @njit(cache=True, parallel=True)
-def positive_negative_histograms(scores, labels, label_matrix, multilabel, edges, pos_counts, neg_counts, sums):
+def positive_negative_histograms(scores, labels, label_matrix, multilabel, edges, pos_counts, neg_counts, sums, mask):
     """Add one block's positive and negative scores to the running histograms.
+
+    Pairs that ``mask`` (the block's rows, or (0, 0): all labelled) marks unlabelled
+    are left out.
 
     Scores are clipped to the edge range first (cosines can round past 1). Each chunk of
     rows counts into its own private bins, merged at the end. ``sums`` receives
@@ -120,6 +129,8 @@ def positive_negative_histograms(scores, labels, label_matrix, multilabel, edges
     for ch in prange(chunks):
         for i in range(ch * n // chunks, (ch + 1) * n // chunks):
             for j in range(c):
+                if not _is_observed(i, j, mask):
+                    continue
                 x = min(max(np.float64(scores[i, j]), lo), hi)
                 k = _bin_index(x, edges, bins)
                 if _is_positive(i, j, labels, label_matrix, multilabel):
@@ -139,12 +150,13 @@ def positive_negative_histograms(scores, labels, label_matrix, multilabel, edges
 
 
 @njit(cache=True, parallel=True)
-def negatives_below_positives(scores, labels, label_matrix, multilabel, positives_sorted, table, low, per_unit):
+def negatives_below_positives(scores, labels, label_matrix, multilabel, positives_sorted, table, low, per_unit, mask):
     """Twice the Mann-Whitney count of one block's negatives against all positives.
 
     For every negative score ``v``: ``2 * #{positives > v} + #{positives == v}``, summed
     (an integer, so the overlap AUC stays exact at any scale). ``table``, ``low`` and
-    ``per_unit`` index the positives as in :func:`_count_below`.
+    ``per_unit`` index the positives as in :func:`_count_below`. Unlabelled pairs
+    (``mask``, as in :func:`positive_negative_histograms`) are no negatives.
     """
     n, c = scores.shape
     n_pos = positives_sorted.shape[0]
@@ -154,7 +166,7 @@ def negatives_below_positives(scores, labels, label_matrix, multilabel, positive
         acc = 0
         for i in range(ch * n // chunks, (ch + 1) * n // chunks):
             for j in range(c):
-                if _is_positive(i, j, labels, label_matrix, multilabel):
+                if _is_positive(i, j, labels, label_matrix, multilabel) or not _is_observed(i, j, mask):
                     continue
                 v = scores[i, j]
                 left = _count_below(positives_sorted, v, table, low, per_unit)
@@ -167,14 +179,15 @@ def negatives_below_positives(scores, labels, label_matrix, multilabel, positive
 
 
 @njit(cache=True, parallel=True)
-def class_auc_ap(scores_t, first_class, labels, label_matrix, multilabel, weights, auc, ap):
+def class_auc_ap(scores_t, first_class, labels, label_matrix, multilabel, weights, auc, ap, mask):
     """ROC-AUC and average precision of each class in a block, under item weights.
 
     ``scores_t`` is (classes in block, items): row ``k`` scores every item against class
     ``first_class + k``. ``weights`` is (resamples, items): 1 everywhere for the plain
     metric, bootstrap counts otherwise; each class is sorted once for all resamples.
     Fills ``auc`` and ``ap`` (resamples, classes in block); NaN where a class has no
-    positive or no negative weight.
+    positive or no negative weight. Items whose pair with a class ``mask`` (n, C) marks
+    unlabelled weigh nothing for that class; a (0, 0) mask labels every pair.
     """
     nc, n = scores_t.shape
     n_res = weights.shape[0]
@@ -183,10 +196,12 @@ def class_auc_ap(scores_t, first_class, labels, label_matrix, multilabel, weight
         s = scores_t[k]
         order = np.argsort(s)
         is_pos = np.empty(n, np.bool_)
+        seen = np.empty(n, np.float64)  # 1 labelled, 0 left out
         for i in range(n):
             is_pos[i] = _is_positive(i, cls, labels, label_matrix, multilabel)
+            seen[i] = 1.0 if _is_observed(i, cls, mask) else 0.0
         for r in range(n_res):
-            w = weights[r]
+            w = weights[r] * seen
             total_pos = 0.0
             total_neg = 0.0
             for i in range(n):

@@ -18,6 +18,7 @@ Tie rules are those of :mod:`analyses.kernels` (scikit-learn's).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -70,12 +71,17 @@ class Targets:
 
     Single-label: ``labels`` (n,) int32 and an empty (0, 0) ``label_matrix``.
     Multi-label: ``label_matrix`` (n, C) bool and an empty (0,) ``labels``.
+    ``mask`` (n, C) bool marks the (item, class) pairs that carry a label (present or
+    absent) when a multi-label dataset is partially labelled (OpenMIC-2018); pairs
+    it leaves False are left out of every metric. Empty (0, 0) when every pair is
+    labelled.
     """
 
     labels: np.ndarray
     label_matrix: np.ndarray
     multilabel: bool
     n_classes: int
+    mask: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0), bool))
 
     @classmethod
     def single(cls, labels, n_classes: int) -> Targets:
@@ -85,15 +91,28 @@ class Targets:
         return cls(labels, np.zeros((0, 0), bool), False, n_classes)
 
     @classmethod
-    def multi(cls, label_matrix) -> Targets:
+    def multi(cls, label_matrix, mask=None) -> Targets:
+        """Multi-label targets; ``mask`` (n, C) True where a pair is labelled (None: all)."""
         label_matrix = np.ascontiguousarray(label_matrix, dtype=bool)
-        return cls(np.zeros(0, np.int32), label_matrix, True, label_matrix.shape[1])
+        if mask is None:
+            return cls(np.zeros(0, np.int32), label_matrix, True, label_matrix.shape[1])
+        mask = np.ascontiguousarray(mask, dtype=bool)
+        if mask.shape != label_matrix.shape:
+            raise InputError(f"label mask has shape {mask.shape}, labels {label_matrix.shape}")
+        if np.any(label_matrix & ~mask):
+            raise InputError("the label mask leaves out pairs that carry a label")
+        return cls(np.zeros(0, np.int32), label_matrix, True, label_matrix.shape[1], mask)
 
     @classmethod
     def from_store(cls, store) -> Targets:
         if store.multilabel:
-            return cls.multi(store.label_matrix)
+            return cls.multi(store.label_matrix, getattr(store, "label_mask", None))
         return cls.single(store.labels, len(store.classes))
+
+    @property
+    def masked(self) -> bool:
+        """Whether some (item, class) pairs are unlabelled."""
+        return self.mask.shape[0] > 0
 
     @property
     def n_items(self) -> int:
@@ -104,6 +123,16 @@ class Targets:
         if self.multilabel:
             return self.labels, self.label_matrix[start:stop], True
         return self.labels[start:stop], self.label_matrix, False
+
+    def mask_rows(self, start: int, stop: int) -> np.ndarray:
+        """The label mask of items ``start:stop`` (the empty mask when every pair is labelled)."""
+        return self.mask[start:stop] if self.masked else self.mask
+
+    def observed(self) -> np.ndarray:
+        """(C,) number of items labelled (present or absent) for each class."""
+        if self.masked:
+            return self.mask.sum(axis=0).astype(np.int64)
+        return np.full(self.n_classes, self.n_items, np.int64)
 
     def support(self) -> np.ndarray:
         """(C,) number of items carrying each class."""
@@ -218,7 +247,8 @@ def rank_pass(scorer, targets: Targets, keep_positives: bool = False) -> dict[st
     -------
     dict
         ``predictions`` (n,) int32, ``margins`` (n,) float32 (NaN with one class),
-        ``correct`` (n,) bool (top class among the item's labels) and, for
+        ``correct`` (n,) bool (top class among the item's labels), with a label mask
+        ``judged`` (n,) bool (the top class is labelled for the item) and, for
         single-label targets, ``ranks`` (n,) int32 (0 = top). With ``keep_positives``
         also ``positive_classes`` and ``positive_scores``: the class and score of
         every (item, class it carries) pair.
@@ -245,6 +275,8 @@ def rank_pass(scorer, targets: Targets, keep_positives: bool = False) -> dict[st
     else:
         correct = predictions == targets.labels
     out = {"predictions": predictions, "margins": margins, "correct": correct}
+    if targets.masked:  # a top class without a label is neither right nor wrong
+        out["judged"] = targets.mask[np.arange(n), predictions]
     if ranks is not None:
         out["ranks"] = ranks
     if keep_positives:
@@ -360,7 +392,7 @@ def class_auc_ap(scorer, targets: Targets, weights: np.ndarray | None = None) ->
             scores_t[:, start:stop] = scorer.block(start, stop, first, last).T
         kernels.class_auc_ap(
             scores_t, first, targets.labels, targets.label_matrix, targets.multilabel,
-            weights, auc[:, first:last], ap[:, first:last],
+            weights, auc[:, first:last], ap[:, first:last], targets.mask,
         )
     return auc, ap
 
@@ -410,15 +442,20 @@ def classification_metrics(scorer, targets: Targets, class_names: list[str], boo
         ``pr_auc_macro``, ``per_class`` (name -> f1, roc_auc, pr_auc, support),
         ``n_items``, ``n_classes``; multi-label: the AUC and AP keys only. Macro means
         skip classes whose AUC is undefined (no positive or no negative item); those
-        show ``None``. With ``bootstrap``, ``ci95`` maps each key to ``[lo, hi]``.
+        show ``None``. With a label mask (``targets.mask``) each class is scored over
+        its labelled items only, and ``per_class`` adds ``labelled`` (their count). With ``bootstrap``, ``ci95`` maps each key to ``[lo, hi]``.
     """
     n, n_classes = scorer.n_items, scorer.n_classes
     if n == 0:
         raise InputError("no items to score")
+    if n_classes < 2:  # every item would be "right": a number that says nothing
+        raise InputError(f"classification needs two classes or more, not {n_classes} "
+                         f"(captioned clips without labels are for retrieval)")
     if targets.n_items != n or targets.n_classes != n_classes:
         raise InputError(f"scores are {n} x {n_classes} but targets {targets.n_items} x {targets.n_classes}")
     ranked = rank_pass(scorer, targets, keep_positives=True)
-    if ranked["positive_scores"].size <= MAX_COUNTED_POSITIVES:
+    # Counting places every item among the positives; unlabelled pairs need the sorted columns.
+    if not targets.masked and ranked["positive_scores"].size <= MAX_COUNTED_POSITIVES:
         auc, ap = counted_auc_ap(scorer, n_classes, ranked["positive_classes"], ranked["positive_scores"])
     else:  # dense multi-label: per-chunk counters would outgrow sorting whole columns
         auc, ap = (m[0] for m in class_auc_ap(scorer, targets))
@@ -435,6 +472,9 @@ def classification_metrics(scorer, targets: Targets, class_names: list[str], boo
         name: {"roc_auc": _number_or_none(auc[0, c]), "pr_auc": _number_or_none(ap[0, c]), "support": int(support[c])}
         for c, name in enumerate(class_names)
     }
+    if targets.masked:
+        for c, labelled in enumerate(targets.observed()):
+            per_class[class_names[c]]["labelled"] = int(labelled)
     if not targets.multilabel:
         topk = np.empty((weights.shape[0], TOP_K))
         f1w = np.empty(weights.shape[0])
@@ -474,7 +514,8 @@ def histogram_edges(bins: int) -> np.ndarray:
 def similarity_histograms(scorer, targets: Targets, bins: int = 100) -> dict:
     """Positive vs negative item-class similarities: histograms and overlap figures.
 
-    A pair (item, class) is positive when the item carries the class. Counts use
+    A pair (item, class) is positive when the item carries the class; with a label
+    mask, unlabelled pairs are neither positive nor negative. Counts use
     ``bins`` equal bins over [-1, 1] (scores rounded past the range are clipped into
     it); ``auc`` is the exact probability that a positive pair outscores a negative one
     (ties count one half); ``bhattacharyya`` is the coefficient sum(sqrt(p * q)) of the
@@ -489,7 +530,8 @@ def similarity_histograms(scorer, targets: Targets, bins: int = 100) -> dict:
     for start, stop in _row_blocks(n, scorer.n_classes):
         scores = scorer.block(start, stop)
         labels, label_matrix, multilabel = targets.rows(start, stop)
-        kernels.positive_negative_histograms(scores, labels, label_matrix, multilabel, edges, pos_counts, neg_counts, sums)
+        kernels.positive_negative_histograms(scores, labels, label_matrix, multilabel, edges, pos_counts, neg_counts, sums,
+                                             targets.mask_rows(start, stop))
         positives.append(scores[label_matrix] if multilabel else scores[np.arange(stop - start), labels])
     positives_sorted = np.sort(np.concatenate(positives)) if positives else np.zeros(0, np.float32)
     n_pos, n_neg = int(pos_counts.sum()), int(neg_counts.sum())
@@ -500,7 +542,8 @@ def similarity_histograms(scorer, targets: Targets, bins: int = 100) -> dict:
         for start, stop in _row_blocks(n, scorer.n_classes):
             labels, label_matrix, multilabel = targets.rows(start, stop)
             twice_u += int(kernels.negatives_below_positives(
-                scorer.block(start, stop), labels, label_matrix, multilabel, positives_sorted, table, low, per_unit
+                scorer.block(start, stop), labels, label_matrix, multilabel, positives_sorted, table, low, per_unit,
+                targets.mask_rows(start, stop),
             ))
     p = pos_counts / max(n_pos, 1)
     q = neg_counts / max(n_neg, 1)
@@ -536,20 +579,24 @@ def _quartiles(values: np.ndarray) -> dict:
     return {"median": float(median), "q1": float(q1), "q3": float(q3), "n": int(values.size)}
 
 
-def margin_summary(margins: np.ndarray, correct: np.ndarray) -> dict:
+def margin_summary(margins: np.ndarray, correct: np.ndarray, judged: np.ndarray | None = None) -> dict:
     """Median and quartiles of top-2 margins, overall and split by correct/wrong top-1.
 
     ``margins`` and ``is_correct`` come back per item (for plots); undefined margins
-    (one class only) are ``None`` there and left out of the quartiles.
+    (one class only) are ``None`` there and left out of the quartiles. ``judged``
+    (partial labels) marks the items whose top class is labelled; the others count in
+    neither split and their ``is_correct`` is ``None``.
     """
     overall = _quartiles(margins)
+    if judged is None:
+        judged = np.ones_like(correct, dtype=bool)
     return {
         "median": overall["median"],
         "q1": overall["q1"],
         "q3": overall["q3"],
         "n_items": overall["n"],
-        "correct": _quartiles(margins[correct]),
-        "wrong": _quartiles(margins[~correct]),
+        "correct": _quartiles(margins[correct & judged]),
+        "wrong": _quartiles(margins[~correct & judged]),
         "margins": [m if np.isfinite(m) else None for m in margins.astype(np.float64).tolist()],
-        "is_correct": correct.tolist(),
+        "is_correct": [bool(c) if j else None for c, j in zip(correct.tolist(), judged.tolist())],
     }

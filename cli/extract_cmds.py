@@ -19,7 +19,14 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from cli.common import check_input_names, console, err_console, finite, handle_errors, styled
+from cli.common import (
+    check_input_names,
+    console,
+    err_console,
+    finite,
+    handle_errors,
+    styled,
+)
 from embedstore.models import MODELS
 from embedstore.store.outputs import check_outputs
 
@@ -27,7 +34,8 @@ commands = typer.Typer()
 
 MODEL_HELP = f"A registered model ({', '.join(sorted(MODELS))}) or hf:<hub id or local directory>."
 PROMPTS_HELP = ("A built-in prompt set (track, definition, definition-nolabel, lorem, recording, "
-                "solo, negative, family, ontology) or a .txt/.csv/.json file; repeat for several.")
+                "solo, negative, family, ontology; sound, sound-clap) or a .txt/.csv/.json file; "
+                "repeat for several.")
 
 
 class ClipsPerSecond(ProgressColumn):
@@ -58,9 +66,10 @@ def extract(
     ),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights file instead of the published one."),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Local tokenizer folder for the text tower."),
-    dataset: str = typer.Option("tinysol", "--dataset", "-d", help="tinysol, notes (the bundled notes) or folder."),
+    dataset: str = typer.Option("tinysol", "--dataset", "-d", help="A dataset of `embedstore datasets list` (tinysol, notes, esc50, openmic, ..., captions, folder)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder; tinysol without --root reads the bundled notes."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="folder only: CSV with columns path,label (several labels split by ';'); default <root>/labels.csv."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="folder: CSV with columns path,label (several labels split by ';'), default <root>/labels.csv; captions: the captions CSV, default <root>/captions.csv."),
+    where: Optional[str] = typer.Option(None, "--where", metavar="COLUMN=VALUE", help="Embed only the items whose metadata column equals VALUE (e.g. fold=1)."),
     prompts: Optional[List[str]] = typer.Option(None, "--prompts", "-p", help=PROMPTS_HELP + " Default: every built-in set that fits the classes."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, max=65_536, help="Audio windows per forward pass (may change on --resume, e.g. after running out of device memory)."),
@@ -84,9 +93,9 @@ def extract(
     Clips that cannot be read are recorded in the store with their reason, and skipped.
     """
     from embedstore.datasets import load_dataset
+    from embedstore.errors import InputError
     from embedstore.extract import check_settings, run_extract
     from embedstore.extract.prompts import build_prompt_set, default_prompt_specs
-    from embedstore.errors import InputError
     from embedstore.extract.shards import local_device, resolve_shard
     from embedstore.store.merge import shard_path
 
@@ -102,8 +111,13 @@ def extract(
     if dataset == "tinysol" and root is None:
         dataset = "notes"
     data = load_dataset(dataset, root, labels)
+    if where is not None:
+        column, sep, value = where.partition("=")
+        if not sep:
+            raise InputError(f"--where takes COLUMN=VALUE, not {where!r}")
+        data = data.where(column.strip(), value.strip())
     specs = ([build_prompt_set(p, data.classes) for p in prompts] if prompts
-             else default_prompt_specs(data.classes))
+             else default_prompt_specs(data.classes) + fitting_clap_specs(data))
     # The store is checked before any model loads or clip is read; no input (labels,
     # weights, prompts, audio) is ever a target; --resume continues what is there.
     inputs = [labels or data.root / "labels.csv", checkpoint, *_prompt_files(prompts),
@@ -159,6 +173,16 @@ def _run_ray(actors, gpus_per_actor, encoder, data, specs, out, *, model, checkp
                                tokenizer=tokenizer)
     return run_extract_ray(loader, data, specs, out, model=encoder, shards=actors, concurrency=actors, num_gpus=gpus_per_actor,
                            command=["embedstore", *sys.argv[1:]], **settings)
+
+
+def fitting_clap_specs(data) -> list:
+    """The CLAP papers' sound prompt sets that the dataset's registry entry says fit it."""
+    from embedstore.datasets import DATASETS
+    from embedstore.extract.prompts import build_prompt_set, clap_prompt_sets
+
+    info = DATASETS.get(data.name)
+    fitting = [name for name in clap_prompt_sets() if info is not None and name in info.prompts]
+    return [build_prompt_set(name, data.classes) for name in fitting]
 
 
 def _print_summary(summary) -> None:

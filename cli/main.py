@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 from cli import (
     analyze_cmds,
     beyond_cmds,
+    datasets_cmds,
     extract_cmds,
     report_cmds,
     scale_cmds,
@@ -89,3 +90,4 @@ _include(app, extract_cmds, store_cmds, scale_cmds)
 _include(analyze_app, analyze_cmds, semantics_cmds, beyond_cmds)
 app.add_typer(analyze_app, name="analyze")
 _include(app, report_cmds, train_cmds)
+app.registered_groups.extend(datasets_cmds.commands.registered_groups)

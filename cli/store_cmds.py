@@ -28,6 +28,9 @@ def info(store: Path = typer.Argument(..., help="The store file (.h5).")) -> Non
         head.add_row(styled(("model", "bold")), st.model)
         head.add_row(styled(("dataset", "bold")), st.dataset)
         kind = "multi-label" if st.multilabel else "single-label"
+        mask = st.label_mask
+        if mask is not None:  # partial labels: say how many pairs the metrics will leave out
+            kind += f", {int(mask.size - mask.sum())} of {mask.size} item-class pairs unlabelled"
         head.add_row(styled(("items", "bold")), f"{st.n_items} ({kind}), {len(st.failed)} failed")
         head.add_row(styled(("classes", "bold")), f"{len(st.classes)}: " + ", ".join(st.classes))
         meta = st.metadata_columns

@@ -298,8 +298,8 @@ def test_folder_errors(folder, rows, header, message):
 
 
 def test_load_dataset_errors(tmp_path):
-    with pytest.raises(InputError, match="unknown dataset 'esc50'"):
-        load_dataset("esc50", tmp_path)
+    with pytest.raises(InputError, match="unknown dataset 'urbansound8k'"):
+        load_dataset("urbansound8k", tmp_path)
     with pytest.raises(InputError, match="needs a root"):
         load_dataset("tinysol")
     with pytest.raises(InputError, match="labels CSV .* does not exist"):

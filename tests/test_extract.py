@@ -263,7 +263,8 @@ def test_prompt_sets_and_provenance_are_stored(dataset, tmp_path):
     assert prov["extraction"]["batch_size"] == 4
     assert prov["library_versions"]["torch"] and prov["library_versions"]["soxr"]
     assert prov["versions"]["numpy"]  # the store's own record of the core libraries
-    assert prov["dataset"] == {"name": "folder", "root": dataset.root.name, "items": 13}
+    assert prov["dataset"] == {"name": "folder", "root": dataset.root.name, "items": 13,
+                               "source": "embedstore", "subset": ""}
 
 
 def test_same_input_and_weights_give_the_same_store_content(dataset, tmp_path):

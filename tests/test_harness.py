@@ -106,6 +106,11 @@ ROWS: dict[str, Row] = {
     "analyze umap": Row(["analyze", "umap", *STORE, "--neighbors", "5"], {"store": 2}, ANALYSIS_OUT),
     "report": Row(["report", *STORE, "--out", "{out}/rep", "--no-umap", "--prompts", "label"], {"stores": 1},
                   outputs={"out"}, files={"ontology": "{}"}),
+    "datasets list": Row(["datasets", "list"], outputs={"json_path"}),
+    # port 9 (discard) on 127.0.0.1: nothing listens, so the run ends offline, without network
+    "datasets download": Row(["datasets", "download", "esc50", "--root", "{out}/data", "--mirror", "http://127.0.0.1:9"],
+                             {"name": 2}, outputs={"root"},
+                             untested={"mirror": "a URL, not a path; an unreachable one is the valid value here"}),
 }
 
 

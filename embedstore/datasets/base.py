@@ -32,12 +32,21 @@ class Item:
         Class names; exactly one for single-label datasets.
     metadata : dict[str, str | int | float]
         Per-item columns; every item of a dataset has the same keys with the same types.
+    captions : tuple[str, ...]
+        Free-text descriptions of the audio, for retrieval (caption datasets); empty
+        for datasets without captions.
+    observed : tuple[str, ...] or None
+        Partially labelled datasets (OpenMIC-2018): the classes whose presence or
+        absence is known for this item; ``labels`` are those of them present. ``None``
+        (every other dataset): every class is known, absent unless in ``labels``.
     """
 
     id: str
     path: Path
     labels: tuple[str, ...]
     metadata: dict[str, str | int | float]
+    captions: tuple[str, ...] = ()
+    observed: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -47,7 +56,7 @@ class Dataset:
     Attributes
     ----------
     name : str
-        ``"tinysol"``, ``"notes"`` or ``"folder"``.
+        The registry name (``"tinysol"``, ``"esc50"``, ...; see ``DATASETS``).
     root : Path
         The folder the items were read from.
     classes : list[str]
@@ -55,6 +64,11 @@ class Dataset:
     items : list[Item]
     multilabel : bool
         Whether an item may carry several labels.
+    source : str
+        What read it: ``"embedstore"`` (our readers) or mirdata with its version and
+        index file; recorded in a store's provenance.
+    subset : str
+        The selection :meth:`where` made (``"fold=1"``), ``""`` for the whole dataset.
     """
 
     name: str
@@ -62,6 +76,8 @@ class Dataset:
     classes: list[str]
     items: list[Item]
     multilabel: bool
+    source: str = "embedstore"
+    subset: str = ""
 
     @property
     def ids(self) -> np.ndarray:
@@ -81,6 +97,31 @@ class Dataset:
             matrix[row, [index[label] for label in item.labels]] = True
         return matrix
 
+    def label_mask(self) -> np.ndarray | None:
+        """``(n_items, n_classes)`` bool, True where a pair is labelled (present or
+        absent); ``None`` when every pair is (every dataset without partial labels)."""
+        if all(item.observed is None for item in self.items):
+            return None
+        index = {cls: i for i, cls in enumerate(self.classes)}
+        mask = np.ones((len(self.items), len(self.classes)), dtype=bool)
+        for row, item in enumerate(self.items):
+            if item.observed is not None:
+                mask[row] = False
+                mask[row, [index[label] for label in item.observed]] = True
+        return mask
+
+    def where(self, column: str, value: str) -> "Dataset":
+        """The items whose metadata ``column`` equals ``value`` (compared as text:
+        ``where("fold", "1")``), as a new dataset with the same classes."""
+        if self.items and column not in self.items[0].metadata:
+            raise InputError(f"dataset {self.name!r} has no metadata column {column!r} "
+                             f"(has: {', '.join(self.items[0].metadata) or 'none'})")
+        kept = [item for item in self.items if str(item.metadata[column]) == value]
+        if not kept:
+            raise InputError(f"no item of dataset {self.name!r} has {column} = {value!r}")
+        subset = f"{self.subset}, {column}={value}" if self.subset else f"{column}={value}"
+        return Dataset(self.name, self.root, list(self.classes), kept, self.multilabel, self.source, subset)
+
     def labels(self) -> np.ndarray:
         """``(n_items,)`` int32 class indices; single-label datasets only."""
         if self.multilabel:
@@ -91,7 +132,8 @@ class Dataset:
         """Refuse names and values a store cannot hold, before any audio is decoded.
 
         Classes, item ids and metadata column names go through the store's name policy
-        (:mod:`embedstore.store.names`); labels must be classes; text metadata values may
+        (:mod:`embedstore.store.names`); labels (and observed classes) must be classes, and
+        a single-label item needs one (a multi-label item may carry none); text metadata values may
         be empty but hold no NUL.
 
         Raises
@@ -105,8 +147,9 @@ class Dataset:
         columns = list(self.items[0].metadata) if self.items else []
         check_names(columns, "metadata column", object_name=True)
         for item in self.items:
-            unknown = next((label for label in item.labels if label not in known), None)
-            if unknown is not None or not item.labels:
+            unknown = next((label for label in (*item.labels, *(item.observed or ())) if label not in known), None)
+            # a multi-label clip may carry none of the classes (OpenMIC: every labelled one absent)
+            if unknown is not None or (not item.labels and not self.multilabel):
                 raise InputError(f"item {item.id!r} has {'label ' + repr(unknown) if unknown else 'no label'}, "
                                  f"not one of the dataset's classes")
             if list(item.metadata) != columns:
@@ -121,6 +164,17 @@ class Dataset:
             return {}
         return {key: np.array([item.metadata[key] for item in self.items])
                 for key in self.items[0].metadata}
+
+
+def folder_and_csv(root: str | Path, csv_path: str | Path, what: str) -> tuple[Path, Path]:
+    """``root`` resolved and ``csv_path`` expanded, or InputError naming the one missing."""
+    root = Path(root).expanduser().resolve()
+    csv_path = Path(csv_path).expanduser()
+    if not root.is_dir():
+        raise InputError(f"dataset folder {root} does not exist")
+    if not csv_path.is_file():
+        raise InputError(f"{what} {csv_path} does not exist")
+    return root, csv_path
 
 
 def audio_files(folder: Path) -> list[Path]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from embedstore.datasets.base import Dataset, Item
+from embedstore.datasets.base import Dataset, Item, folder_and_csv
 from embedstore.errors import InputError
 from embedstore.store.names import check_name, check_names, normalise
 
@@ -33,12 +33,7 @@ def load_folder(root: str | Path, labels_csv: str | Path) -> Dataset:
         Missing root or CSV, a CSV without ``path``/``label`` columns, no rows, a row
         without a label, a repeated path, or paths that do not exist.
     """
-    root = Path(root).expanduser().resolve()
-    labels_csv = Path(labels_csv).expanduser()
-    if not root.is_dir():
-        raise InputError(f"dataset folder {root} does not exist")
-    if not labels_csv.is_file():
-        raise InputError(f"labels CSV {labels_csv} does not exist")
+    root, labels_csv = folder_and_csv(root, labels_csv, "labels CSV")
     try:
         with open(labels_csv, newline="", encoding="utf-8-sig") as f:
             header, *cells = list(csv.reader(f))

@@ -16,6 +16,14 @@ import re
 from pathlib import Path
 
 from embedstore.datasets.base import AUDIO_SUFFIXES, Dataset, Item, audio_files
+from embedstore.datasets.mirdata_support import (
+    check_present,
+    index_filename,
+    mirdata_available,
+    mirdata_tracks,
+    open_mirdata,
+    source,
+)
 from embedstore.datasets.pitch import midi_pitch
 from embedstore.errors import InputError
 
@@ -106,6 +114,62 @@ def load_tinysol(root: str | Path) -> Dataset:
         raise InputError(f"cannot tell the TinySOL instrument of {len(unknown)} file(s), "
                          f"first: {unknown[0]}")
     return Dataset("tinysol", audio_root, list(TINYSOL_CLASSES), items, multilabel=False)
+
+
+def read_tinysol(root: str | Path) -> Dataset:
+    """TinySOL through mirdata when it is installed and ``root`` holds mirdata's index
+    (``tinysol_index_6.0.json``, mirdata's layout), else through :func:`load_tinysol`.
+
+    Both give the same items, classes and metadata columns; ``Dataset.source`` says
+    which read it.
+    """
+    if mirdata_available():
+        local = Path(root).expanduser().resolve()
+        if (local / index_filename("tinysol")).is_file():
+            return load_tinysol_mirdata(local)
+    return load_tinysol(root)
+
+
+def load_tinysol_mirdata(root: str | Path) -> Dataset:
+    """Read TinySOL through mirdata's index and metadata parser.
+
+    ``root`` is mirdata's data home: ``audio/...`` as the index lists it,
+    ``annotation/TinySOL_metadata.csv`` and the index. Items follow the index's order
+    sorted by path, so they match :func:`load_tinysol` on the same files.
+    """
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise InputError(f"TinySOL folder {root} does not exist")
+    mir = open_mirdata("tinysol", root)
+    items = sorted((_mirdata_item(track) for track in mirdata_tracks(mir)), key=lambda item: item.path)
+    check_present(items, "TinySOL", root)
+    dataset = Dataset("tinysol", root, list(TINYSOL_CLASSES), items, multilabel=False)
+    dataset.source = source("tinysol", mir)
+    return dataset
+
+
+def _mirdata_item(track) -> Item:
+    """One mirdata TinySOL track as our item: file-name facts, then mirdata's CSV facts."""
+    stem = Path(track.audio_path).stem
+    metadata = _metadata_from_name(stem)
+    try:
+        fold = track.split  # mirdata's name for the CSV's Fold
+    except AttributeError:  # mirdata: "This Track does not have metadata"
+        facts = {}
+    else:
+        facts = {"fold": fold, "family": track.family, "instrument_code": track.instrument_abbr,
+                 "technique": track.technique_abbr, "pitch": track.pitch, "midi_pitch": track.pitch_id,
+                 "dynamics": track.dynamics, "dynamics_id": track.dynamics_id,
+                 "instance_id": track.instance_id, "string_id": track.string_id,
+                 "retuned": None if track.is_resampled is None else int(track.is_resampled)}
+    metadata.update({key: value for key, value in facts.items() if value is not None})
+    code = metadata.get("instrument_code")
+    if code not in _TINYSOL:
+        raise InputError(f"cannot tell the TinySOL instrument of {track.audio_path}")
+    name, family, _ = _TINYSOL[code]
+    metadata.setdefault("family", family)
+    metadata["instrument"] = name
+    return Item(stem, Path(track.audio_path), (name,), _tinysol_columns(metadata))
 
 
 def _metadata_from_name(stem: str) -> dict:

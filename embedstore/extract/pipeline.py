@@ -408,6 +408,9 @@ def items_table(dataset) -> dict:
                  paths=[_relative(item.path, dataset.root) for item in dataset.items])
     if dataset.multilabel:
         table["label_matrix"] = dataset.label_matrix()
+        mask = dataset.label_mask()
+        if mask is not None:
+            table["label_mask"] = mask
     else:
         table["labels"] = dataset.labels()
     table["metadata"] = dataset.metadata_columns()
@@ -461,7 +464,8 @@ def extraction_provenance(model, dataset, *, batch_size: int, long_mode: str,
         "encoder": _private_paths_removed(encoder),
         "checkpoint_sha256": checkpoint_digest(encoder),
         "frontend": frontend_config(**_frontend_args(model, long_mode)),
-        "dataset": {"name": dataset.name, "root": Path(dataset.root).name, "items": len(dataset.items)},
+        "dataset": {"name": dataset.name, "root": Path(dataset.root).name, "items": len(dataset.items),
+                    "source": getattr(dataset, "source", "embedstore"), "subset": getattr(dataset, "subset", "")},
         "extraction": {
             "batch_size": batch_size,
             "long_mode": long_mode,

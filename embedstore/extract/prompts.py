@@ -15,6 +15,12 @@ cannot read":
 - ``family``: ``"A <family> instruments track"``, from each class's family;
 - ``ontology``: every node of the hdio ontology as ``"A <term> track"``.
 
+and the templates the CLAP papers use for sound datasets (:func:`clap_prompt_sets`):
+
+- ``sound``: ``"This is a sound of <label>."`` (the CLAP papers' ESC-50 template);
+- ``sound-clap``: ``"This is a sound of <label>"``, exactly as LAION-CLAP's README
+  scores ESC-50 zero-shot (no full stop).
+
 Definitions and families are known for the 14 TinySOL instruments
 (``data/prompts/definitions.json``). User sets come from a file: ``.txt`` (one prompt per
 line, for the classes in order), ``.csv`` (columns ``class,prompt``) or ``.json``
@@ -67,6 +73,8 @@ _TEMPLATES = {
     "recording": "This is a recording of {}",
     "solo": "Solo musical instrument sound of {}",
     "negative": "A no {} track",
+    "sound": "This is a sound of {}.",
+    "sound-clap": "This is a sound of {}",
 }
 _FILE_SUFFIXES = (".txt", ".csv", ".json")
 
@@ -97,6 +105,12 @@ def builtin_prompt_sets() -> list[str]:
     """Names of the built-in prompt sets, in the order :func:`default_prompt_specs` tries them."""
     return ["track", "definition", "definition-nolabel", "lorem", "recording", "solo",
             "negative", "family", "ontology"]
+
+
+def clap_prompt_sets() -> list[str]:
+    """Names of the built-in sets the CLAP papers use for sound datasets (not defaults:
+    ``embedstore extract`` adds them for the datasets they fit)."""
+    return ["sound", "sound-clap"]
 
 
 def build_prompt_set(name_or_file: str | Path, classes: list[str],
@@ -143,7 +157,7 @@ def build_prompt_set(name_or_file: str | Path, classes: list[str],
     elif name == "ontology":
         return ontology_prompt_set(classes)
     else:
-        known = ", ".join(builtin_prompt_sets())
+        known = ", ".join(builtin_prompt_sets() + clap_prompt_sets())
         raise InputError(f"unknown prompt set {name!r} (built in: {known}; or a .txt/.csv/.json file)")
     return PromptSpec(name, prompts, np.arange(len(classes), dtype=np.int32))
 

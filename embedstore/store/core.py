@@ -169,6 +169,8 @@ class Store:
                 raise StoreDamaged(f"{ds.name} has shape {ds.shape}, expected ({n}, {c})")
             if ds.dtype != np.uint8 or (n and ds[()].max(initial=0) > 1):
                 raise StoreDamaged(f"{ds.name} must be uint8 holding 0 and 1")
+            if "label_mask" in items:
+                self._check_label_mask(items, ds)
         else:
             if "label" not in items:
                 raise StoreDamaged(f"{items.name} has neither label nor label_matrix")
@@ -181,6 +183,24 @@ class Store:
                 raise StoreDamaged(f"{ds.name} must hold integer class indices, not {ds.dtype}")
             if n and (labels.min() < 0 or labels.max() >= c):
                 raise StoreDamaged(f"{ds.name} holds class indices outside 0..{c - 1}")
+            if "label_mask" in items:
+                raise StoreDamaged(f"{items.name}/label_mask belongs to multi-label stores only")
+
+    @staticmethod
+    def _check_label_mask(items: h5py.Group, matrix: h5py.Dataset) -> None:
+        """A label mask: (n, C) uint8 0/1, 1 wherever the label matrix is, in a 2.x items table."""
+        ds = items["label_mask"]
+        el.expect(ds, "label-mask")
+        if int(el.read_tag(items)[1].split(".")[0]) < 2:
+            raise StoreDamaged(f"{items.name} holds a label_mask but is tagged version 1; "
+                               f"a 1.x reader would read unlabelled pairs as negatives")
+        if ds.shape != matrix.shape:
+            raise StoreDamaged(f"{ds.name} has shape {ds.shape}, expected {matrix.shape}")
+        mask = ds[()]
+        if ds.dtype != np.uint8 or (mask.size and mask.max(initial=0) > 1):
+            raise StoreDamaged(f"{ds.name} must be uint8 holding 0 and 1")
+        if np.any(matrix[()] > mask):
+            raise StoreDamaged(f"{ds.name} marks as unlabelled a pair that {matrix.name} labels present")
 
     def _check_embedding(self, ds, rows: int, where: str) -> None:
         # ``ds`` is None where a damaged link no longer resolves.
@@ -226,6 +246,16 @@ class Store:
         out = np.zeros((self.n_items, len(self.classes)), dtype=bool)
         out[np.arange(self.n_items), self.labels] = True
         return out
+
+    @property
+    def label_mask(self) -> np.ndarray | None:
+        """(n, C) bool, True where item i's label for class j is known (present or
+        absent); ``None`` when every pair is labelled (every store but partially
+        labelled multi-label ones, such as OpenMIC-2018)."""
+        items = self._file["items"]
+        if "label_mask" not in items:
+            return None
+        return np.asarray(items["label_mask"][()], dtype=bool)
 
     @property
     def metadata_columns(self) -> list[str]:
@@ -496,9 +526,15 @@ class StoreWriter:
         *,
         labels: Sequence[int] | None = None,
         label_matrix: np.ndarray | None = None,
+        label_mask: np.ndarray | None = None,
         metadata: dict[str, Sequence] | None = None,
     ) -> None:
-        """Write the items table: ids, paths, labels (or a multi-label matrix) and metadata."""
+        """Write the items table: ids, paths, labels (or a multi-label matrix) and metadata.
+
+        ``label_mask`` (multi-label only, same shape as ``label_matrix``) is 1 where a
+        pair is labelled, present or absent, and 0 where it is unknown (partial labels);
+        analyses leave unknown pairs out.
+        """
         items = self._f["items"]
         if "id" in items:
             raise StoreExists("the store already has items; write a new store instead")
@@ -510,6 +546,8 @@ class StoreWriter:
         c = len(self.classes)
         if (labels is None) == (label_matrix is None):
             raise InputError("give exactly one of labels (single-label) or label_matrix (multi-label)")
+        if labels is not None and label_mask is not None:
+            raise InputError("a label mask needs a multi-label label_matrix")
         el.write_strings(items, "id", ids)
         el.write_strings(items, "path", paths)
         if labels is not None:
@@ -528,6 +566,8 @@ class StoreWriter:
                 raise InputError("label_matrix must hold only 0 and 1")
             el.write_numeric(items, "label_matrix", mat.astype(np.uint8), "label-matrix")
             items.attrs["label-kind"] = "multi"
+            if label_mask is not None:
+                self._write_label_mask(items, mat, label_mask)
         metadata = dict(zip(check_names(metadata or {}, "metadata column", object_name=True),
                             (metadata or {}).values()))
         meta = items.create_group("metadata")
@@ -542,7 +582,22 @@ class StoreWriter:
                 el.write_strings(meta, col, arr)
         meta.attrs["column-order"] = list(metadata or {})
         self._check_io()
-        self._events.append({"action": "set_items", "items": n, "multilabel": label_matrix is not None})
+        event = {"action": "set_items", "items": n, "multilabel": label_matrix is not None}
+        if label_mask is not None:
+            event["label_mask"] = True
+        self._events.append(event)
+
+    @staticmethod
+    def _write_label_mask(items: h5py.Group, matrix: np.ndarray, label_mask) -> None:
+        mask = np.asarray(label_mask)
+        if mask.shape != matrix.shape:
+            raise InputError(f"label_mask must have shape {matrix.shape}, got {mask.shape}")
+        if not np.isin(mask, (0, 1)).all():
+            raise InputError("label_mask must hold only 0 and 1")
+        if np.any((matrix != 0) & (mask == 0)):
+            raise InputError("label_mask leaves out a pair that the label matrix marks present")
+        el.write_numeric(items, "label_mask", mask.astype(np.uint8), "label-mask")
+        el.tag(items, "items", el.MASKED_ITEMS_VERSION)
 
     def add_audio(self, space: str, values: np.ndarray, *, dtype: str = "float32", replace: bool = False) -> None:
         """Add the audio vectors of ``space``: one row per item, in item order.

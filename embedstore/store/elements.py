@@ -32,6 +32,7 @@ ELEMENT_VERSIONS = {
     "embedding": "1.0.0",
     "label-index": "1.0.0",
     "label-matrix": "1.0.0",
+    "label-mask": "1.0.0",
     "json": "1.0.0",
     "json-lines": "1.0.0",
     # groups
@@ -42,6 +43,13 @@ ELEMENT_VERSIONS = {
     "prompt-set": "1.0.0",
     "failed-items": "1.0.0",
 }
+
+# An items table with a label mask is written at this version (a 1.x reader would read
+# unlabelled pairs as negatives, so it must refuse); without one, at ELEMENT_VERSIONS's.
+MASKED_ITEMS_VERSION = "2.0.0"
+
+# The newest version read of each type, where it differs from the version written.
+READ_VERSIONS = {**ELEMENT_VERSIONS, "items": MASKED_ITEMS_VERSION}
 
 # Embedding chunks hold about this many bytes, so a streaming reader pulls whole rows.
 CHUNK_BYTES = 1 << 20
@@ -92,7 +100,7 @@ def expect(obj: h5py.HLObject, encoding_type: str) -> None:
     etype, version = read_tag(obj)
     if etype != encoding_type:
         raise StoreDamaged(f"{obj.name} is tagged {etype!r}, expected {encoding_type!r}")
-    check_version(obj.name, version, ELEMENT_VERSIONS[encoding_type])
+    check_version(obj.name, version, READ_VERSIONS[encoding_type])
 
 
 def first_line(exc: BaseException) -> str:
@@ -336,6 +344,7 @@ READERS: dict[str, Callable[[h5py.Dataset], Any]] = {
     "embedding": _read_numeric,
     "label-index": _read_numeric,
     "label-matrix": _read_numeric,
+    "label-mask": _read_numeric,
     "json": _read_json,
     "json-lines": _read_json_lines,
 }
@@ -350,7 +359,7 @@ def read_element(ds: h5py.Dataset, expected: str | tuple[str, ...] | None = None
         raise StoreDamaged(f"{ds.name} has unknown encoding-type {etype!r}")
     if expected is not None and etype not in np.atleast_1d(expected):
         raise StoreDamaged(f"{ds.name} is tagged {etype!r}, expected {expected!r}")
-    check_version(ds.name, version, ELEMENT_VERSIONS[etype])
+    check_version(ds.name, version, READ_VERSIONS[etype])
     try:
         return READERS[etype](ds)
     except OSError as exc:

@@ -79,7 +79,8 @@ class Journal:
         header : dict
             ``model``, ``dataset``, ``classes`` and ``provenance`` of the final store.
         items : dict
-            ``ids``, ``paths``, ``labels`` or ``label_matrix``, ``metadata`` (JSON-able).
+            ``ids``, ``paths``, ``labels`` or ``label_matrix`` (with an optional
+            ``label_mask``), ``metadata`` (JSON-able).
         spaces : dict
             Audio space name -> vector size.
         resume : bool
@@ -207,11 +208,13 @@ class Journal:
         ) as w:
             labels = items.get("labels")
             matrix = items.get("label_matrix")
+            mask = items.get("label_mask")
             w.set_items(
                 [items["ids"][i] for i in ok],
                 [items["paths"][i] for i in ok],
                 labels=None if labels is None else np.asarray(labels, dtype=np.int64)[ok],
                 label_matrix=None if matrix is None else np.asarray(matrix, dtype=np.uint8)[ok],
+                label_mask=None if mask is None else np.asarray(mask, dtype=np.uint8)[ok],
                 metadata={k: [v[i] for i in ok] for k, v in (items.get("metadata") or {}).items()},
             )
             for space, dim in h["spaces"].items():
