@@ -12,10 +12,11 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from cli.analyze_cmds import CENTROID_HELP
+from cli.analyze_cmds import CENTROID_HELP, MAX_BOOTSTRAP, MAX_SEED
 from cli.common import (
     JSON_HELP,
     check_analysis_outputs,
+    check_input_names,
     console,
     handle_errors,
     items_option,
@@ -104,8 +105,8 @@ def modality_gap(
 def probe(
     store: Path = typer.Argument(..., help=STORE_HELP),
     space: str = typer.Option("joint", "--space", metavar="SPACE", help=SPACE_HELP),
-    folds: int = typer.Option(5, "--folds", help="Stratified cross-validation folds."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the fold shuffle."),
+    folds: int = typer.Option(5, "--folds", min=2, max=1000, help="Stratified cross-validation folds."),
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Seed of the fold shuffle."),
     json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
     where: List[str] = where_option(),
     items: Optional[Path] = items_option(),
@@ -141,8 +142,8 @@ def text_map(
                                help="procrustes: a rotation (orthogonal); ridge: any linear map."),
     alpha: float = typer.Option(1.0, "--alpha", help="Ridge penalty."),
     centroid: str = typer.Option("raw", "--centroid", metavar="raw|unit", help=CENTROID_HELP),
-    folds: int = typer.Option(5, "--folds", help="Folds over the classes."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the class shuffle."),
+    folds: int = typer.Option(5, "--folds", min=2, max=1000, help="Folds over the classes."),
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Seed of the class shuffle."),
     json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
     where: List[str] = where_option(),
     items: Optional[Path] = items_option(),
@@ -200,6 +201,7 @@ def hierarchy(
     from analyses.hierarchy import run_hierarchy
 
     sides = _labels(prompts, centroids)
+    check_input_names([ontology])
     check_analysis_outputs(json_path, inputs=[store, items, ontology, ontology_map], overwrite=overwrite)
     with open_selected(store, where, items) as st:
         results = {}
@@ -275,8 +277,9 @@ def compare(
     space: str = typer.Option("joint", "--space", metavar="SPACE", help=SPACE_HELP),
     holdout: str = typer.Option("none", "--holdout", metavar="none|loo", help="Centroids: none (the study's) or loo."),
     centroid: str = typer.Option("raw", "--centroid", metavar="raw|unit", help=CENTROID_HELP),
-    resamples: int = typer.Option(1000, "--resamples", metavar="N", help="Paired bootstrap resamples."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the resampling."),
+    resamples: int = typer.Option(1000, "--resamples", metavar="N", min=1, max=MAX_BOOTSTRAP,
+                                  help="Paired bootstrap resamples."),
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Seed of the resampling."),
     json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
     where: List[str] = where_option(),
     items: Optional[Path] = items_option(),
