@@ -32,12 +32,17 @@ class Item:
         Class names; exactly one for single-label datasets.
     metadata : dict[str, str | int | float]
         Per-item columns; every item of a dataset has the same keys with the same types.
+    captions : tuple[str, ...]
+        Free-text descriptions of this item (a caption dataset's); empty for class-only
+        datasets. ``embedstore extract`` embeds them as the caption set ``captions``, each
+        caption tied to its item, for ``embedstore analyze retrieval``.
     """
 
     id: str
     path: Path
     labels: tuple[str, ...]
     metadata: dict[str, str | int | float]
+    captions: tuple[str, ...] = ()
 
 
 @dataclass

@@ -38,7 +38,7 @@ import numpy as np
 
 from embedstore.errors import InputError, ModelUnavailable, StoreExists
 from embedstore.extract.fingerprint import fingerprint_mismatch, settings_fingerprint
-from embedstore.extract.prompts import PromptSpec
+from embedstore.extract.prompts import PromptSpec, caption_prompt_set
 from embedstore.store.core import edit_store, open_store
 from embedstore.store.journal import Journal
 from embedstore.store.lock import writer_lock
@@ -154,6 +154,9 @@ def run_extract(
     require_torch()
     start_time = time.perf_counter()
     check_settings(batch_size=batch_size, workers=workers, long_mode=long_mode, dtype=dtype)
+    captions = caption_prompt_set(dataset)
+    if captions is not None and all(spec.name != captions.name for spec in prompt_specs):
+        prompt_specs = [*prompt_specs, captions]
     check_run_inputs(dataset, prompt_specs)
     items = items_table(dataset)
     provenance = extraction_provenance(model, dataset, batch_size=batch_size, long_mode=long_mode,
@@ -241,7 +244,7 @@ def add_prompt_sets(store_path: str | Path, model, prompt_specs: list[PromptSpec
         with edit_store(store_path) as writer:
             for ps in embedded:
                 writer.add_prompt_set(ps["name"], ps["prompts"], ps["classes"], ps["embeddings"],
-                                      terms=ps["terms"], dtype=dtype, replace=replace)
+                                      terms=ps["terms"], items=ps["items"], dtype=dtype, replace=replace)
         with open_store(store_path) as st:
             return st.prompt_sets
 
@@ -359,7 +362,7 @@ def embed_prompt_sets(model, specs: list[PromptSpec], batch_size: int) -> list[d
         embeddings = {space: np.concatenate([p[space] for p in parts]).astype(np.float32)
                       for space in model.text_dims}
         embedded.append(dict(name=spec.name, prompts=list(spec.prompts), classes=spec.classes,
-                             terms=spec.terms, embeddings=embeddings))
+                             terms=spec.terms, items=spec.items, embeddings=embeddings))
     return embedded
 
 
@@ -523,7 +526,8 @@ def run_settings(model, dataset, items: dict, prompt_specs: list[PromptSpec], *,
                         else {k: np.asarray(v).tolist() for k, v in value.items()})
                   for key, value in items.items()},
         "prompts": [{"name": spec.name, "prompts": list(spec.prompts),
-                     "classes": np.asarray(spec.classes).tolist(), "terms": spec.terms}
+                     "classes": np.asarray(spec.classes).tolist(), "terms": spec.terms,
+                     **({} if spec.items is None else {"items": np.asarray(spec.items).tolist()})}
                     for spec in prompt_specs],
         "dtype": dtype,
         "precision": encoder.get("precision"),

@@ -85,12 +85,36 @@ class PromptSpec:
         Class index of each prompt; ``-1`` for a prompt that names no class.
     terms : list[str] or None
         For ontology sets, the node path each prompt stands for; ``None`` otherwise.
+    items : np.ndarray or None
+        For caption sets, the dataset row (item) each caption describes; ``None`` otherwise.
     """
 
     name: str
     prompts: list[str]
     classes: np.ndarray
     terms: list[str] | None = None
+    items: np.ndarray | None = None
+
+
+#: Name of the caption set ``embedstore extract`` writes for a dataset whose items carry captions.
+CAPTION_SET = "captions"
+
+
+def caption_prompt_set(dataset, name: str = CAPTION_SET) -> PromptSpec | None:
+    """The captions of a dataset's items as one caption set (None when no item has one).
+
+    Every caption is tied to its item's row (``items``) and to no class (-1): retrieval
+    pairs captions with items.
+    """
+    prompts, rows = [], []
+    for row, item in enumerate(dataset.items):
+        for caption in getattr(item, "captions", ()) or ():
+            prompts.append(str(caption))
+            rows.append(row)
+    if not prompts:
+        return None
+    return PromptSpec(name, prompts, np.full(len(prompts), -1, dtype=np.int32),
+                      items=np.asarray(rows, dtype=np.int64))
 
 
 def builtin_prompt_sets() -> list[str]:

@@ -30,6 +30,7 @@ ELEMENT_VERSIONS = {
     "embedding": "1.0.0",
     "label-index": "1.0.0",
     "label-matrix": "1.0.0",
+    "item-index": "1.0.0",
     "json": "1.0.0",
     "json-lines": "1.0.0",
     # groups
@@ -235,6 +236,7 @@ READERS: dict[str, Callable[[h5py.Dataset], Any]] = {
     "embedding": _read_numeric,
     "label-index": _read_numeric,
     "label-matrix": _read_numeric,
+    "item-index": _read_numeric,
     "json": _read_json,
     "json-lines": _read_json_lines,
 }
