@@ -101,7 +101,10 @@ def import_(
     prompt_classes: List[str] = typer.Option(
         [], "--prompt-classes", help="SET=FILE.txt naming the class of each prompt line. Repeatable."
     ),
-    text: List[str] = typer.Option([], "--text", help="SET:SPACE=FILE.npy; row i is prompt i. Repeatable."),
+    text: List[str] = typer.Option([], "--text", help="SET:SPACE=FILE.npy; row i is prompt (or caption row) i. Repeatable."),
+    captions: List[str] = typer.Option(
+        [], "--captions", help="SET=FILE.csv, a caption set for retrieval: columns id,caption, "
+        "several rows per id allowed. Repeatable."),
     model: str = typer.Option("unknown", "--model", help="Name of the model that made the vectors."),
     dataset: str = typer.Option("unknown", "--dataset", help="Name of the dataset."),
     float16: bool = typer.Option(False, "--float16", help="Store vectors as float16 (default float32)."),
@@ -128,6 +131,7 @@ def import_(
         prompts=prompts,
         prompt_classes=prompt_classes,
         text=text,
+        captions=captions,
         model=model,
         dataset=dataset,
         dtype="float16" if float16 else "float32",

@@ -93,6 +93,7 @@ def import_store(
     prompts: Sequence[str] = (),
     prompt_classes: Sequence[str] = (),
     text: Sequence[str] = (),
+    captions: Sequence[str] = (),
     model: str = "unknown",
     dataset: str = "unknown",
     dtype: str = "float32",
@@ -101,8 +102,10 @@ def import_store(
     """Build a store from an items CSV and ``.npy`` arrays (see ``embedstore import --help``).
 
     ``audio`` entries are ``SPACE=FILE.npy``; ``prompts`` are ``SET=FILE.txt``;
-    ``prompt_classes`` are ``SET=FILE.txt`` naming each prompt line's class; ``text``
-    entries are ``SET:SPACE=FILE.npy``.
+    ``prompt_classes`` are ``SET=FILE.txt`` naming each prompt line's class; ``captions``
+    are ``SET=FILE.csv`` caption sets (columns ``id,caption``, several rows per id
+    allowed, each row one caption of that item); ``text`` entries are
+    ``SET:SPACE=FILE.npy``, row i the vector of prompt (or caption row) i.
     """
     out = Path(out)
     if out.exists() and not overwrite:
@@ -179,6 +182,11 @@ def import_store(
         prompt_sets[name] = {"prompts": lines, "classes": cls, "embeddings": {}}
     if class_of_line:
         raise InputError(f"--prompt-classes names prompt set {next(iter(class_of_line))!r} that no --prompts gives")
+    for spec in captions:
+        name, file = parse_assignment(spec, "=", "--captions")
+        if name in prompt_sets:
+            raise InputError(f"--captions {name}: a prompt set of that name is given twice")
+        prompt_sets[name] = read_caption_csv(file, ids)
     for spec in text:
         target, file = parse_assignment(spec, "=", "--text")
         name, space = parse_assignment(target, ":", "--text target")
@@ -189,14 +197,39 @@ def import_store(
             raise InputError(f"{file}: {arr.shape[0]} rows for {len(prompt_sets[name]['prompts'])} prompts")
         prompt_sets[name]["embeddings"][space] = arr
 
-    provenance = {"source": "embedstore import", "items_csv": str(items_csv), "files": list(audio) + list(text)}
+    provenance = {"source": "embedstore import", "items_csv": str(items_csv),
+                  "files": list(audio) + list(text) + list(captions)}
     with create_store(out, model=model, dataset=dataset, classes=classes, provenance=provenance, overwrite=overwrite) as w:
         w.set_items(ids, paths, metadata=metadata, **label_kw)
         for space, arr in audio_arrays.items():
             w.add_audio(space, arr, dtype=dtype)
         for name, ps in prompt_sets.items():
-            w.add_prompt_set(name, ps["prompts"], ps["classes"], ps["embeddings"], dtype=dtype)
+            w.add_prompt_set(name, ps["prompts"], ps["classes"], ps["embeddings"], items=ps.get("items"),
+                             dtype=dtype)
     return out
+
+
+def read_caption_csv(path, ids: list[str]) -> dict:
+    """A caption set from a CSV with columns ``id,caption``: one caption per row, tied to its item.
+
+    Returns the prompt-set dict of :func:`import_store` (``prompts``, ``classes`` all -1,
+    ``items`` the item row of each caption, empty ``embeddings``).
+    """
+    columns, rows = read_csv(path)
+    missing = [c for c in ("id", "caption") if c not in columns]
+    if missing:
+        raise InputError(f"{path}: a caption CSV needs the columns id,caption (missing {', '.join(missing)})")
+    row_of = {item_id: row for row, item_id in enumerate(ids)}
+    unknown = sorted({r["id"] for r in rows} - set(row_of))
+    if unknown:
+        raise InputError(f"{path}: caption for unknown item id {unknown[0]!r} ({len(unknown)} unknown ids)")
+    empty = [i + 2 for i, r in enumerate(rows) if not (r["caption"] or "").strip()]
+    if empty:
+        raise InputError(f"{path}: row {empty[0]} has an empty caption")
+    if not rows:
+        raise InputError(f"{path}: no captions")
+    return {"prompts": [r["caption"] for r in rows], "classes": [-1] * len(rows),
+            "items": np.array([row_of[r["id"]] for r in rows], dtype=np.int64), "embeddings": {}}
 
 
 def export_space(
