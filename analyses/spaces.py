@@ -100,6 +100,7 @@ def plot_spaces(result: dict, path) -> None:
 
     spaces, audio_spaces = result["spaces"], result["audio_spaces"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 2]})
+    audio_spaces = [s for s in spaces if s in result["centroids"]]
     keys = [k for k in ("top1", "f1_weighted", "roc_auc_macro", "pr_auc_macro")
             if audio_spaces and all(k in result["centroids"][s] for s in audio_spaces)]
     width = 0.8 / max(len(audio_spaces), 1)

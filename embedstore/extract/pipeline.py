@@ -249,6 +249,42 @@ def add_prompt_sets(store_path: str | Path, model, prompt_specs: list[PromptSpec
             return st.prompt_sets
 
 
+def make_text_store(model, dataset, prompt_specs: list[PromptSpec], out: str | Path, *,
+                    batch_size: int = 32, overwrite: bool = False, dtype: str = "float32",
+                    command: list[str] | None = None) -> ExtractSummary:
+    """Write a text-only store: the dataset's classes and prompt sets, no items, no audio.
+
+    ``model`` needs only ``name``, ``text_dims``, ``embed_text`` and ``provenance``: a
+    sentence encoder (:mod:`embedstore.models.sentence`) or the text tower of an
+    audio-text model. The triplet and spaces analyses read such a store like any other.
+    """
+    from embedstore.store.core import create_store
+
+    start_time = time.perf_counter()
+    check_settings(batch_size=batch_size, dtype=dtype)
+    if not prompt_specs:
+        raise InputError("a text-only store needs at least one prompt set (--prompts)")
+    check_run_inputs(dataset, prompt_specs)
+    encoder = model.provenance()
+    provenance = {
+        "encoder": encoder,
+        "checkpoint_sha256": checkpoint_digest(encoder),
+        "dataset": {"name": dataset.name, "root": str(dataset.root), "classes": len(dataset.classes)},
+        "extraction": {"batch_size": batch_size, "text_only": True, "precision": encoder.get("precision"),
+                       "device": encoder.get("device")},
+        "library_versions": extraction_library_versions(),
+        "command": list(sys.argv if command is None else command),
+    }
+    embedded = embed_prompt_sets(model, prompt_specs, batch_size)
+    with create_store(out, model=model.name, dataset=dataset.name, classes=list(dataset.classes),
+                      provenance=provenance, overwrite=overwrite) as writer:
+        writer.set_items([], labels=np.zeros(0, dtype=np.int32))
+        for ps in embedded:
+            writer.add_prompt_set(ps["name"], ps["prompts"], ps["classes"], ps["embeddings"],
+                                  terms=ps["terms"], dtype=dtype)
+    return _summary(Path(out), 0, start_time)
+
+
 def _summary(path: Path, first_row: int, start_time: float, already_complete: bool = False) -> ExtractSummary:
     with open_store(path) as st:
         return ExtractSummary(Path(path), st.n_items, list(st.failed), st.audio_spaces,
