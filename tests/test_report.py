@@ -183,5 +183,5 @@ def test_multilabel_store_reports_the_auc_keys_only(tmp_path):
     zeroshot = report["results"]["ml"]["zeroshot"]["label"]["joint"]
     assert zeroshot.get("top1") is None and 0 <= zeroshot["roc_auc_macro"] <= 1
     markdown = (tmp_path / "rep" / "report.md").read_text()
-    assert "**roc_auc_macro**" in markdown and "**top1**" not in markdown
+    assert "| store | prompt set | ROC-AUC (macro) | PR-AUC (macro) |" in markdown and "top-1" not in markdown
     assert report["results"]["ml"]["triplets-paper"]["label"]["joint"]["n_triplets"] > 0

@@ -244,7 +244,8 @@ def add_prompt_sets(store_path: str | Path, model, prompt_specs: list[PromptSpec
         with edit_store(store_path) as writer:
             for ps in embedded:
                 writer.add_prompt_set(ps["name"], ps["prompts"], ps["classes"], ps["embeddings"],
-                                      terms=ps["terms"], items=ps["items"], dtype=dtype, replace=replace)
+                                      terms=ps["terms"], items=ps["items"], source=ps["source"], dtype=dtype,
+                                      replace=replace)
         with open_store(store_path) as st:
             return st.prompt_sets
 
@@ -281,7 +282,7 @@ def make_text_store(model, dataset, prompt_specs: list[PromptSpec], out: str | P
         writer.set_items([], labels=np.zeros(0, dtype=np.int32))
         for ps in embedded:
             writer.add_prompt_set(ps["name"], ps["prompts"], ps["classes"], ps["embeddings"],
-                                  terms=ps["terms"], dtype=dtype)
+                                  terms=ps["terms"], source=ps["source"], dtype=dtype)
     return _summary(Path(out), 0, start_time)
 
 
@@ -398,7 +399,7 @@ def embed_prompt_sets(model, specs: list[PromptSpec], batch_size: int) -> list[d
         embeddings = {space: np.concatenate([p[space] for p in parts]).astype(np.float32)
                       for space in model.text_dims}
         embedded.append(dict(name=spec.name, prompts=list(spec.prompts), classes=spec.classes,
-                             terms=spec.terms, items=spec.items, embeddings=embeddings))
+                             terms=spec.terms, items=spec.items, source=spec.source, embeddings=embeddings))
     return embedded
 
 

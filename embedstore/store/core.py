@@ -67,6 +67,7 @@ class PromptSet:
     spaces: list[str]
     terms: list[str] | None = None
     items: np.ndarray | None = None
+    source: str = ""
 
     @property
     def is_caption_set(self) -> bool:
@@ -217,7 +218,8 @@ class Store:
         el.expect(g["spaces"], "spaces")
         for space, ds in g["spaces"].items():
             self._check_embedding(ds, len(prompts), f"{g.name}/spaces/{space}")
-        return PromptSet(name, prompts, classes, sorted(g["spaces"].keys()), terms, items)
+        source = el._as_str(g.attrs.get("source", ""))
+        return PromptSet(name, prompts, classes, sorted(g["spaces"].keys()), terms, items, source)
 
     # -- public accessors ------------------------------------------------------------
 
@@ -512,12 +514,14 @@ class StoreWriter:
         *,
         terms: Sequence[str] | None = None,
         items: Sequence[int] | None = None,
+        source: str | None = None,
         dtype: str = "float32",
         replace: bool = False,
     ) -> None:
         """Add a prompt set: prompt strings, the class each stands for (-1: none), vectors by space.
 
         ``items`` makes it a caption set: the item row each caption describes.
+        ``source`` says in a phrase what the set is (its template or origin).
         """
         name = check_name(name, "prompt set name", object_name=True)
         prompts = [str(p) for p in prompts]
@@ -547,6 +551,8 @@ class StoreWriter:
         replaced = self._replace(text, name, replace, f"prompt set {name!r}")
         g = text.create_group(name)
         el.tag(g, "prompt-set", el.ELEMENT_VERSIONS["prompt-set"])
+        if source:
+            g.attrs["source"] = str(source)
         el.write_strings(g, "prompts", prompts)
         el.write_numeric(g, "class", cls.astype(np.int32), "label-index")
         if terms is not None:

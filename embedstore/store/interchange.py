@@ -179,7 +179,7 @@ def import_store(
                     f"give --prompt-classes {name}=FILE to name each line's class"
                 )
             cls = list(range(len(classes)))
-        prompt_sets[name] = {"prompts": lines, "classes": cls, "embeddings": {}}
+        prompt_sets[name] = {"prompts": lines, "classes": cls, "embeddings": {}, "source": f"imported from {Path(file).name}"}
     if class_of_line:
         raise InputError(f"--prompt-classes names prompt set {next(iter(class_of_line))!r} that no --prompts gives")
     for spec in captions:
@@ -205,7 +205,7 @@ def import_store(
             w.add_audio(space, arr, dtype=dtype)
         for name, ps in prompt_sets.items():
             w.add_prompt_set(name, ps["prompts"], ps["classes"], ps["embeddings"], items=ps.get("items"),
-                             dtype=dtype)
+                             source=ps.get("source"), dtype=dtype)
     return out
 
 
@@ -229,7 +229,8 @@ def read_caption_csv(path, ids: list[str]) -> dict:
     if not rows:
         raise InputError(f"{path}: no captions")
     return {"prompts": [r["caption"] for r in rows], "classes": [-1] * len(rows),
-            "items": np.array([row_of[r["id"]] for r in rows], dtype=np.int64), "embeddings": {}}
+            "items": np.array([row_of[r["id"]] for r in rows], dtype=np.int64), "embeddings": {},
+            "source": f"captions imported from {Path(path).name}"}
 
 
 def export_space(

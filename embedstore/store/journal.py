@@ -211,7 +211,7 @@ class Journal:
                 ps = _captions_of_kept_rows(ps, ok, len(items["ids"]))
                 w.add_prompt_set(
                     ps["name"], ps["prompts"], ps["classes"], ps.get("embeddings"), terms=ps.get("terms"),
-                    items=ps.get("items"), dtype=dtype,
+                    items=ps.get("items"), source=ps.get("source"), dtype=dtype,
                 )
             for row, reason in sorted(failed):
                 w.add_failed(items["paths"][row], reason)
