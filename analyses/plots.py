@@ -63,7 +63,7 @@ def grouped_bars(ax, groups: list[str], series: dict[str, list], errors: dict[st
     for i, name in enumerate(names):
         values = np.array([np.nan if v is None else v for v in series[name]], dtype=np.float64)
         yerr = None
-        if errors and errors.get(name):
+        if errors and any(errors.get(name) or []):
             bounds = [b if b else [v, v] for b, v in zip(errors[name], values)]
             yerr = np.abs(np.array(bounds, dtype=np.float64).T - values)
         style = category_style(i)

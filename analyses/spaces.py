@@ -104,6 +104,7 @@ def plot_spaces(result: dict, path) -> None:
     plots.grouped_bars(left, [labels[k] for k in keys],
                        {s: [result["centroids"][s][k] for k in keys] for s in audio_spaces})
     left.set_ylim(0, 1)
+    left.tick_params(axis="x", labelsize="small")
     left.set_title(f"audio-only centroid labels ({result.get('centroid', 'raw')} means, holdout {result['holdout']})"
                    if audio_spaces else "no audio vectors", fontsize="medium")
     sets = result["prompt_sets"]
