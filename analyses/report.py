@@ -58,7 +58,8 @@ class ReportOptions:
         Centroid definition, ``raw`` (the study's: mean of the stored vectors, then
         normalised) or ``unit`` (mean of the normalised vectors).
     umap : bool
-        Whether to compute the UMAP maps (seconds per store).
+        Whether to compute the UMAP maps (off by default: umap-learn compiles its numba
+        code in every process, 10-25 s).
     bins, seed
         Histogram bins; UMAP seed (and bootstrap seed).
     bootstrap : int
@@ -72,7 +73,7 @@ class ReportOptions:
     ontology_map: str | None = None
     holdout: str = "none"
     centroid: str = "raw"
-    umap: bool = True
+    umap: bool = False
     bins: int = 100
     seed: int = 0
     bootstrap: int = 0

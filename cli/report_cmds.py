@@ -30,7 +30,8 @@ def report(
     centroid: str = typer.Option("raw", "--centroid", metavar="raw|unit",
                                  help="Audio-only centroids: raw (mean of the stored vectors, then normalised: "
                                       "the study's) or unit (mean of the normalised vectors)."),
-    umap: bool = typer.Option(True, "--umap/--no-umap", help="Draw the UMAP maps (about 10-20 s per store)."),
+    umap: bool = typer.Option(
+        False, "--umap/--no-umap", help="Also draw the UMAP maps (umap-learn compiles its code in every run: 10-25 s)."),
     seed: int = typer.Option(0, min=0, max=2**32 - 1, help="UMAP random state and bootstrap seed."),
     bootstrap: int = typer.Option(
         0, "--bootstrap", metavar="N", min=0, max=100_000,
@@ -42,7 +43,9 @@ def report(
 
     The study's figures: metrics per prompt set (Figure 2), positive vs negative
     similarities (3), confidence margins (4), triplet accuracy in both spaces (5), plus
-    audio-only centroid labels and UMAP maps. Per-experiment JSON files go to
+    audio-only centroid labels, retrieval for caption sets and (--umap) UMAP maps; what
+    each prompt set is and each store's caveats; --bootstrap N for 95% intervals.
+    Per-experiment JSON files go to
     OUT/results/<model>__<dataset>__<experiment>__<prompt set>__<space>.json (a name with
     characters other than lower-case letters, digits, '.', '_' and '-' gets a short hash, so
     distinct names never share a file). --overwrite replaces only an earlier report's files.
