@@ -145,13 +145,9 @@ def _ontology_terms(st, ps, space: str, ontology: Ontology):
 
 
 def default_text_space(spaces) -> str:
-    """``joint`` when a prompt set has it, else its first space (a text-only store's ``sentence``)."""
-    from analyses.spaces import ordered_spaces
-
-    spaces = list(spaces)
-    if "joint" in spaces or not spaces:
-        return "joint"
-    return ordered_spaces(spaces)[0]
+    """``joint`` when a prompt set has it, else its first space by name (a text-only store's ``sentence``)."""
+    spaces = sorted(spaces)
+    return "joint" if "joint" in spaces or not spaces else spaces[0]
 
 
 def run_triplets(store, prompt_set: str, space: str | None = None, ontology: str | Ontology = "hdio",
