@@ -27,13 +27,13 @@ import numpy as np
 
 from analyses.embeddings import class_prompt_sets, opened
 from analyses.report_figures import draw_figures
-from analyses.report_sections import Section, build_sections, md_escape, render_html, render_markdown  # noqa: F401
+from analyses.report_sections import build_sections, md_escape, render_html, render_markdown  # noqa: F401 (md_escape: public)
 from analyses.spaces import ordered_spaces
+from analyses.triplets import PROTOCOLS
 from embedstore.errors import InputError, WriteFailed
 from embedstore.store.fileio import write_atomic
 from embedstore.store.outputs import check_outputs, mark_folder, replace_folder
 
-PROTOCOLS = ("paper", "reference")
 PLAIN_STEM = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 REPORT_COMMAND = "report"  # the name in the output folder's marker
 # Bulky per-item lists that the merged report leaves in the results/ files.

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from analyses.spaces import ordered_spaces
+from analyses.triplets import PROTOCOLS
 
-PROTOCOLS = ("paper", "reference")
 
 
 def plot_triplets_by_store(report: dict, protocol: str, path) -> None:
@@ -99,13 +97,3 @@ def draw_figures(report: dict, full_result, stem, figures_dir: Path, say) -> dic
         if any(f"triplets-{protocol}" in merged.get(s["key"], {}) for s in report["stores"]):
             draw(("", "triplets", protocol), f"triplets__{protocol}.png", plot_triplets_by_store, report, protocol)
     return made
-
-
-def figure_sizes(figures_dir: Path) -> dict[str, tuple[int, int]]:
-    """Width and height in pixels of every PNG in ``figures_dir`` (read from the PNG header)."""
-    sizes = {}
-    for path in sorted(Path(figures_dir).glob("*.png")):
-        with open(path, "rb") as fh:
-            head = fh.read(24)
-        sizes[path.name] = (int(np.frombuffer(head[16:20], ">u4")[0]), int(np.frombuffer(head[20:24], ">u4")[0]))
-    return sizes

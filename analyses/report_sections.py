@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from analyses.spaces import ordered_spaces
+from analyses.triplets import PROTOCOLS
 
 ZEROSHOT_COLUMNS = ("top1", "top3", "top5", "f1_weighted", "roc_auc_macro", "pr_auc_macro")
 COLUMN_LABELS = {"top1": "top-1", "top3": "top-3", "top5": "top-5", "f1_weighted": "F1 (weighted)",
                  "roc_auc_macro": "ROC-AUC (macro)", "pr_auc_macro": "PR-AUC (macro)"}
-PROTOCOLS = ("paper", "reference")
 RETRIEVAL_COLUMNS = (("a2t_r1", "a2t R@1", True), ("a2t_r5", "a2t R@5", True), ("a2t_r10", "a2t R@10", True),
                      ("a2t_map10", "a2t mAP@10", True), ("a2t_median_rank", "a2t median rank", False),
                      ("t2a_r1", "t2a R@1", True), ("t2a_r5", "t2a R@5", True), ("t2a_r10", "t2a R@10", True),

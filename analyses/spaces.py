@@ -7,7 +7,6 @@ shows how much of the audio and text structure the heads keep.
 
 from __future__ import annotations
 
-import numpy as np
 
 from analyses.embeddings import class_prompt_sets, opened
 from analyses.triplets import run_triplets

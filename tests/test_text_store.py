@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from cli_helpers import invoke  # noqa: E402
+from cli_helpers import invoke  # noqa: E402  (after the importorskips)
 
 SENTENCES = ["A Violin track", "A Flute track", "Solo musical instrument sound of Bass Tuba",
              "an instrument that is bowed, with four strings and a long neck"]
