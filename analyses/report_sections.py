@@ -127,21 +127,21 @@ def stores_section(ctx: Context) -> Section:
                               ", ".join(s["audio_spaces"]) or "text only", s["checkpoint"] or "—",
                               (s["checkpoint_sha256"] or "—")[:16]] for s in stores]))
     sec.items = [f"{s['key']}: {caveat}" for s in stores for caveat in s.get("caveats", [])]
-    sec.items += [f"{k}: tied prompts in {ps!r}: the classes of each of {groups} have identical prompt vectors, "
-                  "so among them top-1 is the tie-break's choice and the margin is 0 (marked * below)."
+    sec.items += [f"{k}: tied classes in {ps!r} ({groups}): their prompt vectors are identical, so among "
+                  "them top-1 is the tie-break's choice and the margin is 0 (marked * below)."
                   for k, ps, groups in _tied(ctx)]
     return sec
 
 
 def _tied(ctx: Context) -> list[tuple[str, str, str]]:
-    """(store, prompt set, "{a, b}; {c, d}") for every zero-shot result with tied classes."""
+    """(store, prompt set, "a = b; c = d") for every zero-shot result with tied classes."""
     space = ctx.options["space"]
     out = []
     for k in ctx.keys:
         for ps in ctx.prompt_sets("zeroshot"):
             groups = (ctx.get(k, "zeroshot", ps, space) or {}).get("tied_classes") or []
             if groups:
-                out.append((k, ps, "; ".join("{" + ", ".join(g) + "}" for g in groups)))
+                out.append((k, ps, "; ".join(" = ".join(g) for g in groups)))
     return out
 
 
