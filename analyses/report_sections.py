@@ -388,8 +388,8 @@ h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom
 .scroll{overflow-x:auto;max-width:100%;margin:.5em 0 1.2em}
 table{border-collapse:collapse;font-size:.9em;font-variant-numeric:tabular-nums}
 th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right;vertical-align:top}
-th{background:#f3f3f3;text-align:center}td.text{text-align:left;max-width:28em}
-td.best{background:#e8f1fb;font-weight:bold}caption{text-align:left;font-weight:bold;padding:.3em 0}
+th{background:#f3f3f3;text-align:center}td.text{text-align:left;max-width:28em;white-space:normal}
+td{white-space:nowrap}td.best{background:#e8f1fb;font-weight:bold}.ci{font-size:.8em;color:#555;font-weight:normal}caption{text-align:left;font-weight:bold;padding:.3em 0}
 p.note{font-size:.85em;color:#555;margin-top:-.8em}
 figure{margin:1em 0}figure img{display:block;max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}ul.caveats li{margin:.3em 0}"""
@@ -398,7 +398,11 @@ figcaption{font-size:.85em;color:#555}ul.caveats li{margin:.3em 0}"""
 def _cell_html(cell) -> str:
     esc = html.escape
     if isinstance(cell, Num):
-        return f"<td class='best'>{esc(cell.text())}</td>" if cell.best else f"<td>{esc(cell.text())}</td>"
+        text = esc(cell.text())
+        if cell.ci and cell.value is not None:  # the interval on its own line, small: columns stay narrow
+            value, _, interval = cell.text().partition(" ")
+            text = f"{esc(value)}<br><span class='ci'>{esc(interval)}</span>"
+        return f"<td class='best'>{text}</td>" if cell.best else f"<td>{text}</td>"
     if isinstance(cell, (int, float)):
         return f"<td>{esc(str(cell))}</td>"
     return f"<td class='text'>{esc(str(cell))}</td>"
