@@ -181,6 +181,8 @@ def extract_text(
 
     if (store is None) == (out is None):
         raise InputError("give either an existing STORE to add prompt sets to, or --out for a new text-only store")
+    if out is None and (root is not None or labels is not None or dataset != "tinysol"):
+        raise InputError("--dataset, --root and --labels name the classes of a new text-only store: use them with --out")
     if out is not None:
         _text_only_store(out, prompts, model or "minilm", dataset, root, labels, checkpoint, tokenizer,
                          device, precision or "fp32", batch_size, replace)

@@ -102,6 +102,7 @@ ROWS: dict[str, Row] = {
     "analyze spaces": Row(["analyze", "spaces", *STORE, "--prompts", "label"], {"store": 2}, ANALYSIS_OUT,
                           files={"ontology": "{}"}),
     "analyze umap": Row(["analyze", "umap", *STORE, "--neighbors", "5"], {"store": 2}, ANALYSIS_OUT),
+    "analyze retrieval": Row(["analyze", "retrieval", *STORE], {"store": 2}, {"json_path"}),
     "report": Row(["report", *STORE, "--out", "{out}/rep", "--no-umap", "--prompts", "label"], {"stores": 1},
                   outputs={"out"}, files={"ontology": "{}"}),
 }

@@ -8,7 +8,7 @@ from semantic_stores import CHECKPOINT_SHA256, make_tinysol_store
 from typer.testing import CliRunner
 
 from analyses.centroids import run_centroids
-from analyses.report import ReportOptions, build_report, merge_results, result_name
+from analyses.report import ReportOptions, build_report, md_escape, merge_results, result_name
 from analyses.triplets import run_triplets
 from analyses.zeroshot import run_zeroshot
 from cli.main import app
@@ -199,11 +199,11 @@ def test_report_compares_text_only_stores_and_shows_retrieval_intervals_caveats(
     zeroshot = report["results"]["toy_clap"]["zeroshot"]["label"]["joint"]
     low, high = zeroshot["ci95"]["top1"]
     markdown = (out / "report.md").read_text()
-    assert f"{zeroshot['top1']:.3f} [{low:.3f}, {high:.3f}]" in markdown
+    assert md_escape(f"{zeroshot['top1']:.3f} [{low:.3f}, {high:.3f}]") in markdown
     assert "95% interval over 30 bootstrap resamples" in markdown
     best = max(r["joint"]["top1"] for k in ("toy_clap", "toy_muscall")
                for r in report["results"][k]["zeroshot"].values())
-    assert f"**{best:.3f} [" in markdown
+    assert f"**{best:.3f} \\[" in markdown
     # A caption set on a copy of the CLAP store, and a text-only store of the same classes.
     captioned = tmp_path / "captioned.h5"
     captioned.write_bytes(clap.read_bytes())
