@@ -3,8 +3,10 @@
 Three steps, as CLIP_benchmark does it: :func:`run_experiments` writes one JSON per
 (model, dataset, experiment, prompt set, space) under ``results/``; :func:`merge_results`
 reads them back into one dict; :func:`write_report` turns that dict into ``report.json``,
-``report.md``, ``report.html`` and the PNG figures under ``figures/``. :func:`build_report`
-runs all three into a temporary folder and renames it into place only when everything is
+``report.md``, ``report.html`` and the PNG figures under ``figures/``
+(:mod:`analyses.report_figures`), with one section per experiment
+(:mod:`analyses.report_sections`: a list of section builders). :func:`build_report` runs
+all three into a temporary folder and renames it into place only when everything is
 written, so a failed run leaves no half-made report.
 """
 
@@ -12,26 +14,27 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import html
 import json
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from analyses.embeddings import class_prompt_sets, opened
 from analyses.selection import selection_record
+from analyses.report_figures import draw_figures
+from analyses.report_sections import build_sections, md_escape, render_html, render_markdown  # noqa: F401 (md_escape: public)
 from analyses.spaces import ordered_spaces
+from analyses.triplets import PROTOCOLS
 from embedstore.errors import InputError, WriteFailed
 from embedstore.store.fileio import write_atomic
 from embedstore.store.outputs import check_outputs, mark_folder, replace_folder
 
-ZEROSHOT_COLUMNS = ("top1", "top3", "top5", "f1_weighted", "roc_auc_macro", "pr_auc_macro")
-CENTROID_COLUMNS = ZEROSHOT_COLUMNS
-PROTOCOLS = ("paper", "reference")
 PLAIN_STEM = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 REPORT_COMMAND = "report"  # the name in the output folder's marker
 # Bulky per-item lists that the merged report leaves in the results/ files.
@@ -56,9 +59,13 @@ class ReportOptions:
         Centroid definition, ``raw`` (the study's: mean of the stored vectors, then
         normalised) or ``unit`` (mean of the normalised vectors).
     umap : bool
-        Whether to compute the UMAP maps (seconds per store).
+        Whether to compute the UMAP maps (off by default: umap-learn compiles its numba
+        code in every process, 10-25 s).
     bins, seed
-        Histogram bins; UMAP seed.
+        Histogram bins; UMAP seed (and bootstrap seed).
+    bootstrap : int
+        Resamples of the clips for 95% intervals of the zero-shot and centroid metrics
+        (0: none).
     selection : analyses.selection.Selection or None
         Items every experiment reads (``--where`` / ``--items``); None: all.
     """
@@ -69,10 +76,11 @@ class ReportOptions:
     ontology_map: str | None = None
     holdout: str = "none"
     centroid: str = "raw"
-    umap: bool = True
+    umap: bool = False
     bins: int = 100
     seed: int = 0
     selection: object = None
+    bootstrap: int = 0
 
 
 def file_stem(name: str) -> str:
@@ -118,10 +126,47 @@ def store_summary(st, key: str) -> dict:
         "multilabel": bool(st.multilabel),
         "audio_spaces": ordered_spaces(st.audio_spaces),
         "prompt_sets": list(st.prompt_sets),
+        "text_only": bool(st.text_only),
         "checkpoint": None if checkpoint is None else str(checkpoint),
         "checkpoint_sha256": prov.get("checkpoint_sha256"),
         "selection": selection_record(st),
+        "prompt_set_info": {name: prompt_set_info(st.prompt_set(name)) for name in st.prompt_sets},
+        "caveats": store_caveats(st),
     }
+
+
+def prompt_set_info(ps) -> dict:
+    """What a prompt set is: its kind, size, source (template or origin) and first prompt."""
+    kind = "captions" if ps.items is not None else "ontology terms" if ps.terms else "class prompts"
+    return {"kind": kind, "prompts": len(ps.prompts), "source": ps.source or "",
+            "example": ps.prompts[0] if ps.prompts else "", "spaces": list(ps.spaces)}
+
+
+#: What a reader must know about a model before trusting its numbers.
+MODEL_CAVEATS = {
+    "notes-toy": "notes-toy is the bundled toy model, trained on 168 of the 252 bundled notes (and "
+                 "resampled copies of them): only the 84 held-out notes (split=test) are unseen, so "
+                 "numbers on all notes overstate it; it knows 14 synthesised instruments and nothing "
+                 "else (docs/bundled-model.md).",
+}
+
+
+def store_caveats(st) -> list[str]:
+    """Plain sentences on what limits a store's numbers: the model, failures, precision.
+
+    Tied prompts come from the zero-shot results (``tied_classes``) and are added by the
+    Stores section.
+    """
+    out = []
+    if st.model in MODEL_CAVEATS:
+        out.append(MODEL_CAVEATS[st.model])
+    if st.text_only:
+        out.append("A text-only store (prompt vectors, no audio): only the triplet experiments apply.")
+    if st.failed:
+        out.append(f"{len(st.failed)} items could not be embedded and are left out (see `embedstore info`).")
+    if any(st.audio(space, lazy=True).dtype == np.float16 for space in st.audio_spaces):
+        out.append("Vectors are stored as float16.")
+    return out
 
 
 def plan_experiments(st, prompt_sets: list[str], options: ReportOptions):
@@ -135,14 +180,19 @@ def plan_experiments(st, prompt_sets: list[str], options: ReportOptions):
     from analyses.centroids import run_centroids
     from analyses.confidence import run_confidence
     from analyses.histograms import run_histograms
+    from analyses.retrieval import caption_sets, run_retrieval
     from analyses.triplets import run_triplets
     from analyses.zeroshot import run_zeroshot
 
     space = options.space
+    audio = not st.text_only
     for name in prompt_sets:
-        yield "zeroshot", name, space, run_zeroshot, {"prompt_set": name, "space": space}
-        yield "histograms", name, space, run_histograms, {"prompt_set": name, "space": space, "bins": options.bins}
-        yield "confidence", name, space, run_confidence, {"prompt_set": name, "space": space}
+        if audio:
+            yield "zeroshot", name, space, run_zeroshot, {"prompt_set": name, "space": space,
+                                                          "bootstrap": options.bootstrap, "seed": options.seed}
+            yield "histograms", name, space, run_histograms, {"prompt_set": name, "space": space,
+                                                              "bins": options.bins}
+            yield "confidence", name, space, run_confidence, {"prompt_set": name, "space": space}
         for text_space in ordered_spaces(st.prompt_set(name).spaces):
             for protocol in PROTOCOLS:
                 yield f"triplets-{protocol}", name, text_space, run_triplets, {
@@ -155,11 +205,16 @@ def plan_experiments(st, prompt_sets: list[str], options: ReportOptions):
                 yield f"triplets-{protocol}", name, text_space, run_triplets, {
                     "prompt_set": name, "space": text_space, "ontology": options.ontology,
                     "protocol": protocol, "scope": "ontology"}
+    if not audio:
+        return
     for audio_space in ordered_spaces(st.audio_spaces):
-        yield "centroids", "audio", audio_space, run_centroids, {"space": audio_space, "holdout": options.holdout,
-                                                                 "centroid": options.centroid}
+        yield "centroids", "audio", audio_space, run_centroids, {
+            "space": audio_space, "holdout": options.holdout, "centroid": options.centroid,
+            "bootstrap": options.bootstrap, "seed": options.seed}
     yield "histograms", "centroids", space, run_histograms, {"centroids": True, "space": space, "bins": options.bins,
                                                              "centroid": options.centroid}
+    for name in caption_sets(st):
+        yield "retrieval", name, space, run_retrieval, {"caption_set": name, "space": space}
     from analyses.report_beyond import plan_beyond
 
     yield from plan_beyond(st, prompt_sets, options)
@@ -204,8 +259,9 @@ def run_experiments(stores, results_dir: Path, options: ReportOptions | None = N
             missing = [s for s in sets if s not in st.prompt_sets]
             if missing:
                 raise InputError(f"{summary['path']} has no prompt set {missing[0]!r}")
-            for experiment, prompt_set, space, run, kwargs in plan_experiments(st, sets, options):
-                say(f"{key}: {experiment} {prompt_set} ({space})")
+            plan = list(plan_experiments(st, sets, options))
+            for step, (experiment, prompt_set, space, run, kwargs) in enumerate(plan, 1):
+                say(f"{key} [{step}/{len(plan)}] {experiment} {prompt_set} ({space})")
                 meta = {"store": key, "model": st.model, "dataset": st.dataset, "experiment": experiment,
                         "prompt_set": prompt_set, "space": space}
                 try:
@@ -232,288 +288,6 @@ def merge_results(results_dir: Path) -> dict:
     return merged
 
 
-# -- rendering ---------------------------------------------------------------------------
-
-
-@dataclass
-class Section:
-    """One part of the report: a heading, a sentence, tables and figures (paths relative to the report)."""
-
-    title: str
-    text: str = ""
-    tables: list = field(default_factory=list)  # (caption, header, rows)
-    figures: list = field(default_factory=list)  # (caption, relative path)
-
-
-def _fmt(value) -> str:
-    """Metrics as fractions with three decimals, the one display unit (docs/metrics.md)."""
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
-
-
-def _get(merged, key, experiment, prompt_set, space):
-    return merged.get(key, {}).get(experiment, {}).get(prompt_set, {}).get(space)
-
-
-def _tied_classes(merged, keys, sets, space) -> list[str]:
-    """``"<store> <set>: a = b"`` for every group of tied classes (identical prompt vectors)."""
-    return [f"{k} {ps}: {' = '.join(group)}" for ps in sets for k in keys
-            for group in (_get(merged, k, "zeroshot", ps, space) or {}).get("tied_classes") or []]
-
-
-def _tie_mark(merged, keys, prompt_set, space) -> str:
-    """The prompt set's name, with `` *`` when any store's zero-shot result has tied classes."""
-    tied = any((_get(merged, k, "zeroshot", prompt_set, space) or {}).get("tied_classes") for k in keys)
-    return f"{prompt_set} *" if tied else prompt_set
-
-
-def _sections(report: dict, figures: dict) -> list[Section]:
-    merged, stores = report["results"], report["stores"]
-    keys = [s["key"] for s in stores]
-    space = report["options"]["space"]
-    sets = list(dict.fromkeys(ps for k in keys for ps in merged.get(k, {}).get("zeroshot", {})))
-    out = []
-
-    prov = Section("Stores", "One store per model; the checkpoint digest says exactly which weights made the vectors.")
-    prov.tables.append(("", ["column", "model", "dataset", "items", "classes", "spaces", "checkpoint", "sha256"],
-                        [[s["key"], s["model"], s["dataset"], s["n_items"], s["n_classes"],
-                          ", ".join(s["audio_spaces"]), s["checkpoint"] or "—",
-                          (s["checkpoint_sha256"] or "—")[:16]] for s in stores]))
-    out.append(prov)
-
-    ties = _tied_classes(merged, keys, sets, space)
-    zs = Section("Zero-shot classification (Figure 2)",
-                 f"Each clip takes the class whose prompt ensemble is nearest ({space} space)."
-                 + ("" if not ties else " * marks a prompt set in which several classes have identical prompt "
-                    "vectors; among them top-1 is the tie-break's choice and the margin is 0: "
-                    + "; ".join(ties) + "."))
-    for metric in ZEROSHOT_COLUMNS:
-        values = [[(_get(merged, k, "zeroshot", ps, space) or {}).get(metric) for k in keys] for ps in sets]
-        if any(v is not None for row in values for v in row):  # multi-label stores have no top-k or F1
-            zs.tables.append((metric, ["prompt set", *keys], [[_tie_mark(merged, keys, ps, space), *map(_fmt, row)]
-                                                              for ps, row in zip(sets, values)]))
-    zs.figures += [(f"{k}: metrics per prompt set", figures[k, "metrics", ""]) for k in keys if (k, "metrics", "") in figures]
-    out.append(zs)
-
-    hist = Section("Positive vs negative similarities (Figure 3)",
-                   "Overlap of matching and non-matching clip-label cosines: the AUC between the two "
-                   "distributions (1 = fully apart) and the Bhattacharyya coefficient (1 = identical).")
-    labels = sets + ["centroids"]
-    hist.tables.append(("", ["labels", *(f"{k} {m}" for k in keys for m in ("AUC", "BC", "pos mean", "neg mean"))],
-                        [[ps] + [_fmt(r.get(m)) if r else "—"
-                                 for k in keys for r in [_get(merged, k, "histograms", ps, space)]
-                                 for m in ("auc", "bhattacharyya", "positive_mean", "negative_mean")]
-                         for ps in labels]))
-    hist.figures += [(f"{k}: {ps}", path) for (k, kind, ps), path in figures.items() if kind == "histograms"]
-    out.append(hist)
-
-    conf = Section("Confidence margins (Figure 4)",
-                   "Gap between each clip's two highest class similarities: median [q1, q3].")
-    rows = []
-    for ps in sets:
-        row = [ps]
-        for k in keys:
-            r = _get(merged, k, "confidence", ps, space)
-            for part in ("correct", "wrong"):
-                s = (r or {}).get(part) or {}
-                row.append("—" if not s.get("n") else f"{s['median']:.4f} [{s['q1']:.4f}, {s['q3']:.4f}] n={s['n']}")
-        rows.append(row)
-    for row in rows:
-        row[0] = _tie_mark(merged, keys, row[0], space)
-    conf.tables.append(("", ["prompt set", *(f"{k} {p}" for k in keys for p in ("correct", "wrong"))], rows))
-    conf.figures += [(f"{k}: {ps}", path) for (k, kind, ps), path in figures.items() if kind == "confidence"]
-    out.append(conf)
-
-    trip = Section("Ontology triplets in both spaces (Figure 5)",
-                   f"Share of triplets (a, p, n) with cos(a, p) > cos(a, n) on ontology {report['options']['ontology']!r}. "
-                   "paper: the study's definition; reference: the released code's triplets.")
-    spaces = ordered_spaces({s for k in keys for e in PROTOCOLS
-                             for by in merged.get(k, {}).get(f"triplets-{e}", {}).values() for s in by})
-    for protocol in PROTOCOLS:
-        rows = []
-        for ps in dict.fromkeys(p for k in keys for p in merged.get(k, {}).get(f"triplets-{protocol}", {})):
-            row = [ps]
-            for k in keys:
-                for s in spaces:
-                    r = _get(merged, k, f"triplets-{protocol}", ps, s)
-                    row.append("—" if r is None else f"{_fmt(r['accuracy'])} ({r['n_triplets']})")
-            rows.append(row)
-        trip.tables.append((f"{protocol} protocol", ["prompt set", *(f"{k} {s}" for k in keys for s in spaces)], rows))
-    for protocol in PROTOCOLS:
-        if ("", "triplets", protocol) in figures:
-            trip.figures.append((f"triplet accuracy by model and space, {protocol} protocol",
-                                 figures["", "triplets", protocol]))
-    out.append(trip)
-
-    centroid = report["options"].get("centroid", "raw")
-    made = ("the mean of its stored audio vectors, then L2-normalised (the study's definition)" if centroid == "raw"
-            else "the mean of its L2-normalised audio vectors, renormalised")
-    cent = Section("Audio-only labels (class centroids)",
-                   f"Each class's centroid as its label: {made} (centroid {centroid}, "
-                   f"holdout {report['options']['holdout']}), in every audio space.")
-    audio_spaces = ordered_spaces({s for k in keys for s in merged.get(k, {}).get("centroids", {}).get("audio", {})})
-    cent.tables.append(("", ["metric", *(f"{k} {s}" for k in keys for s in audio_spaces)],
-                        [[m] + [_fmt((_get(merged, k, "centroids", "audio", s) or {}).get(m))
-                                for k in keys for s in audio_spaces]
-                         for m in CENTROID_COLUMNS
-                         if any((_get(merged, k, "centroids", "audio", s) or {}).get(m) is not None
-                                for k in keys for s in audio_spaces)]))
-    out.append(cent)
-
-    if any((k, "umap", "") in figures for k in keys):
-        um = Section("UMAP", f"2-D maps (cosine metric) of the {space} audio vectors, coloured by class; "
-                             "stars are the prompt ensembles.")
-        um.figures += [(k, figures[k, "umap", ""]) for k in keys if (k, "umap", "") in figures]
-        out.append(um)
-
-    from analyses.report_beyond import beyond_sections
-
-    out += beyond_sections(report, figures, Section)
-
-    if report["skipped"]:
-        sk = Section("Skipped", "Experiments a store could not support, and why.")
-        sk.tables.append(("", ["store", "experiment", "prompt set", "space", "reason"],
-                          [[s["store"], s["experiment"], s["prompt_set"], s["space"], s["reason"]]
-                           for s in report["skipped"]]))
-        out.append(sk)
-    return out
-
-
-MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]|~#!])|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
-
-
-def md_escape(value) -> str:
-    """``value`` as literal Markdown text on one line: no HTML, emphasis, links or table breaks."""
-    text = html.escape(" ".join(str(value).split()), quote=False)
-    return MARKDOWN_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
-
-
-def render_markdown(title: str, sections: list[Section]) -> str:
-    """The report as Markdown, figures as image links; every string shows as written."""
-    lines = [f"# {md_escape(title)}", ""]
-    for sec in sections:
-        lines += [f"## {md_escape(sec.title)}", ""]
-        if sec.text:
-            lines += [md_escape(sec.text), ""]
-        for caption, header, rows in sec.tables:
-            if caption:
-                lines += [f"**{md_escape(caption)}**", ""]
-            lines.append("| " + " | ".join(md_escape(h) for h in header) + " |")
-            lines.append("|" + "---|" * len(header))
-            lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
-            lines.append("")
-        for caption, path in sec.figures:
-            lines += [f"![{md_escape(caption)}]({path})", ""]
-    return "\n".join(lines)
-
-
-CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.2em}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}caption{text-align:left;font-weight:bold}
-figure{display:inline-block;margin:.5em;vertical-align:top}img{max-width:560px}figcaption{font-size:.85em;color:#555}"""
-
-
-def render_html(title: str, sections: list[Section]) -> str:
-    """The report as one self-contained HTML page (inline CSS; PNGs referenced from ``figures/``)."""
-    esc = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
-             f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>"]
-    for sec in sections:
-        parts.append(f"<h2>{esc(sec.title)}</h2>")
-        if sec.text:
-            parts.append(f"<p>{esc(sec.text)}</p>")
-        for caption, header, rows in sec.tables:
-            parts.append("<table>" + (f"<caption>{esc(caption)}</caption>" if caption else ""))
-            parts.append("<tr>" + "".join(f"<th>{esc(str(h))}</th>" for h in header) + "</tr>")
-            parts += ["<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in rows]
-            parts.append("</table>")
-        for caption, path in sec.figures:
-            parts.append(f"<figure><img src='{esc(path)}' alt='{esc(caption)}'>"
-                         f"<figcaption>{esc(caption)}</figcaption></figure>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-def plot_triplets_by_model(report: dict, protocol: str, path) -> None:
-    """Grouped bars: triplet accuracy per model and space, one group per prompt set (Figure 5)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    merged = report["results"]
-    keys = [s["key"] for s in report["stores"]]
-    experiment = f"triplets-{protocol}"
-    sets = list(dict.fromkeys(ps for k in keys for ps in merged.get(k, {}).get(experiment, {})))
-    spaces = ordered_spaces({s for k in keys for by in merged.get(k, {}).get(experiment, {}).values() for s in by})
-    bars = [(k, s) for k in keys for s in spaces]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(sets) * max(1, len(bars)) / 2), 4))
-    width = 0.8 / max(len(bars), 1)
-    for j, (k, s) in enumerate(bars):
-        values = [(_get(merged, k, experiment, ps, s) or {}).get("accuracy", np.nan) for ps in sets]
-        ax.bar(np.arange(len(sets)) + (j - (len(bars) - 1) / 2) * width, values, width, label=f"{k} ({s})")
-    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
-    ax.set_xticks(np.arange(len(sets)), sets, rotation=20, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("triplet accuracy")
-    ax.set_title(f"Ontology triplets, {protocol} protocol")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    try:
-        write_atomic(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=120))
-    finally:
-        plt.close(fig)
-
-
-def _figures(report: dict, results_dir: Path, figures_dir: Path, say) -> dict:
-    """Draw every figure; returns {(store, kind, prompt set or protocol): path relative to the report}."""
-    from analyses import plots
-    from analyses.umap_map import plot_umap
-
-    merged = report["results"]
-    space = report["options"]["space"]
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    made = {}
-
-    def draw(key, filename, plot, *args):
-        say(f"figure {filename}")
-        plot(*args, figures_dir / filename)
-        made[key] = f"figures/{filename}"
-
-    for store in report["stores"]:
-        k = store["key"]
-        stem = file_stem(k)
-        results = merged.get(k, {})
-        zeroshot = {ps: by[space] for ps, by in results.get("zeroshot", {}).items() if space in by}
-        if zeroshot:
-            draw((k, "metrics", ""), f"{stem}__metrics.png", plots.plot_metrics, zeroshot)
-        for ps, by in results.get("histograms", {}).items():
-            if space in by:
-                draw((k, "histograms", ps), f"{stem}__histograms__{file_stem(ps)}.png",
-                     plots.plot_histograms, by[space])
-        for ps, by in results.get("confidence", {}).items():
-            if space in by:
-                # The per-clip margins live in the result files, not in the merged report.
-                full = json.loads((results_dir / result_name(k, store["dataset"], "confidence", ps, space))
-                                  .read_text(encoding="utf-8"))["result"]
-                draw((k, "confidence", ps), f"{stem}__confidence__{file_stem(ps)}.png",
-                     plots.plot_confidence, full)
-        for ps, by in results.get("umap", {}).items():
-            if space in by:
-                full = json.loads((results_dir / result_name(k, store["dataset"], "umap", ps, space))
-                                  .read_text(encoding="utf-8"))["result"]
-                draw((k, "umap", ""), f"{stem}__umap.png", plot_umap, full)
-    for protocol in PROTOCOLS:
-        if any(f"triplets-{protocol}" in merged.get(s["key"], {}) for s in report["stores"]):
-            draw(("", "triplets", protocol), f"triplets__{protocol}.png", plot_triplets_by_model, report, protocol)
-    from analyses.report_beyond import beyond_figures
-
-    beyond_figures(report, draw)
-    return made
 
 
 def _slim(value):
@@ -533,15 +307,22 @@ def write_report(out_dir: Path, summaries: list[dict], skipped: list[dict], opti
         "options": {"prompt_sets": options.prompt_sets, "space": options.space, "ontology": options.ontology,
                     "ontology_map": options.ontology_map, "holdout": options.holdout,
                     "centroid": options.centroid, "umap": options.umap,
-                    "bins": options.bins, "seed": options.seed,
+                    "bins": options.bins, "seed": options.seed, "bootstrap": options.bootstrap,
                     "selection": None if options.selection is None else options.selection.describe()},
         "skipped": skipped,
         "results": _slim(merge_results(out_dir / "results")),
     }
-    figures = _figures(report, out_dir / "results", out_dir / "figures", say)
+    space = options.space
+
+    def full_result(store: dict, experiment: str, prompt_set: str) -> dict:
+        name = result_name(store["key"], store["dataset"], experiment, prompt_set, space)
+        return json.loads((out_dir / "results" / name).read_text(encoding="utf-8"))["result"]
+
+    figures = draw_figures(report, full_result, file_stem, out_dir / "figures", say)
     report["figures"] = sorted(figures.values())
     title = "embedstore report: " + ", ".join(f"{s['model']} on {s['dataset']}" for s in summaries)
-    sections = _sections(report, figures)
+    say("writing report.html, report.md, report.json")
+    sections = build_sections(report, figures)
     _write_json(out_dir / "report.json", report)
     markdown = render_markdown(title, sections)
     write_atomic(out_dir / "report.md", lambda fh: fh.write(markdown.encode("utf-8")))
@@ -556,7 +337,7 @@ def _check_space(stores, space: str) -> None:
     for store in stores:
         with opened(store) as st:
             have.update(st.audio_spaces)
-    if space not in have:
+    if have and space not in have:  # text-only stores alone have no audio space to check
         raise InputError(f"no store has a {space!r} audio space (they have: {', '.join(sorted(have)) or 'none'})")
 
 
@@ -607,6 +388,8 @@ def build_report(stores, out_dir, options: ReportOptions | None = None, overwrit
     check_centroid(options.centroid)
     if options.bins < 1:
         raise InputError(f"bins must be 1 or more, got {options.bins}")
+    if options.bootstrap < 0:
+        raise InputError(f"bootstrap must be 0 or more, got {options.bootstrap}")
     load_ontology(options.ontology)
     if options.ontology_map:
         read_ontology_map(options.ontology_map)

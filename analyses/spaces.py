@@ -7,12 +7,10 @@ shows how much of the audio and text structure the heads keep.
 
 from __future__ import annotations
 
-import numpy as np
 
 from analyses.embeddings import class_prompt_sets, opened
 from analyses.triplets import run_triplets
 from embedstore.errors import InputError
-from embedstore.store.fileio import write_atomic
 
 SPACE_ORDER = ("prejoint", "joint")
 CENTROID_KEYS = ("top1", "top2", "top3", "top4", "top5", "f1_weighted", "roc_auc_macro", "pr_auc_macro")
@@ -92,39 +90,27 @@ def run_spaces(store, prompt_set: str | list[str] | None = None, ontology="hdio"
 
 
 def plot_spaces(result: dict, path) -> None:
-    """Two panels: centroid top-1 and ROC-AUC per space; triplet accuracy per prompt set and space."""
-    import matplotlib
+    """Two panels: centroid metrics per audio space; triplet accuracy per prompt set and space."""
+    from analyses import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    spaces, audio_spaces = result["spaces"], result["audio_spaces"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 2]})
+    spaces = result["spaces"]
+    audio_spaces = [s for s in spaces if s in result["centroids"]]
+    fig, (left, right) = plots.plt.subplots(1, 2, figsize=(plots.PAGE_WIDTH_IN, 3.8),
+                                            gridspec_kw={"width_ratios": [1, 1.6]}, constrained_layout=True)
     keys = [k for k in ("top1", "f1_weighted", "roc_auc_macro", "pr_auc_macro")
             if audio_spaces and all(k in result["centroids"][s] for s in audio_spaces)]
-    width = 0.8 / max(len(audio_spaces), 1)
-    for j, space in enumerate(audio_spaces):
-        x = np.arange(len(keys)) + (j - (len(audio_spaces) - 1) / 2) * width
-        left.bar(x, [result["centroids"][space][k] for k in keys], width, label=space)
-    left.set_xticks(np.arange(len(keys)), keys, rotation=20)
+    labels = {"top1": "top-1", "f1_weighted": "F1", "roc_auc_macro": "ROC-AUC", "pr_auc_macro": "PR-AUC"}
+    plots.grouped_bars(left, [labels[k] for k in keys],
+                       {s: [result["centroids"][s][k] for k in keys] for s in audio_spaces})
     left.set_ylim(0, 1)
-    left.set_title(f"audio-only centroid labels ({result['centroid']} means, holdout {result['holdout']})"
-                   if audio_spaces else "no audio vectors")
-    if audio_spaces:
-        left.legend(fontsize=8)
+    left.tick_params(axis="x", labelsize="small")
+    left.set_title(f"audio-only centroid labels ({result.get('centroid', 'raw')} means, holdout {result['holdout']})"
+                   if audio_spaces else "no audio vectors", fontsize="medium")
     sets = result["prompt_sets"]
-    width = 0.8 / max(len(spaces), 1)
-    for j, space in enumerate(spaces):
-        x = np.arange(len(sets)) + (j - (len(spaces) - 1) / 2) * width
-        values = [result["triplets"][s].get(space, {}).get("accuracy", np.nan) for s in sets]
-        right.bar(x, values, width, label=space)
+    plots.grouped_bars(right, sets, {s: [result["triplets"][ps].get(s, {}).get("accuracy") for ps in sets]
+                                     for s in spaces})
     right.axhline(0.5, color="grey", linestyle=":", linewidth=1)
-    right.set_xticks(np.arange(len(sets)), sets, rotation=20, ha="right")
     right.set_ylim(0, 1)
-    right.set_title(f"ontology triplet accuracy ({result['protocol']} protocol)")
-    right.legend(fontsize=8)
-    fig.tight_layout()
-    try:
-        write_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
-    finally:
-        plt.close(fig)
+    right.set_title(f"ontology triplet accuracy ({result['protocol']} protocol)", fontsize="medium")
+    plots.legend_beside(right, "space")
+    plots._save(fig, path)

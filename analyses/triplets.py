@@ -144,7 +144,13 @@ def _ontology_terms(st, ps, space: str, ontology: Ontology):
     return paths, nodes, prompt_ensemble(groups, text, paths, ps.name)
 
 
-def run_triplets(store, prompt_set: str, space: str = "joint", ontology: str | Ontology = "hdio",
+def default_text_space(spaces) -> str:
+    """``joint`` when a prompt set has it, else its first space by name (a text-only store's ``sentence``)."""
+    spaces = sorted(spaces)
+    return "joint" if "joint" in spaces or not spaces else spaces[0]
+
+
+def run_triplets(store, prompt_set: str, space: str | None = None, ontology: str | Ontology = "hdio",
                  ontology_map: str | dict | None = None, protocol: str = "paper",
                  scope: str = "classes") -> dict:
     """Triplet accuracy of a prompt set's text vectors against an ontology.
@@ -155,8 +161,9 @@ def run_triplets(store, prompt_set: str, space: str = "joint", ontology: str | O
     prompt_set : str
         Prompt set whose vectors give the terms; several prompts for one term are averaged
         as unit vectors (a prompt ensemble).
-    space : str
-        Embedding space of the prompt vectors (``"joint"`` or ``"prejoint"``).
+    space : str, optional
+        Embedding space of the prompt vectors (``"joint"``, ``"prejoint"``, a text-only
+        store's ``"sentence"``); default ``joint``, or the set's only space.
     ontology : str or Ontology
         A built-in name (``"hdio"``), a JSON path, or a loaded ontology.
     ontology_map : path or dict, optional
@@ -186,6 +193,7 @@ def run_triplets(store, prompt_set: str, space: str = "joint", ontology: str | O
         if prompt_set not in st.prompt_sets:
             raise InputError(f"store has no prompt set {prompt_set!r} (has: {', '.join(st.prompt_sets) or 'none'})")
         ps = st.prompt_set(prompt_set)
+        space = space or default_text_space(ps.spaces)
         if space not in ps.spaces:
             raise InputError(f"prompt set {prompt_set!r} has no {space!r} vectors (has: {', '.join(ps.spaces)})")
         if scope == "classes":

@@ -5,6 +5,8 @@ umap is imported inside :func:`run_umap` only: its first import costs seconds.
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 
 from analyses.embeddings import opened, prompt_ensemble, unit_audio
@@ -116,35 +118,44 @@ def run_umap(store, space: str = "joint", prompt_set: str | None = None, color: 
 
 
 def plot_umap(result: dict, path) -> None:
-    """Scatter the map: items coloured by ``result["values"]``, prompts as labelled stars."""
-    import matplotlib
+    """Scatter the map: items by ``result["values"]``, each class's prompt as a large outlined marker.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Categories take the colour-blind-safe palette with a second marker shape beyond eight
+    (:func:`analyses.plots.category_style`); a prompt wears its class's colour and shape,
+    so the legend names it without text labels that could overlap.
+    """
+    from analyses.plots import DPI, PAGE_WIDTH_IN, category_style, plt
 
     coords = np.asarray(result["coords"]).reshape(-1, 2)
     values = np.asarray(result["values"], dtype=object)
     categories = result["categories"]
-    cmap = plt.get_cmap("tab20" if len(categories) > 10 else "tab10")
-    fig, ax = plt.subplots(figsize=(7.5, 6))
-    for k, category in enumerate(categories):
-        pts = coords[values == category]
-        ax.scatter(pts[:, 0], pts[:, 1], s=6, alpha=0.7, color=cmap(k % cmap.N), label=category, linewidths=0)
     prompts = np.asarray(result["prompt_coords"]).reshape(-1, 2)
-    if len(prompts):
-        ax.scatter(prompts[:, 0], prompts[:, 1], marker="*", s=160, color="black", edgecolors="white",
-                   linewidths=0.8, label=f"prompts ({result['prompt_set']})")
-        for (x, y), label in zip(prompts, result["prompt_labels"]):
-            ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    ax.set_title(f"UMAP of {result['space']} audio vectors, coloured by {result['color']}")
+    prompt_of = dict(zip(result["prompt_labels"], prompts)) if len(prompts) else {}
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH_IN, 6.2))
+    for k, category in enumerate(categories):
+        style = category_style(k)
+        pts = coords[values == category]
+        ax.scatter(pts[:, 0], pts[:, 1], s=14, alpha=0.75, color=style["color"], marker=style["marker"],
+                   label=category, linewidths=0)
+        if category in prompt_of:
+            x, y = prompt_of[category]
+            ax.scatter([x], [y], s=200, color=style["color"], marker=style["marker"], edgecolors="black",
+                       linewidths=1.6, zorder=3)
+    others = [label for label in prompt_of if label not in set(categories)]
+    for label in others:
+        ax.scatter(*prompt_of[label], s=160, marker="*", color="black", zorder=3)
+    if prompt_of:
+        ax.scatter([], [], s=120, marker="o", facecolors="none", edgecolors="black", linewidths=1.6,
+                   label=f"prompt ({result['prompt_set']})")
+    ax.set_title(f"UMAP of {result['space']} audio vectors, coloured by {result['color']}", fontsize="medium")
     ax.set_xticks([])
     ax.set_yticks([])
-    if len(categories) <= 30:
-        legend = ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-        for handle in legend.legend_handles:  # one marker size in the legend, whatever the plot's
+    if len(categories) <= 32:
+        legend = ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+                           ncol=1 if len(categories) <= 16 else 2)
+        for handle in legend.legend_handles[:len(categories)]:  # one marker size in the legend
             handle.set_sizes([40])
-    fig.tight_layout()
-    try:
-        write_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
-    finally:
-        plt.close(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    write_atomic(path, lambda fh: fh.write(buffer.getvalue()))

@@ -272,3 +272,41 @@ def confidence(
 
         plot_confidence(result, plot)
         console.print(f"wrote {plot}", highlight=False)
+
+
+RETRIEVAL_ROWS = (("R@1", "r1"), ("R@5", "r5"), ("R@10", "r10"), ("median rank", "median_rank"),
+                  ("mean rank", "mean_rank"), ("mAP@10", "map10"))
+
+
+@commands.command()
+@handle_errors
+def retrieval(
+    store: Path = typer.Argument(..., help=STORE_HELP),
+    captions: str | None = typer.Option(
+        None, "--captions", metavar="SET", help="Caption set (captions tied to items); default: the store's only one."),
+    space: str = typer.Option("joint", "--space", metavar="SPACE", help=SPACE_HELP),
+    json_path: Path | None = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+) -> None:
+    """Audio-to-text and text-to-audio retrieval: recall at 1/5/10, median rank, mAP@10.
+
+    As the CLAP papers compute them: a clip with several captions counts its best-ranked
+    caption; items without captions are left out (docs/metrics.md).
+    """
+    from analyses.retrieval import run_retrieval
+    from embedstore.store import open_store
+
+    check_analysis_outputs(json_path, inputs=[store], overwrite=overwrite)
+    with open_store(store) as st:
+        result = run_retrieval(st, captions, space=space)
+        model, dataset = st.model, st.dataset
+    table = Table(title=f"Retrieval — {model} on {dataset}, {result['caption_set']} ({space} space): "
+                        f"{result['n_items']} clips, {result['n_captions']} captions", title_justify="left")
+    for col in ("metric", "audio → text", "text → audio"):
+        table.add_column(col, justify="right")
+    for label, key in RETRIEVAL_ROWS:
+        values = [result.get(f"{d}_{key}") for d in ("a2t", "t2a")]
+        table.add_row(label, *(_num(v, 1) if "rank" in key else _frac(v) for v in values))
+    console.print(table)
+    if json_path:
+        write_json(json_path, {"store": str(store), "model": model, "dataset": dataset, **result})

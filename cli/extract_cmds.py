@@ -27,6 +27,7 @@ from cli.common import (
     handle_errors,
     styled,
 )
+from embedstore.errors import InputError
 from embedstore.models import MODELS
 from embedstore.store.outputs import check_outputs
 
@@ -210,6 +211,10 @@ def _print_summary(summary) -> None:
         console.print(f"  ... and {len(summary.failed) - 10} more (see `embedstore info`)")
 
 
+TEXT_MODEL_HELP = (MODEL_HELP + " With --out also minilm (all-MiniLM-L6-v2, offline) or st:<folder> "
+                   "(any sentence-transformers folder). Default: the store's model.")
+
+
 def _stored_device(store: Path, recorded: str | None) -> str:
     """The device a store was made on, when this machine has it (extract-text's default)."""
     from embedstore.errors import InputError
@@ -231,24 +236,43 @@ def _stored_device(store: Path, recorded: str | None) -> str:
 @commands.command("extract-text")
 @handle_errors
 def extract_text(
-    store: Path = typer.Argument(..., help="An existing store."),
+    store: Optional[Path] = typer.Argument(None, help="An existing store to add prompt sets to (or use --out)."),
     prompts: List[str] = typer.Option(..., "--prompts", "-p", help=PROMPTS_HELP),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " Default: the store's model."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Write a new text-only store here instead: the dataset's classes and "
+        "the prompt sets, no audio."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=TEXT_MODEL_HELP),
+    dataset: str = typer.Option("tinysol", "--dataset", "-d", help="With --out: the dataset whose classes the prompts name."),
+    root: Optional[Path] = typer.Option(None, "--root", help="With --out: the dataset folder (tinysol without it: the bundled notes)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="With --out, folder datasets: the CSV of path,label."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local weights file; must be the one that made the store."),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Local tokenizer folder for the text tower."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps; default: the store's."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32, fp16 or bf16; default: the store's."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, max=65_536, help="Prompts per forward pass."),
     replace: bool = typer.Option(False, "--replace", "--overwrite",
-                                 help="Replace prompt sets the store already has (--overwrite says the same)."),
+                                 help="Replace prompt sets the store already has, or with --out an existing store "
+                                      "(--overwrite says the same)."),
 ):
-    """Add prompt sets to an existing store, embedded by the model that made it.
+    """Add prompt sets to a store, or (--out) write a text-only store of prompt sets alone.
 
-    The model's checkpoint SHA-256 must equal the one in the store's provenance.
+    Adding: the model's checkpoint SHA-256 must equal the one in the store's provenance.
+    --out: any text encoder (minilm, st:<folder>, or an audio-text model's text tower)
+    embeds the prompt sets for the dataset's classes; `analyze triplets`, `analyze spaces`
+    and `report` read the store beside those of audio-text models.
     """
     from embedstore.errors import StoreExists
-    from embedstore.extract import add_prompt_sets
     from embedstore.extract.prompts import build_prompt_set
+
+    if (store is None) == (out is None):
+        raise InputError("give either an existing STORE to add prompt sets to, or --out for a new text-only store")
+    if out is None and (root is not None or labels is not None or dataset != "tinysol"):
+        raise InputError("--dataset, --root and --labels name the classes of a new text-only store: use them with --out")
+    if out is not None:
+        _text_only_store(out, prompts, model or "minilm", dataset, root, labels, checkpoint, tokenizer,
+                         device, precision or "fp32", batch_size, replace)
+        return
+    from embedstore.extract import add_prompt_sets
     from embedstore.store import open_store
 
     check_input_names(prompts)
@@ -267,3 +291,35 @@ def extract_text(
     sets = add_prompt_sets(store, encoder, specs, batch_size=batch_size, replace=replace)
     console.print(f"added {', '.join(s.name for s in specs)} to {store}; "
                   f"prompt sets now: {', '.join(sets)}", highlight=False)
+
+
+def _text_only_store(out, prompts, model, dataset, root, labels, checkpoint, tokenizer, device, precision,
+                     batch_size, overwrite) -> None:
+    from embedstore.datasets import load_dataset
+    from embedstore.extract import check_settings, make_text_store
+    from embedstore.extract.prompts import build_prompt_set
+    from embedstore.models.sentence import is_text_model
+    from embedstore.store.outputs import check_outputs
+
+    check_settings(batch_size=batch_size)
+    check_input_names(prompts)
+    check_outputs([out], overwrite=overwrite, command="extract-text")
+    if dataset == "tinysol" and root is None:
+        dataset = "notes"
+    data = load_dataset(dataset, root, labels)
+    specs = [build_prompt_set(p, data.classes) for p in prompts]
+    if is_text_model(model):
+        from embedstore.extract import require_torch
+        from embedstore.models.sentence import load_text_model
+
+        if checkpoint is not None or tokenizer is not None:
+            raise InputError(f"{model} reads its weights and tokenizer from its folder, not --checkpoint/--tokenizer")
+        require_torch()
+        encoder = load_text_model(model, device)
+    else:
+        encoder = _load_model(model, checkpoint, tokenizer, device, precision)
+    summary = make_text_store(encoder, data, specs, out, batch_size=batch_size, overwrite=overwrite,
+                              command=["embedstore", *sys.argv[1:]])
+    console.print(f"wrote text-only store {out}: {len(data.classes)} classes of {data.name}, model "
+                  f"{encoder.name}, prompt sets {', '.join(summary.prompt_sets)} ({summary.seconds:.1f} s)",
+                  highlight=False)

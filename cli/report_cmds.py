@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -9,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from cli.common import check_input_names, console, handle_errors, items_option, styled, where_option
+from cli.common import check_input_names, console, err_console, handle_errors, items_option, styled, where_option
 
 commands = typer.Typer()
 
@@ -29,8 +30,12 @@ def report(
     centroid: str = typer.Option("raw", "--centroid", metavar="raw|unit",
                                  help="Audio-only centroids: raw (mean of the stored vectors, then normalised: "
                                       "the study's) or unit (mean of the normalised vectors)."),
-    umap: bool = typer.Option(True, "--umap/--no-umap", help="Draw the UMAP maps (about 10-20 s per store)."),
-    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="UMAP random state."),
+    umap: bool = typer.Option(
+        False, "--umap/--no-umap", help="Also draw the UMAP maps (umap-learn compiles its code in every run: 10-25 s)."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="UMAP random state and bootstrap seed."),
+    bootstrap: int = typer.Option(
+        0, "--bootstrap", metavar="N", min=0, max=100_000,
+        help="Resample the clips N times for 95% intervals of the zero-shot and centroid metrics (0: none)."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an earlier report in --out; never files the report did not write."),
     where: List[str] = where_option(),
@@ -40,7 +45,9 @@ def report(
 
     The study's figures: metrics per prompt set (Figure 2), positive vs negative
     similarities (3), confidence margins (4), triplet accuracy in both spaces (5), plus
-    audio-only centroid labels and UMAP maps. Per-experiment JSON files go to
+    audio-only centroid labels, retrieval for caption sets and (--umap) UMAP maps; what
+    each prompt set is and each store's caveats; --bootstrap N for 95% intervals.
+    Per-experiment JSON files go to
     OUT/results/<model>__<dataset>__<experiment>__<prompt set>__<space>.json (a name with
     characters other than lower-case letters, digits, '.', '_' and '-' gets a short hash, so
     distinct names never share a file). --overwrite replaces only an earlier report's files.
@@ -51,11 +58,14 @@ def report(
     check_input_names([ontology])
     options = ReportOptions(prompt_sets=prompts or None, space=space, ontology=ontology,
                             ontology_map=str(ontology_map) if ontology_map else None,
-                            holdout=holdout, centroid=centroid, umap=umap, seed=seed,
+                            holdout=holdout, centroid=centroid, umap=umap, seed=seed, bootstrap=bootstrap,
                             selection=Selection.parse(where, items))
-    with console.status("starting") as status:
-        result = build_report(stores, out, options, overwrite=overwrite,
-                              progress=lambda line: status.update(Text(line)))
+    start = time.perf_counter()
+
+    def progress(line: str) -> None:  # one line per step on stderr: visible in logs and pipes too
+        err_console.print(Text(f"{time.perf_counter() - start:6.1f} s {line}"), highlight=False)
+
+    result = build_report(stores, out, options, overwrite=overwrite, progress=progress)
     table = Table(title=f"Report in {out}", title_justify="left")
     for col in ("column", "model", "dataset", "items", "results", "skipped"):
         table.add_column(col)
@@ -70,4 +80,4 @@ def report(
                              f" {s['store']} {s['experiment']} {s['prompt_set']} ({s['space']}): {s['reason']}"),
                       highlight=False)
     console.print(f"wrote {out / 'report.html'}, {out / 'report.md'}, {out / 'report.json'} "
-                  f"and {len(result['figures'])} figures", highlight=False)
+                  f"and {len(result['figures'])} figures in {time.perf_counter() - start:.1f} s", highlight=False)

@@ -36,7 +36,8 @@ def _frac(value) -> str:
 def triplets(
     store: Path = typer.Argument(..., help="The store file (.h5)."),
     prompts: str = typer.Option(..., "--prompts", help="Prompt set whose text vectors give the terms."),
-    space: str = typer.Option("joint", help="Text space to compare in: joint or prejoint."),
+    space: Optional[str] = typer.Option(
+        None, help="Text space to compare in: joint or prejoint (default joint; a text-only store's own space)."),
     ontology: str = typer.Option("hdio", help="Built-in ontology name, or an ontology JSON file."),
     ontology_map: Optional[Path] = typer.Option(
         None, "--ontology-map", help="CSV with columns class,node mapping store classes to ontology nodes."),
@@ -56,7 +57,7 @@ def triplets(
     result = run_triplets(store, prompts, space=space, ontology=ontology,
                           ontology_map=str(ontology_map) if ontology_map else None,
                           protocol=protocol, scope=scope)
-    table = Table(title=f"Ontology triplets — {prompts} ({space}), {result['ontology']}, "
+    table = Table(title=f"Ontology triplets — {prompts} ({result['space']}), {result['ontology']}, "
                         f"{protocol} protocol, scope {scope}", title_justify="left")
     for col in ("accuracy", "correct", "triplets", "terms"):
         table.add_column(col, justify="right")

@@ -117,7 +117,10 @@ def import_(
     prompt_classes: List[str] = typer.Option(
         [], "--prompt-classes", help="SET=FILE.txt naming the class of each prompt line. Repeatable."
     ),
-    text: List[str] = typer.Option([], "--text", help="SET:SPACE=FILE.npy; row i is prompt i. Repeatable."),
+    text: List[str] = typer.Option([], "--text", help="SET:SPACE=FILE.npy; row i is prompt (or caption row) i. Repeatable."),
+    captions: List[str] = typer.Option(
+        [], "--captions", help="SET=FILE.csv, a caption set for retrieval: columns id,caption, "
+        "several rows per id allowed. Repeatable."),
     extra_space: List[str] = typer.Option(
         [], "--extra-space", help="Allow a space name besides joint and prejoint. Repeatable."
     ),
@@ -137,8 +140,9 @@ def import_(
     from embedstore.store.interchange import import_folder, import_store, parse_assignment
 
     if source is not None:
-        if items is not None or id_column is not None or audio or prompts or text:
-            fail("--from takes everything from the export folder; give no --items, --audio, --prompts or --text", 2)
+        if items is not None or id_column is not None or audio or prompts or text or captions:
+            fail("--from takes everything from the export folder; give no --items, --audio, --prompts, "
+                 "--captions or --text", 2)
         check_outputs([out], inputs=[source], overwrite=overwrite)
         import_folder(out, source, overwrite=overwrite, record_host=record_host)
     else:
@@ -146,7 +150,8 @@ def import_(
             fail("give --items CSV and --id-column NAME (or --from FOLDER)", 2)
         files = [parse_assignment(spec, "=", flag)[1]
                  for flag, specs in (("--audio", audio), ("--prompts", prompts),
-                                     ("--prompt-classes", prompt_classes), ("--text", text))
+                                     ("--prompt-classes", prompt_classes), ("--text", text),
+                                     ("--captions", captions))
                  for spec in specs]
         check_input_names(files)
         check_outputs([out], inputs=[items, classes, *files], overwrite=overwrite)
@@ -162,6 +167,7 @@ def import_(
             prompts=prompts,
             prompt_classes=prompt_classes,
             text=text,
+            captions=captions,
             extra_spaces=extra_space,
             model=model,
             dataset=dataset,

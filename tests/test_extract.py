@@ -539,3 +539,29 @@ def test_decoding_workers_start_before_the_first_group_is_asked_for(dataset):
     assert set(multiprocessing.active_children()) - before  # decoding while the text tower runs
     rows = [row for group in groups for row in group.rows]
     assert rows == list(range(len(dataset.items)))
+
+
+def test_item_captions_become_a_caption_set_tied_to_the_kept_items(dataset, tmp_path):
+    """A dataset whose items carry captions (Item.captions): extract writes the caption set
+    ``captions``, each caption tied to its item's row; captions of failed clips are dropped."""
+    import dataclasses
+
+    from analyses.embeddings import class_prompt_sets
+    from analyses.retrieval import run_retrieval
+
+    items = [dataclasses.replace(item, captions=tuple(f"{item.id} take {k}" for k in range(1 + i % 3)))
+             for i, item in enumerate(dataset.items)]
+    captioned = dataclasses.replace(dataset, items=items)
+    extract(captioned, tmp_path / "s.h5")
+    model = TinyEncoder()
+    with open_store(tmp_path / "s.h5") as st:
+        ps = st.prompt_set("captions")
+        ids = list(st.item_ids)
+        assert ps.source.startswith("captions of the") and (ps.classes == -1).all()
+        want = [(c, item.id) for item in items if item.id in ids for c in item.captions]
+        assert [(p, ids[row]) for p, row in zip(ps.prompts, ps.items)] == want
+        assert not any(p.startswith(bad) for p in ps.prompts for bad in BAD)
+        np.testing.assert_allclose(st.text("captions", "joint"), model.embed_text(ps.prompts)["joint"], atol=1e-6)
+        assert "captions" not in class_prompt_sets(st)  # zero-shot never takes captions for class prompts
+    result = run_retrieval(tmp_path / "s.h5")
+    assert result["n_items"] == 10 and result["n_captions"] == len(want)

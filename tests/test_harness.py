@@ -113,6 +113,7 @@ ROWS: dict[str, Row] = {
     "analyze confusion": Row(["analyze", "confusion", *STORE, "--prompts", "label"], {"store": 2}, ANALYSIS_OUT),
     "analyze compare": Row(["analyze", "compare", *STORE, "--prompts", "label", "--centroids"], {"stores": 2},
                            {"json_path"}),
+    "analyze retrieval": Row(["analyze", "retrieval", *STORE], {"store": 2}, {"json_path"}),
     "report": Row(["report", *STORE, "--out", "{out}/rep", "--no-umap", "--prompts", "label"], {"stores": 1},
                   outputs={"out"}, files={"ontology": "{}"}),
     "datasets list": Row(["datasets", "list"], outputs={"json_path"}),

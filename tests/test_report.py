@@ -8,7 +8,7 @@ from semantic_stores import CHECKPOINT_SHA256, make_tinysol_store
 from typer.testing import CliRunner
 
 from analyses.centroids import run_centroids
-from analyses.report import ReportOptions, build_report, merge_results, result_name
+from analyses.report import ReportOptions, build_report, md_escape, merge_results, result_name
 from analyses.triplets import run_triplets
 from analyses.zeroshot import run_zeroshot
 from cli.main import app
@@ -31,7 +31,7 @@ def stores(tmp_path_factory):
 @pytest.fixture(scope="module")
 def built(stores, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "rep"
-    report = build_report(list(stores), out, ReportOptions(umap=False))
+    report = build_report(list(stores), out, ReportOptions(umap=False, bootstrap=30))
     return out, report
 
 
@@ -43,7 +43,7 @@ def test_result_files_are_templated_and_hold_the_analyses_numbers(stores, built)
     doc = json.loads((out / "results" / name).read_text())
     assert doc["meta"] == {"store": "toy_clap", "model": "toy_clap", "dataset": "tinysol", "experiment": "zeroshot",
                            "prompt_set": "label", "space": "joint"}
-    assert doc["result"] == json.loads(json.dumps(run_zeroshot(clap, "label")))
+    assert doc["result"] == json.loads(json.dumps(run_zeroshot(clap, "label", bootstrap=30)))
     paper = json.loads((out / "results" / "toy_clap__tinysol__triplets-reference__label__prejoint.json").read_text())
     assert paper["result"]["n_triplets"] == 237
     assert paper["result"] == json.loads(json.dumps(run_triplets(clap, "label", space="prejoint",
@@ -51,7 +51,7 @@ def test_result_files_are_templated_and_hold_the_analyses_numbers(stores, built)
     ontology = json.loads((out / "results" / "toy_clap__tinysol__triplets-paper__ontology__joint.json").read_text())
     assert ontology["result"]["scope"] == "ontology"
     centroids = json.loads((out / "results" / "toy_clap__tinysol__centroids__audio__prejoint.json").read_text())
-    assert centroids["result"] == json.loads(json.dumps(run_centroids(clap, space="prejoint")))
+    assert centroids["result"] == json.loads(json.dumps(run_centroids(clap, space="prejoint", bootstrap=30)))
 
 
 def test_merged_report_has_every_experiment_side_by_side(built):
@@ -155,7 +155,7 @@ def test_failure_leaves_nothing_behind(stores, tmp_path):
 
 def test_report_command_with_umap(stores, tmp_path):
     out = tmp_path / "rep"
-    result = CliRunner().invoke(app, ["report", str(stores[1]), "--out", str(out), "--prompts", "label"])
+    result = CliRunner().invoke(app, ["report", str(stores[1]), "--out", str(out), "--prompts", "label", "--umap"])
     assert result.exit_code == 0, result.output
     assert "toy_muscall" in result.output and "skipped" in result.output
     report = json.loads((out / "report.json").read_text())
@@ -186,5 +186,54 @@ def test_multilabel_store_reports_the_auc_keys_only(tmp_path):
     zeroshot = report["results"]["ml"]["zeroshot"]["label"]["joint"]
     assert zeroshot.get("top1") is None and 0 <= zeroshot["roc_auc_macro"] <= 1
     markdown = (tmp_path / "rep" / "report.md").read_text()
-    assert "**roc_auc_macro**" in markdown and "**top1**" not in markdown
+    assert "| store | prompt set | ROC-AUC (macro) | PR-AUC (macro) |" in markdown and "top-1" not in markdown
     assert report["results"]["ml"]["triplets-paper"]["label"]["joint"]["n_triplets"] > 0
+
+
+def test_report_compares_text_only_stores_and_shows_retrieval_intervals_caveats(stores, built, tmp_path):
+    import numpy as np
+
+    from analyses.retrieval import run_retrieval
+    from embedstore.store import create_store, edit_store, open_store
+
+    clap, _ = stores
+    # The bootstrap intervals and the best-per-column marks of the built report.
+    out, report = built
+    zeroshot = report["results"]["toy_clap"]["zeroshot"]["label"]["joint"]
+    low, high = zeroshot["ci95"]["top1"]
+    markdown = (out / "report.md").read_text()
+    assert md_escape(f"{zeroshot['top1']:.3f} [{low:.3f}, {high:.3f}]") in markdown
+    assert "95% interval over 30 bootstrap resamples" in markdown
+    best = max(r["joint"]["top1"] for k in ("toy_clap", "toy_muscall")
+               for r in report["results"][k]["zeroshot"].values())
+    assert f"**{best:.3f} \\[" in markdown
+    # A caption set on a copy of the CLAP store, and a text-only store of the same classes.
+    captioned = tmp_path / "captioned.h5"
+    captioned.write_bytes(clap.read_bytes())
+    with open_store(captioned) as st:
+        audio, classes = st.audio("joint"), list(st.classes)
+    rng = np.random.default_rng(0)
+    rows = np.repeat(np.arange(len(audio)), 2)
+    with edit_store(captioned) as w:
+        w.add_prompt_set("captions", [f"caption {i}" for i in range(len(rows))], np.full(len(rows), -1),
+                         {"joint": audio[rows] + rng.normal(size=(len(rows), audio.shape[1]))}, items=rows,
+                         source="captions of the clips")
+    text_only = tmp_path / "minilm.h5"
+    with create_store(text_only, model="minilm", dataset="tinysol", classes=classes) as w:
+        w.set_items([], labels=np.zeros(0, np.int32))
+        w.add_prompt_set("label", classes, np.arange(len(classes)), {"sentence": rng.normal(size=(len(classes), 8))},
+                         source='template "<label>"')
+    report = build_report([captioned, text_only], tmp_path / "rep", ReportOptions(prompt_sets=["label"]))
+    retrieval = report["results"]["toy_clap"]["retrieval"]["captions"]["joint"]
+    assert retrieval == json.loads(json.dumps(run_retrieval(captioned, "captions")))
+    minilm = report["results"]["minilm"]
+    assert set(minilm) == {"triplets-paper", "triplets-reference"}
+    assert minilm["triplets-paper"]["label"]["sentence"] == json.loads(json.dumps(
+        {k: v for k, v in run_triplets(text_only, "label").items() if k not in ("per_term",)}
+        | {"per_term": minilm["triplets-paper"]["label"]["sentence"]["per_term"]}))
+    assert report["stores"][1]["text_only"] and not report["skipped"]
+    page = (tmp_path / "rep" / "report.html").read_text()
+    for words in ("Audio-text retrieval", "a2t R@1", "text only", "A text-only store", "template &quot;&lt;label&gt;&quot;",
+                  "captions of the clips", "| minilm | label | sentence |"):
+        assert words in page or words in (tmp_path / "rep" / "report.md").read_text(), words
+    assert f"{retrieval['a2t_r1']:.3f}" in page

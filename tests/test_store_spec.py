@@ -350,6 +350,46 @@ def test_newer_minor_and_patch_versions_are_accepted(tmp_path):
     assert verify_store(path).ok
 
 
+def test_plain_h5py_caption_set_and_text_only_store_are_as_documented(tmp_path):
+    """Format 1.1: a caption set is a prompt set with an ``item`` item-index; a store may hold no items."""
+    path = tmp_path / "plain.h5"
+    write_plain_store(path)
+    with h5py.File(path, "r+") as f:
+        g = f["text"].create_group("captions")
+        tag(g, "prompt-set")
+        g.attrs["source"] = "captions of the items"
+        strings(g, "prompts", ["a low flute", "a flute again", "a violin"])
+        numeric(g, "class", np.array([-1, -1, -1], np.int32), "label-index")
+        numeric(g, "item", np.array([0, 0, 1], np.int64), "item-index")
+        spaces = g.create_group("spaces")
+        tag(spaces, "spaces")
+        embedding(spaces, "joint", np.ones((3, D_JOINT)))
+    with open_store(path) as st:
+        ps = st.prompt_set("captions")
+        np.testing.assert_array_equal(ps.items, [0, 0, 1])
+        assert ps.source == "captions of the items" and st.prompt_set("ontology").items is None
+    assert verify_store(path).ok
+    with h5py.File(path, "r+") as f:
+        _replace(f, "text/captions/item", np.array([0, 0, N_ITEMS], np.int64), "item-index")
+    with pytest.raises(StoreDamaged, match="captions/item holds item rows outside"):
+        open_store(path).close()
+
+    text_only = tmp_path / "text.h5"
+    write_plain_store(text_only)
+    with h5py.File(text_only, "r+") as f:
+        empty = {"items/id": (np.array([], object), "string-array"), "items/path": (np.array([], object), "string-array"),
+                 "items/label": (np.zeros(0, np.int32), "label-index"),
+                 "items/metadata/pitch": (np.zeros(0, np.int64), "numeric-array"),
+                 "items/metadata/family": (np.array([], object), "string-array")}
+        for name, (values, encoding_type) in empty.items():
+            _replace(f, name, values, encoding_type)
+        for space in list(f["audio"]):
+            del f["audio"][space]
+    with open_store(text_only) as st:
+        assert st.text_only and st.n_items == 0 and st.prompt_sets == ["ontology"]
+    assert verify_store(text_only).ok
+
+
 # -- (c) one broken rule at a time --------------------------------------------------------
 
 

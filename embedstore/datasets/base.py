@@ -33,8 +33,9 @@ class Item:
     metadata : dict[str, str | int | float]
         Per-item columns; every item of a dataset has the same keys with the same types.
     captions : tuple[str, ...]
-        Free-text descriptions of the audio, for retrieval (caption datasets); empty
-        for datasets without captions.
+        Free-text descriptions of this item (a caption dataset's); empty for class-only
+        datasets. ``embedstore extract`` embeds them as the caption set ``captions``, each
+        caption tied to its item, for ``embedstore analyze retrieval``.
     observed : tuple[str, ...] or None
         Partially labelled datasets (OpenMIC-2018): the classes whose presence or
         absence is known for this item; ``labels`` are those of them present. ``None``

@@ -1,7 +1,7 @@
 """Extraction: audio and prompt sets through an encoder into a store.
 
 - :mod:`~embedstore.extract.pipeline`: batches, the journal, resume (:func:`run_extract`,
-  :func:`add_prompt_sets`);
+  :func:`add_prompt_sets`, :func:`make_text_store` for text-only stores);
 - :mod:`~embedstore.extract.audio`: the audio front end (decode, resample, windows);
 - :mod:`~embedstore.extract.prompts`: the prompt sets (the study's styles, ontology terms);
 - :mod:`~embedstore.extract.captions`: note captions for training;
@@ -19,10 +19,11 @@ from embedstore.extract.pipeline import (
     add_prompt_sets,
     check_settings,
     embed_clips,
+    make_text_store,
     pool_windows,
     require_torch,
     run_extract,
 )
 
 __all__ = ["EXTRA_HINT", "LONG_MODES", "STORAGE_DTYPES", "ExtractSummary", "add_prompt_sets",
-           "check_settings", "embed_clips", "pool_windows", "require_torch", "run_extract"]
+           "check_settings", "embed_clips", "make_text_store", "pool_windows", "require_torch", "run_extract"]

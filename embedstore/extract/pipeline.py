@@ -56,7 +56,7 @@ from embedstore.extract.feeding import (  # noqa: F401  (embed_clips, pool_windo
     read_clip_groups,
 )
 from embedstore.extract.fingerprint import fingerprint_mismatch, settings_fingerprint
-from embedstore.extract.prompts import PromptSpec
+from embedstore.extract.prompts import PromptSpec, caption_prompt_set
 from embedstore.extract.shards import select_shard
 from embedstore.store.core import edit_store, open_store
 from embedstore.store.journal import Journal
@@ -188,6 +188,9 @@ def run_extract(
 
     start_time = time.perf_counter()
     check_settings(batch_size=batch_size, workers=workers, long_mode=long_mode, dtype=dtype)
+    captions = caption_prompt_set(dataset)
+    if captions is not None and all(spec.name != captions.name for spec in prompt_specs):
+        prompt_specs = [*prompt_specs, captions]
     check_run_inputs(dataset, prompt_specs)
     items = items_table(dataset)
     numerics = run_numerics(getattr(model, "precision", "fp32"))
@@ -344,9 +347,46 @@ def add_prompt_sets(store_path: str | Path, model, prompt_specs: list[PromptSpec
         with edit_store(store_path) as writer:
             for ps in embedded:
                 writer.add_prompt_set(ps["name"], ps["prompts"], ps["classes"], ps["embeddings"],
-                                      terms=ps["terms"], dtype=dtype, replace=replace)
+                                      terms=ps["terms"], items=ps["items"], source=ps["source"], dtype=dtype,
+                                      replace=replace)
         with open_store(store_path) as st:
             return st.prompt_sets
+
+
+def make_text_store(model, dataset, prompt_specs: list[PromptSpec], out: str | Path, *,
+                    batch_size: int = 32, overwrite: bool = False, dtype: str = "float32",
+                    command: list[str] | None = None) -> ExtractSummary:
+    """Write a text-only store: the dataset's classes and prompt sets, no items, no audio.
+
+    ``model`` needs only ``name``, ``text_dims``, ``embed_text`` and ``provenance``: a
+    sentence encoder (:mod:`embedstore.models.sentence`) or the text tower of an
+    audio-text model. The triplet and spaces analyses read such a store like any other.
+    """
+    from embedstore.store.core import create_store
+
+    start_time = time.perf_counter()
+    check_settings(batch_size=batch_size, dtype=dtype)
+    if not prompt_specs:
+        raise InputError("a text-only store needs at least one prompt set (--prompts)")
+    check_run_inputs(dataset, prompt_specs)
+    encoder = model.provenance()
+    provenance = {
+        "encoder": encoder,
+        "checkpoint_sha256": checkpoint_digest(encoder),
+        "dataset": {"name": dataset.name, "root": str(dataset.root), "classes": len(dataset.classes)},
+        "extraction": {"batch_size": batch_size, "text_only": True, "precision": encoder.get("precision"),
+                       "device": encoder.get("device")},
+        "library_versions": extraction_library_versions(),
+        "command": list(sys.argv if command is None else command),
+    }
+    embedded = embed_prompt_sets(model, prompt_specs, batch_size)
+    with create_store(out, model=model.name, dataset=dataset.name, classes=list(dataset.classes),
+                      provenance=provenance, overwrite=overwrite) as writer:
+        writer.set_items([], labels=np.zeros(0, dtype=np.int32))
+        for ps in embedded:
+            writer.add_prompt_set(ps["name"], ps["prompts"], ps["classes"], ps["embeddings"],
+                                  terms=ps["terms"], source=ps["source"], dtype=dtype)
+    return _summary(Path(out), 0, start_time)
 
 
 def _summary(path: Path, first_row: int, start_time: float, already_complete: bool = False) -> ExtractSummary:
@@ -378,7 +418,7 @@ def embed_prompt_sets(model, specs: list[PromptSpec], batch_size: int) -> list[d
         embeddings = {space: np.concatenate([p[space] for p in parts]).astype(np.float32)
                       for space in model.text_dims}
         embedded.append(dict(name=spec.name, prompts=list(spec.prompts), classes=spec.classes,
-                             terms=spec.terms, embeddings=embeddings))
+                             terms=spec.terms, items=spec.items, source=spec.source, embeddings=embeddings))
     return embedded
 
 
@@ -526,7 +566,8 @@ def run_settings(model, dataset, items: dict, prompt_specs: list[PromptSpec], *,
                         else {k: np.asarray(v).tolist() for k, v in value.items()})
                   for key, value in items.items()},
         "prompts": [{"name": spec.name, "prompts": list(spec.prompts),
-                     "classes": np.asarray(spec.classes).tolist(), "terms": spec.terms}
+                     "classes": np.asarray(spec.classes).tolist(), "terms": spec.terms,
+                     **({} if spec.items is None else {"items": np.asarray(spec.items).tolist()})}
                     for spec in prompt_specs],
         "dtype": dtype,
         "precision": encoder.get("precision"),

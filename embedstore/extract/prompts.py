@@ -93,12 +93,41 @@ class PromptSpec:
         Class index of each prompt; ``-1`` for a prompt that names no class.
     terms : list[str] or None
         For ontology sets, the node path each prompt stands for; ``None`` otherwise.
+    items : np.ndarray or None
+        For caption sets, the dataset row (item) each caption describes; ``None`` otherwise.
+    source : str
+        What the set is, in a phrase (its template, or where its texts come from); stored
+        with the set and shown in the report.
     """
 
     name: str
     prompts: list[str]
     classes: np.ndarray
     terms: list[str] | None = None
+    items: np.ndarray | None = None
+    source: str = ""
+
+
+#: Name of the caption set ``embedstore extract`` writes for a dataset whose items carry captions.
+CAPTION_SET = "captions"
+
+
+def caption_prompt_set(dataset, name: str = CAPTION_SET) -> PromptSpec | None:
+    """The captions of a dataset's items as one caption set (None when no item has one).
+
+    Every caption is tied to its item's row (``items``) and to no class (-1): retrieval
+    pairs captions with items.
+    """
+    prompts, rows = [], []
+    for row, item in enumerate(dataset.items):
+        for caption in getattr(item, "captions", ()) or ():
+            prompts.append(str(caption))
+            rows.append(row)
+    if not prompts:
+        return None
+    return PromptSpec(name, prompts, np.full(len(prompts), -1, dtype=np.int32),
+                      items=np.asarray(rows, dtype=np.int64),
+                      source=f"captions of the {dataset.name} items, each tied to its item")
 
 
 def builtin_prompt_sets() -> list[str]:
@@ -159,7 +188,21 @@ def build_prompt_set(name_or_file: str | Path, classes: list[str],
     else:
         known = ", ".join(builtin_prompt_sets() + clap_prompt_sets())
         raise InputError(f"unknown prompt set {name!r} (built in: {known}; or a .txt/.csv/.json file)")
-    return PromptSpec(name, prompts, np.arange(len(classes), dtype=np.int32))
+    return PromptSpec(name, prompts, np.arange(len(classes), dtype=np.int32), source=_source(name))
+
+
+_SOURCES = {
+    "lorem": "the label followed by a seeded lorem-ipsum phrase",
+    "definition": "a one-sentence definition of each instrument (data/prompts/definitions.json)",
+    "definition-nolabel": "the definition with the instrument's name removed",
+    "family": '"A <family> instruments track", from each class\'s family',
+}
+
+
+def _source(name: str) -> str:
+    if name in _TEMPLATES:
+        return f'template "{_TEMPLATES[name].format("<label>")}"'
+    return _SOURCES[name]
 
 
 def default_prompt_specs(classes: list[str], families: list[str] | None = None) -> list[PromptSpec]:
@@ -213,7 +256,8 @@ def ontology_prompt_set(classes: list[str], ontology: str = ONTOLOGY_NAME,
     prompts = [template.format(onto.term(node)) for node in onto.nodes]
     terms = [node.path for node in onto.nodes]
     codes = np.array([class_of_node.get(path, -1) for path in terms], dtype=np.int32)
-    return PromptSpec("ontology", prompts, codes, terms)
+    return PromptSpec("ontology", prompts, codes, terms,
+                      source=f'every node of the {ontology} ontology as "{template.format("<term>")}"')
 
 
 def read_prompt_file(path: str | Path, classes: list[str]) -> PromptSpec:
@@ -256,7 +300,7 @@ def read_prompt_file(path: str | Path, classes: list[str]) -> PromptSpec:
     if missing:
         raise InputError(f"prompt file {path} has no prompt for: {', '.join(missing)}")
     name = check_name(path.stem, f"prompt set name (the stem of {path})", object_name=True)
-    return PromptSpec(name, prompts, np.asarray(codes, dtype=np.int32))
+    return PromptSpec(name, prompts, np.asarray(codes, dtype=np.int32), source=f"file {path.name}")
 
 
 def _read_txt(path: Path, text: str, classes: list[str]) -> list[tuple[str, str]]:

@@ -60,13 +60,23 @@ def now() -> str:
 
 @dataclass(frozen=True)
 class PromptSet:
-    """A named set of text prompts; ``classes[i]`` is the class prompt i stands for (-1: none)."""
+    """A named set of text prompts; ``classes[i]`` is the class prompt i stands for (-1: none).
+
+    A *caption set* also has ``items``: ``items[i]`` is the row of the item that caption
+    i describes (retrieval pairs captions with items, not classes).
+    """
 
     name: str
     prompts: list[str]
     classes: np.ndarray
     spaces: list[str]
     terms: list[str] | None = None
+    items: np.ndarray | None = None
+    source: str = ""
+
+    @property
+    def is_caption_set(self) -> bool:
+        return self.items is not None
 
 
 # -- reading -----------------------------------------------------------------------
@@ -224,10 +234,18 @@ class Store:
         terms = el.read_element(g["terms"], "string-array") if "terms" in g else None
         if terms is not None and len(terms) != len(prompts):
             raise StoreDamaged(f"{g.name}/terms has {len(terms)} rows for {len(prompts)} prompts")
+        items = None
+        if "item" in g:
+            items = np.asarray(el.read_element(g["item"], "item-index"), dtype=np.int64)
+            if items.shape != (len(prompts),):
+                raise StoreDamaged(f"{g.name}/item has shape {items.shape} for {len(prompts)} prompts")
+            if len(items) and (items.min() < 0 or items.max() >= self.n_items):
+                raise StoreDamaged(f"{g.name}/item holds item rows outside 0..{self.n_items - 1}")
         el.expect(g["spaces"], "spaces")
         for space, ds in g["spaces"].items():
             self._check_embedding(ds, len(prompts), f"{g.name}/spaces/{space}")
-        return PromptSet(name, prompts, classes, sorted(g["spaces"].keys()), terms)
+        source = el._as_str(g.attrs.get("source", ""))
+        return PromptSet(name, prompts, classes, sorted(g["spaces"].keys()), terms, items, source)
 
     # -- public accessors ------------------------------------------------------------
 
@@ -256,6 +274,11 @@ class Store:
         if "label_mask" not in items:
             return None
         return np.asarray(items["label_mask"][()], dtype=bool)
+
+    @property
+    def text_only(self) -> bool:
+        """A store of prompt sets alone: no items and no audio (``embedstore extract-text --out``)."""
+        return self.n_items == 0 and not self._file["audio"].keys()
 
     @property
     def metadata_columns(self) -> list[str]:
@@ -659,10 +682,16 @@ class StoreWriter:
         embeddings: dict[str, np.ndarray] | None = None,
         *,
         terms: Sequence[str] | None = None,
+        items: Sequence[int] | None = None,
+        source: str | None = None,
         dtype: str = "float32",
         replace: bool = False,
     ) -> None:
-        """Add a prompt set: prompt strings, the class each stands for (-1: none), vectors by space."""
+        """Add a prompt set: prompt strings, the class each stands for (-1: none), vectors by space.
+
+        ``items`` makes it a caption set: the item row each caption describes.
+        ``source`` says in a phrase what the set is (its template or origin).
+        """
         name = check_name(name, "prompt set name", object_name=True)
         prompts = [str(p) for p in prompts]
         p, c = len(prompts), len(self.classes)
@@ -673,6 +702,13 @@ class StoreWriter:
             raise InputError(f"prompt set {name!r}: class indices must lie in -1..{c - 1}")
         if terms is not None and len(terms) != p:
             raise InputError(f"prompt set {name!r}: {len(terms)} terms for {p} prompts")
+        if items is not None:
+            items = np.asarray(items)
+            n = self.n_items or 0
+            if items.shape != (p,) or (p and items.dtype.kind not in "iu"):
+                raise InputError(f"caption set {name!r}: need one item row per caption ({p}), got shape {items.shape}")
+            if p and (items.min() < 0 or items.max() >= n):
+                raise InputError(f"caption set {name!r}: item rows must lie in 0..{n - 1}")
         arrays = {}
         for space, values in (embeddings or {}).items():
             space = check_name(space, "space name", object_name=True)
@@ -686,17 +722,22 @@ class StoreWriter:
         replaced = self._replace(text, name, replace, f"prompt set {name!r}")
         g = text.create_group(name)
         el.tag(g, "prompt-set", el.ELEMENT_VERSIONS["prompt-set"])
+        if source:
+            g.attrs["source"] = str(source)
         el.write_strings(g, "prompts", prompts)
         el.write_numeric(g, "class", cls.astype(np.int32), "label-index")
         if terms is not None:
             el.write_strings(g, "terms", terms)
+        if items is not None:
+            el.write_numeric(g, "item", items.astype(np.int64), "item-index")
         spaces = g.create_group("spaces")
         el.tag(spaces, "spaces", el.ELEMENT_VERSIONS["spaces"])
         for space, arr in arrays.items():
             el.write_embedding(spaces, space, arr, dtype)
         self._check_io()
         self._events.append(
-            {"action": "add_prompt_set", "name": name, "prompts": p, "spaces": sorted(arrays), "replaced": replaced}
+            {"action": "add_prompt_set", "name": name, "prompts": p, "spaces": sorted(arrays), "replaced": replaced,
+             **({"captions": True} if items is not None else {})}
         )
 
     def add_failed(self, path: str, reason: str) -> None:

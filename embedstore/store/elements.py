@@ -33,6 +33,7 @@ ELEMENT_VERSIONS = {
     "label-index": "1.0.0",
     "label-matrix": "1.0.0",
     "label-mask": "1.0.0",
+    "item-index": "1.0.0",
     "json": "1.0.0",
     "json-lines": "1.0.0",
     # groups
@@ -345,6 +346,7 @@ READERS: dict[str, Callable[[h5py.Dataset], Any]] = {
     "label-index": _read_numeric,
     "label-matrix": _read_numeric,
     "label-mask": _read_numeric,
+    "item-index": _read_numeric,
     "json": _read_json,
     "json-lines": _read_json_lines,
 }

@@ -164,6 +164,8 @@ class _PromptSet:
     classes: list[int]
     terms: list[str] | None = None
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    items: np.ndarray | None = None  # a caption set: the item row of each caption
+    source: str | None = None
 
 
 def import_store(
@@ -180,6 +182,7 @@ def import_store(
     prompt_classes: Sequence[str] = (),
     text: Sequence[str] = (),
     extra_spaces: Sequence[str] = (),
+    captions: Sequence[str] = (),
     model: str = "unknown",
     dataset: str = "unknown",
     dtype: str = "float32",
@@ -192,8 +195,10 @@ def import_store(
 
     ``audio`` entries are ``SPACE=FILE.npy``; ``prompts`` are ``SET=FILE.txt`` (one prompt
     per line) or ``SET=FILE.csv`` (columns ``class``, ``prompt``, optionally ``term``);
-    ``prompt_classes`` are ``SET=FILE.txt`` naming each prompt line's class; ``text``
-    entries are ``SET:SPACE=FILE.npy``. Spaces are those the spec names (``joint``,
+    ``prompt_classes`` are ``SET=FILE.txt`` naming each prompt line's class; ``captions``
+    are ``SET=FILE.csv`` caption sets (columns ``id,caption``, several rows per id allowed,
+    each row one caption of that item); ``text`` entries are ``SET:SPACE=FILE.npy``, row i
+    the vector of prompt (or caption row) i. Spaces are those the spec names (``joint``,
     ``prejoint``) or listed in ``extra_spaces``.
 
     Labels: ``label_column`` names each item's class; ``onehot`` reads 0/1 class columns
@@ -246,6 +251,12 @@ def import_store(
         npy.check_finite()
         audio_files[space] = npy
     prompt_sets = _prompt_sets(prompts, prompt_classes, classes, explicit_order)
+    for spec in captions:
+        name, file = parse_assignment(spec, "=", "--captions")
+        name = check_name(name, "caption set name", object_name=True)
+        if name in prompt_sets:
+            raise InputError(f"--captions {name}: a prompt set of that name is given twice")
+        prompt_sets[name] = read_caption_csv(file, ids)
     for spec in text:
         target, file = parse_assignment(spec, "=", "--text")
         name, space = parse_assignment(target, ":", "--text target")
@@ -260,7 +271,7 @@ def import_store(
 
     # Only file names: a store is shared, the folders it was made from are private.
     provenance = {"source": "embedstore import", "items_csv": Path(items_csv).name,
-                  "files": [_file_name(spec) for spec in list(audio) + list(text)]}
+                  "files": [_file_name(spec) for spec in list(audio) + list(text) + list(captions)]}
     with create_store(out, model=model, dataset=dataset, classes=classes, provenance=provenance,
                       overwrite=overwrite, record_host=record_host) as w:
         w.set_items(ids, paths, metadata=metadata, **label_kw)
@@ -272,7 +283,8 @@ def import_store(
             dtypes = {_storage_dtype(dtype, arr.dtype) for arr in ps.embeddings.values()} or {"float32"}
             if len(dtypes) > 1:
                 raise InputError(f"prompt set {name!r}: its spaces must share one dtype")
-            w.add_prompt_set(name, ps.prompts, ps.classes, ps.embeddings, terms=ps.terms, dtype=dtypes.pop())
+            w.add_prompt_set(name, ps.prompts, ps.classes, ps.embeddings, terms=ps.terms, items=ps.items,
+                             source=ps.source, dtype=dtypes.pop())
         for path, reason in failed:
             w.add_failed(path, reason)
     return out
@@ -574,6 +586,27 @@ def export_store(store_path: str | os.PathLike, out_dir: str | os.PathLike, *, o
                 write_atomic(path, lambda fh, ds=dataset: _write_npy(fh, ds))
     mark_folder(out_dir, "export", [p.relative_to(out_dir).as_posix() for p in files])
     return out_dir
+
+
+def read_caption_csv(path, ids: list[str]) -> dict:
+    """A caption set from a CSV with columns ``id,caption``: one caption per row, tied to its
+    item (``classes`` all -1, ``items`` the item row of each caption)."""
+    columns, rows = read_csv(path)
+    missing = [c for c in ("id", "caption") if c not in columns]
+    if missing:
+        raise InputError(f"{path}: a caption CSV needs the columns id,caption (missing {', '.join(missing)})")
+    row_of = {item_id: row for row, item_id in enumerate(ids)}
+    unknown = sorted({r["id"] for r in rows} - set(row_of))
+    if unknown:
+        raise InputError(f"{path}: caption for unknown item id {unknown[0]!r} ({len(unknown)} unknown ids)")
+    empty = [i + 2 for i, r in enumerate(rows) if not (r["caption"] or "").strip()]
+    if empty:
+        raise InputError(f"{path}: row {empty[0]} has an empty caption")
+    if not rows:
+        raise InputError(f"{path}: no captions")
+    return _PromptSet([r["caption"] for r in rows], [-1] * len(rows),
+                      items=np.array([row_of[r["id"]] for r in rows], dtype=np.int64),
+                      source=f"captions imported from {Path(path).name}")
 
 
 def export_space(

@@ -223,13 +223,29 @@ class Journal:
                         with np.load(path, allow_pickle=False) as z:
                             sink.append(z[f"space/{space}"])
             for ps in prompt_sets:
+                ps = _captions_of_kept_rows(ps, ok, len(items["ids"]))
                 w.add_prompt_set(
-                    ps["name"], ps["prompts"], ps["classes"], ps.get("embeddings"), terms=ps.get("terms"), dtype=dtype
+                    ps["name"], ps["prompts"], ps["classes"], ps.get("embeddings"), terms=ps.get("terms"),
+                    items=ps.get("items"), source=ps.get("source"), dtype=dtype,
                 )
             for row, reason in sorted(failed):
                 w.add_failed(items["paths"][row], reason)
         _remove_dir(self.dir)
         return self.out
+
+
+def _captions_of_kept_rows(ps: dict, ok: np.ndarray, n_rows: int) -> dict:
+    """A caption set with the captions of failed rows dropped and item rows renumbered."""
+    if ps.get("items") is None:
+        return ps
+    new_row = np.full(n_rows, -1, dtype=np.int64)
+    new_row[ok] = np.arange(len(ok))
+    rows = new_row[np.asarray(ps["items"], dtype=np.int64)]
+    keep = rows >= 0
+    return {**ps, "prompts": [p for p, k in zip(ps["prompts"], keep) if k],
+            "classes": np.asarray(ps["classes"])[keep], "items": rows[keep],
+            "terms": None if ps.get("terms") is None else [t for t, k in zip(ps["terms"], keep) if k],
+            "embeddings": {s: np.asarray(v)[keep] for s, v in (ps.get("embeddings") or {}).items()}}
 
 
 def _same_weights(saved: dict, current: dict, out: Path) -> None:
