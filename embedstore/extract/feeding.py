@@ -181,20 +181,26 @@ class ClipGroupReader:
         return ClipGroup(rows, counts, reasons, stacked, None, streams)
 
     def _decode(self, index: int) -> tuple[object, str]:
-        from embedstore.extract.audio import decode
+        return decode_clip(self.paths[index], self.frontend)
 
-        try:
-            windows = decode(self.paths[index], **self.frontend)
-        except InputError as exc:
-            return None, str(exc)
-        except Exception as exc:  # a decoder or resampler failing on one odd file
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            return None, f"cannot use audio {self.paths[index]}: {type(exc).__name__} {detail}".rstrip()
-        if len(windows) == 0:
-            return None, "no audio windows"
-        if not isinstance(windows, np.ndarray):
-            return windows, ""  # a long clip that decodes window by window where it is read
-        return np.ascontiguousarray(windows, dtype=np.float32), ""
+
+def decode_clip(path: str, frontend: dict) -> tuple[object, str]:
+    """One clip's windows (an array, or a sized iterable for a long clip) and ``""``, or
+    None and the reason it cannot be used: one bad file never stops a run."""
+    from embedstore.extract.audio import decode
+
+    try:
+        windows = decode(path, **frontend)
+    except InputError as exc:
+        return None, str(exc)
+    except Exception as exc:  # a decoder or resampler failing on one odd file
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return None, f"cannot use audio {path}: {type(exc).__name__} {detail}".rstrip()
+    if len(windows) == 0:
+        return None, "no audio windows"
+    if not isinstance(windows, np.ndarray):
+        return windows, ""  # a long clip that decodes window by window where it is read
+    return np.ascontiguousarray(windows, dtype=np.float32), ""
 
 
 def _as_is(sample):

@@ -25,8 +25,8 @@ import numpy as np
 
 from embedstore.errors import InputError
 from embedstore.extract.fingerprint import settings_fingerprint
+from embedstore.extract.feeding import BatchStager, decode_clip, groups_from_clips
 from embedstore.extract.pipeline import (
-    ClipReader,
     ExtractSummary,
     _frontend_args,
     check_run_inputs,
@@ -64,7 +64,8 @@ class _Decode:
         self.frontend = frontend
 
     def __call__(self, item: dict) -> dict:
-        row, windows, reason = ClipReader([item["path"]], int(item["row"]), self.frontend)[0]
+        row = int(item["row"])
+        windows, reason = decode_clip(item["path"], self.frontend)
         windows = np.zeros((0, 0), np.float32) if windows is None else np.asarray(
             windows if isinstance(windows, np.ndarray) else list(windows), dtype=np.float32)
         return {"row": row, "count": len(windows), "samples": windows.reshape(-1), "reason": reason}
@@ -90,7 +91,9 @@ class _Embed:
             out[f"vec:{space}"] = np.zeros((len(rows), dim), np.float32)
         position = {int(r): i for i, r in enumerate(rows)}
         for run in _contiguous(clips):
-            for chunk in embed_clips(self.model.embed_audio, run, self.batch_size, run[0][0]):
+            stager = BatchStager(self.batch_size, n, getattr(self.model, "device", "cpu"))
+            for chunk in embed_clips(self.model.forward_audio, groups_from_clips(run), self.batch_size, run[0][0],
+                                     stager=stager):
                 for j, row in enumerate(chunk.rows_ok):
                     out["ok"][position[row]] = True
                     for space, vectors in chunk.vectors.items():
