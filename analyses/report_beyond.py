@@ -103,6 +103,13 @@ def _f(value, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _shows_something(section) -> bool:
+    """A section with a figure or a number: every experiment behind it may have been skipped
+    (a multi-label store has no top-1), and then the section says nothing."""
+    cells = (cell for _, _, rows in section.tables for row in rows for cell in row[1:])
+    return bool(section.figures) or any(str(cell) not in ("—", "") for cell in cells)
+
+
 def beyond_sections(report: dict, figures: dict, section_type) -> list:
     """The new sections, built with the report's ``Section`` class."""
     merged, keys = report["results"], [s["key"] for s in report["stores"]]
@@ -220,4 +227,4 @@ def beyond_sections(report: dict, figures: dict, section_type) -> list:
                                   f"[{c['top1']['ci95'][0]:+.3f}, {c['top1']['ci95'][1]:+.3f}]",
                                   _f(c["top1"]["p_value"], 4)] for ps, c in r["comparisons"].items()]))
     out.append(cmp_)
-    return out
+    return [sec for sec in out if _shows_something(sec)]

@@ -89,7 +89,7 @@ def test_compare_command(store, tmp_path):
     (["hierarchy", "{store}"], "--prompts SET"),
     (["compare", "{store}", "--prompts", "pair"], "--prompts A --prompts B"),
     (["text-map", "{store}", "--prompts", "pair", "--map", "affine"], "unknown map 'affine'"),
-    (["probe", "{store}", "--folds", 1], "--folds must be 2 or more"),
+    (["probe", "{store}", "--folds", 1], "--folds"),
     (["modality-gap", "{store}", "--prompts", "nope"], "no prompt set 'nope'"),
     (["confusion", "{store}", "--centroids", "--plot", "{tmp}/c.svg"], "PNG"),
     (["probe", "{store}", "--json", "{store}"], "is an input of this command"),
