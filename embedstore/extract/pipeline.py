@@ -229,9 +229,7 @@ def run_extract(
                              on_out_of_memory=lambda exc: _audio_out_of_memory(model, batch_size))
         try:
             for chunk in chunks:
-                # A decoder's message names the file by its absolute path: keep it relative to the root.
-                chunk.failed = [(row, reason.replace(f"{Path(dataset.root)}{os.sep}", ""))
-                                for row, reason in chunk.failed]
+                chunk.failed = [(row, private_reason(reason, dataset.root)) for row, reason in chunk.failed]
                 writer.add(chunk)
                 if progress:
                     progress(chunk.stop, journal.n_items, writer.failed)
@@ -242,6 +240,12 @@ def run_extract(
         journal.finalize(prompt_sets, dtype=dtype, provenance={"resumed": first_row} if first_row else None,
                          record_host=record_host)
         return _summary(journal.out, first_row, start_time)
+
+
+def private_reason(reason: str, root) -> str:
+    """A failure reason with the dataset root taken out of the paths it names: a decoder's
+    message names the file by its absolute path, which a shared store must not carry."""
+    return reason.replace(f"{Path(root)}{os.sep}", "")
 
 
 class _BudgetedWriter:

@@ -36,6 +36,7 @@ from embedstore.extract.pipeline import (
     embed_prompt_sets,
     extraction_provenance,
     items_table,
+    private_reason,
     run_settings,
 )
 from embedstore.extract.shards import Shard, select_shard
@@ -183,7 +184,8 @@ def run_extract_ray(
                 for row in range(journal.next_row, journal.n_items)]
         if todo:
             _stream(ray, todo, parts, journals, load_encoder, model, batch_size=batch_size, long_mode=long_mode,
-                    clips_per_task=clips_per_task, num_gpus=num_gpus, concurrency=concurrency)
+                    clips_per_task=clips_per_task, num_gpus=num_gpus, concurrency=concurrency,
+                    root=dataset.root)
         for journal in journals:
             if not journal.already_done:
                 journal.finalize(prompt_sets, dtype=dtype)
@@ -194,7 +196,7 @@ def run_extract_ray(
 
 
 def _stream(ray, todo, parts, journals, load_encoder, model, *, batch_size, long_mode, clips_per_task,
-            num_gpus, concurrency) -> None:
+            num_gpus, concurrency, root) -> None:
     """Run the Ray pipeline over ``todo`` and append its rows, in order, to the shards' journals."""
     from ray.data import DataContext
 
@@ -215,5 +217,6 @@ def _stream(ray, todo, parts, journals, load_encoder, model, *, batch_size, long
             ok = batch["ok"][mine]
             journals[k].append(int(local[0]), local[ok].tolist(),
                                {s: np.asarray(batch[f"vec:{s}"][mine][ok], np.float32) for s in spaces},
-                               [(int(r), str(why)) for r, why in zip(local[~ok], batch["reason"][mine][~ok])],
+                               [(int(r), private_reason(str(why), root))
+                                for r, why in zip(local[~ok], batch["reason"][mine][~ok])],
                                stop=int(local[-1]) + 1)
