@@ -60,6 +60,7 @@ def test_a_built_wheel_carries_every_module_and_data_file_and_runs_from_elsewher
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(dist), str(ROOT)], check=True, capture_output=True)
     (wheel,) = dist.glob("embedstore-*.whl")
+    assert 15e6 < wheel.stat().st_size < 19e6  # the README says "about 17 MB"
     names = set(zipfile.ZipFile(wheel).namelist())
     tracked = subprocess.run(["git", "ls-files", "embedstore", "analyses", "cli", "data"], cwd=ROOT,
                              capture_output=True, text=True, check=True).stdout.split()
@@ -79,3 +80,9 @@ def test_a_built_wheel_carries_every_module_and_data_file_and_runs_from_elsewher
     assert done.returncode == 0, done.stderr
     data_dir, items = done.stdout.split()
     assert Path(data_dir) == site / "embedstore" / "data" and int(items) == 252
+
+
+def test_the_bundled_model_is_about_4_mb():
+    """README and bundled-model.md call notes-toy "a 4 MB" model."""
+    size = (ROOT / "data" / "models" / "notes-toy" / "model.safetensors").stat().st_size
+    assert 3.5e6 < size < 4.5e6

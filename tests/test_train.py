@@ -177,6 +177,11 @@ def test_resume_after_interruption_gives_the_same_model(tones, tmp_path):
         fit(table, tmp_path / "resumed", config)
     with pytest.raises(InputError, match="other settings"):
         fit(table, tmp_path / "resumed", small_config(epochs=3, lr=1e-2), resume=True)
+    # the same settings on a CSV whose captions changed: refused too
+    edited = tones / "captions-edited.csv"
+    edited.write_text((tones / "captions.csv").read_text().replace("a sine tone", "a pure tone"))
+    with pytest.raises(InputError, match="another CSV"):
+        fit(read_captions(edited), tmp_path / "resumed", config, resume=True)
     result = fit(table, tmp_path / "resumed", config, resume=True)
     assert result.resumed_from == 2 and [r.epoch for r in result.history] == [1, 2, 3]
 
