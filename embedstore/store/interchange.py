@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -41,11 +42,17 @@ def read_csv(path: str | os.PathLike) -> tuple[list[str], list[dict[str, str]]]:
     than the header (blank lines are skipped), text that is not UTF-8. A UTF-8 BOM is dropped.
     """
     path = _existing(path, "CSV file")
+    limit = csv.field_size_limit()
     try:
+        # A cell may be as long as the file (a long caption, a big metadata value): the
+        # csv module's default cap (128 KiB) would refuse what export wrote.
+        csv.field_size_limit(max(limit, path.stat().st_size + 1))
         with open(path, newline="", encoding="utf-8-sig") as fh:
             lines = [(n, row) for n, row in enumerate(csv.reader(fh), start=1) if row]
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: not a readable CSV ({exc})") from None
+    finally:
+        csv.field_size_limit(limit)
     if not lines:
         raise InputError(f"{path}: empty CSV (no header row)")
     header = lines[0][1]
@@ -68,7 +75,9 @@ def read_lines(path: str | os.PathLike, what: str) -> list[str]:
     """Non-empty lines of a UTF-8 text file, stripped of their line ends."""
     path = _existing(path, what)
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        # Only \n, \r\n and \r end a line: str.splitlines would also split a name at
+        # U+2028 (a line separator), which names may hold.
+        lines = re.split(r"\r\n|\r|\n", path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError:
         raise InputError(f"{path}: {what} is not UTF-8 text") from None
     lines = [line.strip() for line in lines if line.strip()]
@@ -188,6 +197,11 @@ def import_store(
     dtype: str = "float32",
     column_types: dict[str, str] | None = None,
     failed_csv: str | os.PathLike | None = None,
+    path_column: str | None = None,
+    partial_labels: bool = False,
+    sources: dict[str, str] | None = None,
+    allow_empty: bool = False,
+    provenance: dict | None = None,
     record_host: bool = False,
     overwrite: bool = False,
 ) -> Path:
@@ -210,6 +224,13 @@ def import_store(
     ``dtype``: ``float32``, ``float16``, or ``source`` (float16 arrays stay float16, the rest
     become float32). ``column_types`` maps metadata columns to numpy dtypes (default: text).
     ``failed_csv``: a ``path,reason`` CSV of items that could not be embedded.
+    ``path_column`` names the column of item paths (default: ``path`` when there is one).
+    ``partial_labels`` (with ``onehot``): an empty one-hot cell is a pair with no label;
+    the store is multi-label and gets a label mask. A prompt CSV with an ``item`` column
+    (each row an item id) is a caption set. ``sources`` gives prompt sets their
+    ``source`` phrase. ``allow_empty`` accepts an items CSV and prompt CSVs without rows
+    (a text-only store, as ``export`` writes it). ``provenance`` replaces the record of
+    this import as the store's provenance (``import --from`` passes the exported one).
     """
     out = Path(out)
     if out.exists() and not overwrite:
@@ -221,17 +242,23 @@ def import_store(
         raise InputError(f"{items_csv}: no id column {id_column!r} (columns: {', '.join(columns)})")
     if onehot == (label_column is not None):
         raise InputError("give exactly one of --label-column or --onehot")
+    if partial_labels and not onehot:
+        raise InputError("partial labels are empty one-hot cells: give --onehot with --partial-labels")
     ids = [r[id_column] for r in rows]
-    if not ids:
+    if not ids and not allow_empty:
         raise InputError(f"{items_csv}: no items")
     check_unique_ids(ids, str(items_csv))
-    path_column = "path" if "path" in columns and id_column != "path" else None
+    if path_column is None:
+        path_column = "path" if "path" in columns and id_column != "path" else None
+    elif path_column not in columns or path_column == id_column:
+        raise InputError(f"{items_csv}: no path column {path_column!r} besides the id column")
     paths = [r[path_column] for r in rows] if path_column else None
     given_order = read_lines(classes_file, "classes file") if classes_file else None
     if given_order is not None:
         given_order = check_names(given_order, "class")
     if onehot:
-        classes, label_kw = _onehot_labels(items_csv, columns, rows, given_order, (id_column, path_column), multilabel)
+        classes, label_kw = _onehot_labels(items_csv, columns, rows, given_order, (id_column, path_column),
+                                           multilabel, partial_labels)
         used = {id_column, path_column, *classes}
     else:
         classes, label_kw = _column_labels(items_csv, columns, rows, label_column, given_order, multilabel)
@@ -250,7 +277,11 @@ def import_store(
             raise InputError(f"{file}: {npy.shape[0]} rows for {len(ids)} items")
         npy.check_finite()
         audio_files[space] = npy
-    prompt_sets = _prompt_sets(prompts, prompt_classes, classes, explicit_order)
+    prompt_sets = _prompt_sets(prompts, prompt_classes, classes, explicit_order, ids, allow_empty)
+    for name, source in (sources or {}).items():
+        if name not in prompt_sets:
+            raise InputError(f"a source is given for prompt set {name!r}, which no --prompts gives")
+        prompt_sets[name].source = str(source)
     for spec in captions:
         name, file = parse_assignment(spec, "=", "--captions")
         name = check_name(name, "caption set name", object_name=True)
@@ -270,8 +301,9 @@ def import_store(
     failed = _failed_rows(failed_csv) if failed_csv else []
 
     # Only file names: a store is shared, the folders it was made from are private.
-    provenance = {"source": "embedstore import", "items_csv": Path(items_csv).name,
-                  "files": [_file_name(spec) for spec in list(audio) + list(text) + list(captions)]}
+    if provenance is None:
+        provenance = {"source": "embedstore import", "items_csv": Path(items_csv).name,
+                      "files": [_file_name(spec) for spec in list(audio) + list(text) + list(captions)]}
     with create_store(out, model=model, dataset=dataset, classes=classes, provenance=provenance,
                       overwrite=overwrite, record_host=record_host) as w:
         w.set_items(ids, paths, metadata=metadata, **label_kw)
@@ -302,8 +334,11 @@ def _storage_dtype(dtype: str, source: np.dtype) -> str:
     return dtype
 
 
-def _onehot_labels(items_csv, columns, rows, given_order, skip, multilabel):
-    """Classes and labels from 0/1 columns; single-label when every row has exactly one 1."""
+def _onehot_labels(items_csv, columns, rows, given_order, skip, multilabel, partial=False):
+    """Classes and labels from 0/1 columns; single-label when every row has exactly one 1.
+
+    With ``partial``, an empty cell is an unlabelled pair: the labels are multi-label with
+    a label mask (0 at the empty cells)."""
     if given_order is not None:
         missing = [c for c in given_order if c not in columns]
         if missing:
@@ -314,12 +349,19 @@ def _onehot_labels(items_csv, columns, rows, given_order, skip, multilabel):
     if not classes:
         raise InputError(f"{items_csv}: no one-hot class columns")
     matrix = np.zeros((len(rows), len(classes)), dtype=np.uint8)
+    mask = np.ones_like(matrix)
+    accepted = ("0", "1", "0.0", "1.0", "") if partial else ("0", "1", "0.0", "1.0")
     for i, r in enumerate(rows):
         for j, c in enumerate(classes):
             value = r[c].strip()
-            if value not in ("0", "1", "0.0", "1.0"):
-                raise InputError(f"{items_csv}: row {i + 2}, column {c!r}: one-hot value must be 0 or 1, got {value!r}")
+            if value not in accepted:
+                empty = " (an empty cell is an unlabelled pair only with --partial-labels)" if not value else ""
+                raise InputError(f"{items_csv}: row {i + 2}, column {c!r}: one-hot value must be 0 or 1, "
+                                 f"got {value!r}{empty}")
             matrix[i, j] = value.startswith("1")
+            mask[i, j] = value != ""
+    if partial:
+        return classes, {"label_matrix": matrix, "label_mask": mask}
     if not multilabel and (matrix.sum(axis=1) == 1).all():
         return classes, {"labels": matrix.argmax(axis=1).astype(np.int32)}
     return classes, {"label_matrix": matrix}
@@ -355,7 +397,7 @@ def _metadata(columns, rows, used, column_types):
         values = [r[c] for r in rows]
         kind = column_types.get(c)
         if kind is None:
-            metadata[c] = values
+            metadata[c] = np.array(values, dtype=str)  # text even with no rows (a [] would read as float)
         elif np.dtype(kind) == np.bool_:
             metadata[c] = np.array([v == "True" for v in values])
         else:
@@ -370,7 +412,8 @@ def _metadata(columns, rows, used, column_types):
     return metadata
 
 
-def _prompt_sets(prompts, prompt_classes, classes, explicit_order: bool) -> dict[str, _PromptSet]:
+def _prompt_sets(prompts, prompt_classes, classes, explicit_order: bool, ids: list[str],
+                 allow_empty: bool = False) -> dict[str, _PromptSet]:
     class_of_line = {}
     for spec in prompt_classes:
         name, file = parse_assignment(spec, "=", "--prompt-classes")
@@ -384,7 +427,7 @@ def _prompt_sets(prompts, prompt_classes, classes, explicit_order: bool) -> dict
         if Path(file).suffix.lower() == ".csv":
             if name in class_of_line:
                 raise InputError(f"prompt set {name!r}: a class,prompt CSV names its classes; drop --prompt-classes {name}")
-            out[name] = _prompt_csv(file, classes)
+            out[name] = _prompt_csv(file, classes, ids, allow_empty)
             continue
         lines = read_lines(file, "prompts file")
         if name in class_of_line:
@@ -406,17 +449,30 @@ def _prompt_sets(prompts, prompt_classes, classes, explicit_order: bool) -> dict
     return out
 
 
-def _prompt_csv(file, classes) -> _PromptSet:
-    """A ``class,prompt[,term]`` CSV: an empty class is a prompt that stands for no class."""
+def _prompt_csv(file, classes, ids: list[str], allow_empty: bool = False) -> _PromptSet:
+    """A ``class,prompt[,term][,item]`` CSV: an empty class is a prompt that stands for no
+    class; an ``item`` column (an item id in every row) makes the set a caption set."""
     columns, rows = read_csv(file)
     if "class" not in columns or "prompt" not in columns:
         raise InputError(f"{file}: a prompt CSV needs the columns class and prompt (has: {', '.join(columns)})")
-    if not rows:
+    if not rows and not allow_empty:
         raise InputError(f"{file}: no prompts")
     name = Path(file).stem
     cls = [_class_index(r["class"], classes, name) if r["class"] else -1 for r in rows]
     terms = [r["term"] for r in rows] if "term" in columns else None
-    return _PromptSet([r["prompt"] for r in rows], cls, terms)
+    items = _item_rows(file, [r["item"] for r in rows], ids) if "item" in columns else None
+    return _PromptSet([r["prompt"] for r in rows], cls, terms, items=items)
+
+
+def _item_rows(file, wanted: list[str], ids: list[str]) -> np.ndarray:
+    """The item row of each id in ``wanted`` (a caption set's ``item`` column); unknown ids refused."""
+    row_of = {item_id: row for row, item_id in enumerate(ids)}
+    unknown = [(k, i) for k, i in enumerate(wanted) if i not in row_of]
+    if unknown:
+        line, item_id = unknown[0]
+        raise InputError(f"{file}: row {line + 2} names item {item_id!r}, which is not an item id "
+                         f"({len(unknown)} unknown)")
+    return np.array([row_of[i] for i in wanted], dtype=np.int64)
 
 
 def _class_index(label: str, classes: list[str], set_name: str) -> int:
@@ -432,18 +488,25 @@ def _failed_rows(path) -> list[tuple[str, str]]:
     return [(r["path"], r["reason"]) for r in rows]
 
 
+#: Version of the export folder's layout (``import.json``'s ``export_version``); 1 when absent.
+EXPORT_VERSION = 2
+#: A name used as a file name in an export folder as it is; others get a numbered file name.
+_SAFE_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
 def import_folder(out: str | os.PathLike, folder: str | os.PathLike, *, overwrite: bool = False,
                   record_host: bool = False) -> Path:
-    """Import what :func:`export_store` wrote into ``folder`` (its ``import.json`` says how)."""
+    """Import what :func:`export_store` wrote into ``folder`` (its ``import.json`` says how).
+
+    The store's provenance is the exported store's (``provenance.json``), with this import
+    recorded under ``imported_from_export``.
+    """
     folder = Path(folder)
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        if not isinstance(manifest, dict):
-            raise ValueError("not a JSON object")
-    except OSError:
-        raise InputError(f"{folder}: no {MANIFEST}; give the folder `embedstore export` wrote") from None
-    except ValueError as exc:
-        raise InputError(f"{folder / MANIFEST}: not valid JSON ({exc})") from None
+    manifest = _read_json(folder / MANIFEST, f"{folder}: no {MANIFEST}; give the folder `embedstore export` wrote")
+    version = manifest.get("export_version", 1)
+    if not isinstance(version, int) or not 1 <= version <= EXPORT_VERSION:
+        raise InputError(f"{folder / MANIFEST}: export version {version!r}; this embedstore reads versions "
+                         f"1 to {EXPORT_VERSION} (a newer embedstore wrote it?)")
 
     def inside(name: str) -> Path:
         path = (folder / name).resolve()
@@ -452,6 +515,11 @@ def import_folder(out: str | os.PathLike, folder: str | os.PathLike, *, overwrit
         return path
 
     try:
+        provenance = None
+        if manifest.get("provenance"):
+            exported = _read_json(inside(manifest["provenance"]), f"{folder}: no {manifest['provenance']}")
+            provenance = {**exported, "imported_from_export": {"source": "embedstore import --from",
+                                                               "folder": folder.resolve().name}}
         return import_store(
             out,
             items_csv=inside(manifest["items"]),
@@ -470,6 +538,11 @@ def import_folder(out: str | os.PathLike, folder: str | os.PathLike, *, overwrit
             dtype="source",
             column_types=manifest.get("column_types", {}),
             failed_csv=inside(manifest["failed"]) if manifest.get("failed") else None,
+            path_column=manifest.get("path_column"),
+            partial_labels=bool(manifest.get("partial_labels")),
+            sources=manifest.get("sources", {}),
+            allow_empty=True,
+            provenance=provenance,
             record_host=record_host,
             overwrite=overwrite,
         )
@@ -477,12 +550,27 @@ def import_folder(out: str | os.PathLike, folder: str | os.PathLike, *, overwrit
         raise InputError(f"{folder / MANIFEST}: not an export manifest ({type(exc).__name__}: {exc})") from None
 
 
+def _read_json(path: Path, missing: str) -> dict:
+    """A JSON object from ``path``; ``missing`` is the message when the file is not there."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except OSError:
+        raise InputError(missing) from None
+    except ValueError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: not a JSON object")
+    return value
+
+
 # -- export --------------------------------------------------------------------------------
 
 
 def _csv_bytes(header: Sequence[str], rows) -> bytes:
+    # CRLF line ends (RFC 4180): the csv module then quotes every cell holding \r or \n,
+    # so a value with a bare carriage return cannot split its row.
     text = io.StringIO(newline="")
-    writer = csv.writer(text, lineterminator="\n")
+    writer = csv.writer(text, lineterminator="\r\n")
     writer.writerow(header)
     writer.writerows(rows)
     return text.getvalue().encode("utf-8")
@@ -505,23 +593,48 @@ def _unique(base: str, taken: set[str]) -> str:
     return name
 
 
+class _FileNames:
+    """File names for store names (sets, spaces): the name itself when it is a plain ASCII
+    name of at most 100 characters, else ``_<k>``; never two equal, ignoring case (so the
+    folder survives a case-insensitive file system)."""
+
+    def __init__(self):
+        self.used: set[str] = set()
+
+    def __call__(self, name: str) -> str:
+        # A plain name starts with a letter or digit, so no "_<k>" can equal one.
+        plain = _SAFE_FILE_NAME.fullmatch(name) and name.lower() not in self.used
+        stem = name if plain else f"_{len(self.used)}"
+        self.used.add(stem.lower())
+        return stem
+
+
 def _items_table(st) -> tuple[list[str], list[list[str]], dict]:
-    """The items CSV of an export: id, path, label column(s), metadata; and how to read it."""
+    """The items CSV of an export: id, path, label column(s), metadata; and how to read it.
+
+    A multi-label store's labels are one 0/1 column per class; with a label mask an
+    unlabelled pair is an empty cell (``partial_labels``).
+    """
     meta = st.metadata
-    taken = set(meta)
+    taken = set(meta) | (set(st.classes) if st.multilabel else set())
     id_column = _unique("id", taken)
-    if "path" in taken:  # import reads a column named path as the item paths
-        raise InputError("a metadata column is named 'path'; the export cannot hold the item paths beside it")
-    taken |= {id_column, "path"}
-    columns = [id_column, "path"]
+    path_column = _unique("path", taken | {id_column})
+    taken |= {id_column, path_column}
+    columns = [id_column, path_column]
     cells = [list(st.item_ids), list(st.item_paths)]
-    how = {"id_column": id_column}
+    how = {"id_column": id_column, "path_column": path_column}
     if st.multilabel:
-        clash = sorted(set(st.classes) & taken)
+        clash = sorted(set(st.classes) & set(meta))
         if clash:
-            raise InputError(f"class {clash[0]!r} shares its name with an item column; a one-hot CSV cannot hold both")
+            raise InputError(f"class {clash[0]!r} shares its name with a metadata column; "
+                             "the export's one-hot items CSV cannot hold both")
         columns += st.classes
-        cells += [[str(int(v)) for v in col] for col in st.label_matrix.T.astype(np.uint8)]
+        matrix, mask = st.label_matrix.astype(np.uint8), st.label_mask
+        text = np.where(matrix == 1, "1", "0")
+        if mask is not None:
+            text[~mask] = ""
+            how["partial_labels"] = True
+        cells += [list(col) for col in text.T]
         how.update(onehot=True, multilabel=True)
     else:
         label_column = _unique("label", taken)
@@ -540,42 +653,45 @@ def _items_table(st) -> tuple[list[str], list[list[str]], dict]:
     return columns, [list(row) for row in zip(*cells)], how
 
 
+def _prompt_table(st, ps) -> tuple[list[str], list[list[str]]]:
+    """A prompt set as ``class,prompt[,term][,item]`` rows (``item``: a caption's item id)."""
+    header = ["class", "prompt"] + (["term"] if ps.terms is not None else []) + (["item"] if ps.is_caption_set else [])
+    rows = []
+    for i, (c, prompt) in enumerate(zip(ps.classes.tolist(), ps.prompts)):
+        row = [st.classes[c] if c >= 0 else "", prompt]
+        if ps.terms is not None:
+            row.append(ps.terms[i])
+        if ps.is_caption_set:
+            row.append(st.item_ids[ps.items[i]])
+        rows.append(row)
+    return header, rows
+
+
+def _check_one_dtype(st, ps) -> None:
+    """Import gives a prompt set one dtype: refuse a set whose spaces differ."""
+    dtypes = {str(st.text(ps.name, space, lazy=True).dtype) for space in ps.spaces}
+    if len(dtypes) > 1:
+        raise InputError(f"prompt set {ps.name!r} holds spaces of {' and '.join(sorted(dtypes))}; "
+                         "an export folder gives a prompt set one dtype")
+
+
 def export_store(store_path: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write everything in a store as files ``embedstore import --from`` reads back.
 
     ``out_dir`` gets ``items.csv`` (id, path, a ``label`` column or one 0/1 column per
-    class, metadata), ``classes.txt``, ``prompts/SET.csv`` (``class,prompt[,term]``),
-    ``audio/SPACE.npy``, ``text/SET/SPACE.npy`` (vectors in their stored dtype),
-    ``failed.csv`` and ``import.json``. The folder follows the output policy: a new or
-    empty folder, or one an earlier export wrote (with ``overwrite``).
+    class, empty where a label mask leaves a pair unlabelled; metadata), ``classes.txt``,
+    ``prompts/SET.csv`` (``class,prompt[,term][,item]``; ``item``, a caption's item id,
+    in caption sets), ``audio/SPACE.npy``, ``text/SET/SPACE.npy`` (vectors in their stored
+    dtype), ``failed.csv``, ``provenance.json`` and ``import.json`` (how to read the rest,
+    prompt sets' sources). A name that is not a plain ASCII file name gets a numbered file
+    name (the manifest maps names to files). What the folder cannot hold is refused before
+    anything is written. The folder follows the output policy: a new or empty folder, or
+    one an earlier export wrote (with ``overwrite``).
     """
     out_dir = Path(out_dir)
-    files: dict[Path, object] = {}
     with open_store(store_path) as st:
+        files = _export_plan(st, out_dir)  # refuses what the folder cannot hold, before the folder is made
         check_outputs(folders=[out_dir], inputs=[store_path], overwrite=overwrite, command="export")
-        columns, rows, how = _items_table(st)
-        manifest = {"model": st.model, "dataset": st.dataset, "items": "items.csv", "classes": "classes.txt",
-                    **how, "audio": {}, "prompts": {}, "text": {}, "failed": "failed.csv",
-                    "extra_spaces": sorted({*st.audio_spaces} - {"joint", "prejoint"})}
-        files[out_dir / "items.csv"] = _csv_bytes(columns, rows)
-        files[out_dir / "classes.txt"] = ("\n".join(st.classes) + "\n").encode("utf-8")
-        files[out_dir / "failed.csv"] = _csv_bytes(["path", "reason"], st.failed)
-        for space in st.audio_spaces:
-            manifest["audio"][space] = f"audio/{space}.npy"
-            files[out_dir / "audio" / f"{space}.npy"] = ("audio", space)
-        for name in st.prompt_sets:
-            ps = st.prompt_set(name)
-            header = ["class", "prompt"] + (["term"] if ps.terms is not None else [])
-            prompt_rows = [[st.classes[c] if c >= 0 else "", p] + ([ps.terms[i]] if ps.terms is not None else [])
-                           for i, (c, p) in enumerate(zip(ps.classes, ps.prompts))]
-            manifest["prompts"][name] = f"prompts/{name}.csv"
-            files[out_dir / "prompts" / f"{name}.csv"] = _csv_bytes(header, prompt_rows)
-            manifest["text"][name] = {}
-            for space in ps.spaces:
-                manifest["text"][name][space] = f"text/{name}/{space}.npy"
-                manifest["extra_spaces"] = sorted(set(manifest["extra_spaces"]) | ({space} - {"joint", "prejoint"}))
-                files[out_dir / "text" / name / f"{space}.npy"] = ("text", name, space)
-        files[out_dir / MANIFEST] = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode("utf-8")
         replace_folder(out_dir)
         for path, content in files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -588,6 +704,41 @@ def export_store(store_path: str | os.PathLike, out_dir: str | os.PathLike, *, o
     return out_dir
 
 
+def _export_plan(st, out_dir: Path) -> dict[Path, object]:
+    """Every file of the export folder: its bytes, or the (tower, names) of the vectors it holds."""
+    files: dict[Path, object] = {}
+    columns, rows, how = _items_table(st)
+    manifest = {"export_version": EXPORT_VERSION, "model": st.model, "dataset": st.dataset,
+                "items": "items.csv", "classes": "classes.txt", **how, "audio": {}, "prompts": {}, "text": {},
+                "sources": {}, "failed": "failed.csv", "provenance": "provenance.json",
+                "extra_spaces": sorted({*st.audio_spaces} - {"joint", "prejoint"})}
+    files[out_dir / "items.csv"] = _csv_bytes(columns, rows)
+    files[out_dir / "classes.txt"] = ("\n".join(st.classes) + "\n").encode("utf-8")
+    files[out_dir / "failed.csv"] = _csv_bytes(["path", "reason"], st.failed)
+    files[out_dir / "provenance.json"] = (json.dumps(st.provenance, indent=1, sort_keys=True) + "\n").encode("utf-8")
+    audio_names = _FileNames()
+    for space in st.audio_spaces:
+        manifest["audio"][space] = f"audio/{audio_names(space)}.npy"
+        files[out_dir / manifest["audio"][space]] = ("audio", space)
+    set_names = _FileNames()
+    for name in st.prompt_sets:
+        ps = st.prompt_set(name)
+        _check_one_dtype(st, ps)
+        stem = set_names(name)
+        manifest["prompts"][name] = f"prompts/{stem}.csv"
+        files[out_dir / manifest["prompts"][name]] = _csv_bytes(*_prompt_table(st, ps))
+        if ps.source:
+            manifest["sources"][name] = ps.source
+        manifest["text"][name] = {}
+        space_names = _FileNames()
+        for space in ps.spaces:
+            manifest["text"][name][space] = f"text/{stem}/{space_names(space)}.npy"
+            manifest["extra_spaces"] = sorted(set(manifest["extra_spaces"]) | ({space} - {"joint", "prejoint"}))
+            files[out_dir / manifest["text"][name][space]] = ("text", name, space)
+    files[out_dir / MANIFEST] = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode("utf-8")
+    return files
+
+
 def read_caption_csv(path, ids: list[str]) -> dict:
     """A caption set from a CSV with columns ``id,caption``: one caption per row, tied to its
     item (``classes`` all -1, ``items`` the item row of each caption)."""
@@ -595,17 +746,13 @@ def read_caption_csv(path, ids: list[str]) -> dict:
     missing = [c for c in ("id", "caption") if c not in columns]
     if missing:
         raise InputError(f"{path}: a caption CSV needs the columns id,caption (missing {', '.join(missing)})")
-    row_of = {item_id: row for row, item_id in enumerate(ids)}
-    unknown = sorted({r["id"] for r in rows} - set(row_of))
-    if unknown:
-        raise InputError(f"{path}: caption for unknown item id {unknown[0]!r} ({len(unknown)} unknown ids)")
+    items = _item_rows(path, [r["id"] for r in rows], ids)
     empty = [i + 2 for i, r in enumerate(rows) if not (r["caption"] or "").strip()]
     if empty:
         raise InputError(f"{path}: row {empty[0]} has an empty caption")
     if not rows:
         raise InputError(f"{path}: no captions")
-    return _PromptSet([r["caption"] for r in rows], [-1] * len(rows),
-                      items=np.array([row_of[r["id"]] for r in rows], dtype=np.int64),
+    return _PromptSet([r["caption"] for r in rows], [-1] * len(rows), items=items,
                       source=f"captions imported from {Path(path).name}")
 
 
