@@ -27,11 +27,7 @@ def info(store: Path = typer.Argument(..., help="The store file (.h5).")) -> Non
         head.add_row(styled(("format", "bold")), f"embedstore {st.format_version}")
         head.add_row(styled(("model", "bold")), st.model)
         head.add_row(styled(("dataset", "bold")), st.dataset)
-        kind = "multi-label" if st.multilabel else "single-label"
-        mask = st.label_mask
-        if mask is not None:  # partial labels: say how many pairs the metrics will leave out
-            kind += f", {int(mask.size - mask.sum())} of {mask.size} item-class pairs unlabelled"
-        head.add_row(styled(("items", "bold")), f"{st.n_items} ({kind}), {len(st.failed)} failed")
+        head.add_row(styled(("items", "bold")), f"{st.n_items} ({_label_kind(st)}), {len(st.failed)} failed")
         head.add_row(styled(("classes", "bold")), f"{len(st.classes)}: " + ", ".join(st.classes))
         meta = st.metadata_columns
         if meta:
@@ -56,6 +52,15 @@ def info(store: Path = typer.Argument(..., help="The store file (.h5).")) -> Non
             prov.add_row(key, _short(value))
         prov.add_row("history", f"{len(st.history)} events, last: {_last_event(st.history)}")
         console.print(prov)
+
+
+def _label_kind(st) -> str:
+    """Single- or multi-label; with partial labels, how many pairs the metrics leave out."""
+    kind = "multi-label" if st.multilabel else "single-label"
+    mask = st.label_mask
+    if mask is not None:
+        kind += f", {int(mask.size - mask.sum())} of {mask.size} item-class pairs unlabelled"
+    return kind
 
 
 def _short(value, limit: int = 100) -> str:
@@ -106,6 +111,11 @@ def import_(
              "single-label when every row has exactly one 1, else multi-label.",
     ),
     multilabel: bool = typer.Option(False, "--multilabel", help="Make a multi-label store even if every item has one class."),
+    partial_labels: bool = typer.Option(
+        False, "--partial-labels",
+        help="With --onehot: an empty cell is an item-class pair with no label (OpenMIC-style); the store "
+             "gets a label mask and metrics leave those pairs out.",
+    ),
     classes: Optional[Path] = typer.Option(
         None, "--classes", help="Class order, one per line (default: sorted labels; then a prompt text file needs "
                                 "--prompt-classes or a class,prompt CSV)."
@@ -162,6 +172,7 @@ def import_(
             label_column=label_column,
             onehot=onehot,
             multilabel=multilabel,
+            partial_labels=partial_labels,
             classes_file=classes,
             audio=audio,
             prompts=prompts,
@@ -176,7 +187,7 @@ def import_(
             overwrite=overwrite,
         )
     with open_store(out) as st:
-        kind = "multi-label" if st.multilabel else "single-label"
+        kind = _label_kind(st)
         console.print(styled(
             ("wrote", "green"), f" {out}: {st.n_items} items ({kind}), {len(st.classes)} classes, "
             f"audio spaces {st.audio_spaces or '-'}, prompt sets {st.prompt_sets or '-'}"

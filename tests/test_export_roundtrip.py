@@ -211,3 +211,37 @@ def test_export_folder_follows_the_output_policy(tmp_path):
     (tmp_path / "mine" / "notes.txt").write_text("mine")
     result = invoke("export", tmp_path / "s.h5", "--out", tmp_path / "mine", "--overwrite")
     assert result.exit_code == 1 and (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+
+
+def test_import_reads_partial_labels_and_caption_links_from_a_release(tmp_path):
+    """A release's one-hot CSV with empty cells (unlabelled pairs) and a prompt CSV with an item column."""
+    (tmp_path / "items.csv").write_text("id,guitar,piano\na,1,\nb,,0\nc,0,1\n")
+    (tmp_path / "captions.csv").write_text("class,prompt,item\n,a guitar solo,a\npiano,piano chords,c\n,more guitar,a\n")
+    base = ["import", tmp_path / "s.h5", "--items", tmp_path / "items.csv", "--id-column", "id", "--onehot"]
+    result = invoke(*base)
+    assert result.exit_code == 1 and "--partial-labels" in result.output  # an empty cell is never read as 0
+    result = invoke(*base, "--partial-labels", "--prompts", f"caps={tmp_path / 'captions.csv'}")
+    assert result.exit_code == 0, result.output
+    assert "2 of 6 item-class pairs unlabelled" in result.output
+    with open_store(tmp_path / "s.h5") as st:
+        assert st.label_mask.tolist() == [[True, False], [False, True], [True, True]]
+        assert st.label_matrix.tolist() == [[True, False], [False, False], [False, True]]
+        caps = st.prompt_set("caps")
+        assert caps.items.tolist() == [0, 2, 0] and caps.classes.tolist() == [-1, 1, -1]
+    (tmp_path / "bad.csv").write_text("class,prompt,item\n,x,nobody\n")
+    result = invoke(*base, "--partial-labels", "--prompts", f"caps={tmp_path / 'bad.csv'}", "--overwrite")
+    assert result.exit_code == 1 and "'nobody'" in result.output
+    result = invoke("import", tmp_path / "t.h5", "--items", tmp_path / "items.csv", "--id-column", "id",
+                    "--label-column", "guitar", "--partial-labels")
+    assert result.exit_code == 1 and "--onehot" in result.output
+
+
+def test_a_newer_export_folder_is_refused(tmp_path):
+    import json
+
+    build(tmp_path / "s.h5", False)
+    assert invoke("export", tmp_path / "s.h5", "--out", tmp_path / "e").exit_code == 0
+    manifest = json.loads((tmp_path / "e" / "import.json").read_text())
+    (tmp_path / "e" / "import.json").write_text(json.dumps({**manifest, "export_version": 99}))
+    result = invoke("import", tmp_path / "c.h5", "--from", tmp_path / "e")
+    assert result.exit_code == 1 and "export version 99" in result.output and not (tmp_path / "c.h5").exists()

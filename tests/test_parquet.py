@@ -35,17 +35,51 @@ def make_store(path, *, multilabel, dtype="float32", n=11):
     return path
 
 
-@pytest.mark.parametrize("multilabel, dtype", [(False, "float32"), (True, "float16")])
-def test_parquet_holds_every_value_of_the_store(tmp_path, multilabel, dtype):
-    store = make_store(tmp_path / "s.h5", multilabel=multilabel, dtype=dtype)
+def make_partial_caption_store(path, *, n=8):
+    """A partially labelled multi-label store (a label mask) with a caption set beside a prompt set."""
+    rng = np.random.default_rng(4)
+    mask = rng.random((n, 3)) < 0.6
+    matrix = (rng.random((n, 3)) < 0.5) & mask
+    with create_store(path, model="m", dataset="openmic", classes=CLASSES) as w:
+        w.set_items([f"clip-{i}" for i in range(n)], label_matrix=matrix, label_mask=mask,
+                    metadata={"split": ["train", "test"] * (n // 2)})
+        w.add_audio("joint", rng.normal(size=(n, 5)))
+        w.add_prompt_set("captions", ["a flute", "two oboes", "strings"], [-1, -1, 2],
+                         {"joint": rng.normal(size=(3, 5))}, items=[3, 3, 0], source="captions imported from c.csv")
+        w.add_prompt_set("track", ["a flute", "an oboe", "a violin"], [0, 1, 2], {"joint": rng.normal(size=(3, 5))},
+                         source='template "A <label> track"')
+        w.add_prompt_set("none yet", [], [], items=np.zeros(0, np.int64))
+    return path
+
+
+def make_text_only_store(path):
+    """What `extract-text --out` writes: no items, no audio, prompt sets."""
+    rng = np.random.default_rng(5)
+    with create_store(path, model="minilm", dataset="d", classes=CLASSES) as w:
+        w.set_items([], labels=np.zeros(0, np.int32), metadata={"pitch": np.zeros(0, np.int64)})
+        w.add_prompt_set("class-name", CLASSES, [0, 1, 2], {"joint": rng.normal(size=(3, 4))})
+    return path
+
+
+@pytest.mark.parametrize("kind", ["single-float32", "multi-float16", "partial-captions", "text-only"])
+def test_parquet_holds_every_value_of_the_store(tmp_path, kind):
+    store = {"single-float32": lambda p: make_store(p, multilabel=False),
+             "multi-float16": lambda p: make_store(p, multilabel=True, dtype="float16"),
+             "partial-captions": make_partial_caption_store, "text-only": make_text_only_store}[kind](tmp_path / "s.h5")
     items_file, prompts_file = export_parquet(store, tmp_path / "s.parquet")
     assert prompts_file == prompts_path(tmp_path / "s.parquet") == tmp_path / "s.prompts.parquet"
     items, prompts = pq.read_table(items_file), pq.read_table(prompts_file)
     with open_store(store) as st:
+        assert items.num_rows == st.n_items
         assert items.column("id").to_pylist() == list(st.item_ids)
         assert items.column("path").to_pylist() == list(st.item_paths)
         expected = [[c for c, on in zip(st.classes, row) if on] for row in st.label_matrix]
         assert items.column("labels").to_pylist() == expected
+        if st.label_mask is None:
+            assert "labels_unknown" not in items.column_names
+        else:  # the pairs the mask leaves out, as class names
+            unknown = [[c for c, known in zip(st.classes, row) if not known] for row in st.label_mask]
+            assert items.column("labels_unknown").to_pylist() == unknown and any(unknown)
         for col, values in st.metadata.items():
             assert items.column(col).to_pylist() == values.tolist()
         for space in st.audio_spaces:
@@ -61,7 +95,9 @@ def test_parquet_holds_every_value_of_the_store(tmp_path, multilabel, dtype):
             assert part["prompt"] == ps.prompts
             assert part["class"] == [st.classes[c] if c >= 0 else None for c in ps.classes]
             assert part["term"] == (ps.terms or [None] * len(ps.prompts))
-            for space in ("joint", "prejoint"):
+            assert part["item"] == ([st.item_ids[i] for i in ps.items] if ps.is_caption_set
+                                    else [None] * len(ps.prompts))
+            for space in [f[len("text_"):] for f in prompts.column_names if f.startswith("text_")]:
                 if space in ps.spaces:
                     got = np.array(part[f"text_{space}"], dtype=np.float32)
                     assert got.tobytes() == st.text(name, space).tobytes()
@@ -71,7 +107,11 @@ def test_parquet_holds_every_value_of_the_store(tmp_path, multilabel, dtype):
         for table in (items, prompts):
             described = json.loads(table.schema.metadata[METADATA_KEY])
             assert described["provenance"] == st.provenance and described["classes"] == CLASSES
-            assert described["model"] == "m" and described["multilabel"] == multilabel
+            assert described["model"] == st.model and described["multilabel"] == st.multilabel
+            assert described["label_mask"] == (st.label_mask is not None)
+            assert described["prompt_sets"] == {name: {"source": st.prompt_set(name).source,
+                                                       "caption_set": st.prompt_set(name).is_caption_set}
+                                                for name in st.prompt_sets}
 
 
 def test_pandas_and_hf_datasets_read_it(tmp_path):

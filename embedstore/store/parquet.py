@@ -3,17 +3,21 @@
 ``export_parquet(store, "x.parquet")`` writes two files:
 
 ``x.parquet`` (items)
-    ``id``, ``path``, ``labels`` (list of class names; one for a single-label store), the
-    metadata columns, and one ``audio_<space>`` column per audio space: a fixed-size list
-    of ``dim`` float32 (float16 stores are widened exactly).
+    ``id``, ``path``, ``labels`` (list of class names; one for a single-label store), in a
+    partially labelled store (one with a label mask) ``labels_unknown`` (the classes whose
+    label the item lacks: neither present nor absent), the metadata columns, and one
+    ``audio_<space>`` column per audio space: a fixed-size list of ``dim`` float32
+    (float16 stores are widened exactly).
 ``x.prompts.parquet`` (prompt sets)
     ``set``, ``index`` (the prompt's position in its set), ``prompt``, ``class`` (class name,
-    null for a prompt of no class), ``term`` (null when the set has no terms) and one
+    null for a prompt of no class), ``term`` (null when the set has no terms), ``item`` (in
+    a caption set the id of the item the caption describes, else null) and one
     ``text_<space>`` column per space of any set (null where a set lacks that space).
 
-Both files carry the store's model, dataset, classes, format version and provenance as
-JSON under the schema metadata key ``embedstore``. Rows are written in blocks, so memory is
-one block whatever the store's size.
+Both files carry the store's model, dataset, classes, format version, provenance, whether
+it has a label mask and each prompt set's ``source`` and kind as JSON under the schema
+metadata key ``embedstore``. Rows are written in blocks, so memory is one block whatever
+the store's size.
 """
 
 from __future__ import annotations
@@ -77,8 +81,13 @@ def export_parquet(store: str | os.PathLike, out: str | os.PathLike, *, overwrit
 
 
 def _description(st: Store) -> dict:
+    sets = {}
+    for name in st.prompt_sets:
+        ps = st.prompt_set(name)
+        sets[name] = {"source": ps.source, "caption_set": ps.is_caption_set}
     return {"format_version": st.format_version, "model": st.model, "dataset": st.dataset,
-            "classes": list(st.classes), "multilabel": st.multilabel, "provenance": st.provenance}
+            "classes": list(st.classes), "multilabel": st.multilabel, "label_mask": st.label_mask is not None,
+            "prompt_sets": sets, "provenance": st.provenance}
 
 
 def _write(pa, fh, schema, batches) -> None:
@@ -96,6 +105,8 @@ def _vector_type(pa, dim: int):
 def _items_schema(pa, st: Store):
     fields = [pa.field("id", pa.string()), pa.field("path", pa.string()),
               pa.field("labels", pa.list_(pa.string()))]
+    if st.label_mask is not None:
+        fields.append(pa.field("labels_unknown", pa.list_(pa.string())))
     metadata = st.metadata
     for col in st.metadata_columns:
         values = metadata[col]
@@ -108,7 +119,9 @@ def _items_schema(pa, st: Store):
 
 def _item_blocks(pa, st: Store, schema):
     classes = np.asarray(st.classes, dtype=object)
-    matrix_ds = st._file["items"]["label_matrix"] if st.multilabel else None
+    items = st._file["items"]
+    matrix_ds = items["label_matrix"] if st.multilabel else None
+    mask_ds = items["label_mask"] if "label_mask" in items else None
     labels = None if st.multilabel else st.labels
     metadata = st.metadata
     for start in range(0, max(st.n_items, 1), BLOCK_ROWS):
@@ -119,6 +132,8 @@ def _item_blocks(pa, st: Store, schema):
         else:
             names = [[c] for c in classes[labels[start:stop]].tolist()]
         columns = [st.item_ids[start:stop].tolist(), st.item_paths[start:stop].tolist(), names]
+        if mask_ds is not None:
+            columns.append([classes[~row].tolist() for row in mask_ds[start:stop].astype(bool)])
         columns += [metadata[col][start:stop].tolist() for col in st.metadata_columns]
         columns += [_vectors(pa, st.audio(space, lazy=True)[start:stop]) for space in st.audio_spaces]
         yield pa.record_batch([pa.array(c, type=f.type) if not isinstance(c, pa.Array) else c
@@ -140,7 +155,7 @@ def _prompt_spaces(st: Store) -> dict[str, int]:
 
 def _prompts_schema(pa, st: Store):
     fields = [pa.field("set", pa.string()), pa.field("index", pa.int32()), pa.field("prompt", pa.string()),
-              pa.field("class", pa.string()), pa.field("term", pa.string())]
+              pa.field("class", pa.string()), pa.field("term", pa.string()), pa.field("item", pa.string())]
     fields += [pa.field(f"text_{space}", _vector_type(pa, dim)) for space, dim in _prompt_spaces(st).items()]
     _check_unique([f.name for f in fields], "prompt")
     return pa.schema(fields)
@@ -153,7 +168,8 @@ def _prompt_blocks(pa, st: Store, schema):
         n = len(ps.prompts)
         columns = [[name] * n, list(range(n)), list(ps.prompts),
                    [st.classes[c] if c >= 0 else None for c in ps.classes.tolist()],
-                   list(ps.terms) if ps.terms is not None else [None] * n]
+                   list(ps.terms) if ps.terms is not None else [None] * n,
+                   st.item_ids[ps.items].tolist() if ps.is_caption_set else [None] * n]
         for space, dim in spaces.items():
             if space in ps.spaces:
                 columns.append(_vectors(pa, st.text(name, space, lazy=True)[()]))
