@@ -187,19 +187,28 @@ class CentroidScorer:
     leave_one_out : bool
     raw_audio : np.ndarray or h5py dataset, optional
         (n, d) the same rows before normalisation; read a block at a time.
+    fit : (rows, Targets), optional
+        Other items whose class means are the centroids (rows raw or unit, as the
+        centroid definition wants; read a block at a time); None: the scored items'
+        own. Excludes ``leave_one_out`` (a scored item is in no centroid).
     """
 
-    def __init__(self, unit_audio: np.ndarray, targets: Targets, leave_one_out: bool = False, raw_audio=None):
-        members = unit_audio if raw_audio is None else raw_audio
-        sums, counts, item_norms = _member_sums(members, targets)
+    def __init__(self, unit_audio: np.ndarray, targets: Targets, leave_one_out: bool = False, raw_audio=None,
+                 fit: tuple | None = None):
+        if fit is not None and leave_one_out:
+            raise InputError("leave-one-out centroids leave each item out of its own class mean; centroids "
+                             "fitted on other items hold none of the items scored")
+        members, member_targets = fit if fit is not None else (unit_audio if raw_audio is None else raw_audio, targets)
+        sums, counts, item_norms = _member_sums(members, member_targets)
         if leave_one_out and np.any(counts < 2):
             raise InputError(f"leave-one-out centroids need two items per class; {int(np.sum(counts < 2))} classes have fewer")
         self.audio = unit_audio
         self.targets = targets
         self.leave_one_out = leave_one_out
+        self.counts = counts  # members per class
         self.sums = sums.astype(np.float32)
         self.sq_norms = np.einsum("ij,ij->i", sums, sums)
-        self.item_norms = item_norms
+        self.item_norms = item_norms  # read only with leave_one_out, where the members are the items scored
         self.n_items = unit_audio.shape[0]
         self.n_classes = targets.n_classes
 

@@ -38,22 +38,26 @@ class Selection:
 
     where: dict[str, list[str]] = field(default_factory=dict)
     items_file: str | None = None
+    flag: str = "--where"
 
     @classmethod
-    def parse(cls, where: list[str] | None = None, items_file=None) -> Selection | None:
-        """From ``COLUMN=VALUE`` strings and an ids file; None when neither is given."""
+    def parse(cls, where: list[str] | None = None, items_file=None, flag: str = "--where") -> Selection | None:
+        """From ``COLUMN=VALUE`` strings and an ids file; None when neither is given.
+
+        ``flag`` is the option the conditions came from, for messages (``--fit-where``).
+        """
         conditions: dict[str, list[str]] = {}
         for text in where or []:
             column, sep, value = text.partition("=")
             if not sep:
-                raise InputError(f"--where takes COLUMN=VALUE, got {text!r}")
+                raise InputError(f"{flag} takes COLUMN=VALUE, got {text!r}")
             column = check_name(column, "metadata column", object_name=True)
             conditions.setdefault(column, [])
             if value.strip() not in conditions[column]:
                 conditions[column].append(value.strip())
         if not conditions and items_file is None:
             return None
-        return cls(conditions, None if items_file is None else str(items_file))
+        return cls(conditions, None if items_file is None else str(items_file), flag)
 
     def read_ids(self) -> list[str]:
         """The ids in :attr:`items_file`, checked by the name policy."""
@@ -75,8 +79,8 @@ class Selection:
         for column, values in self.where.items():
             if column not in metadata:
                 known = ", ".join(store.metadata_columns) or "none"
-                raise InputError(f"--where {column}=...: the store has no item column {column!r} (has: {known})")
-            keep &= _matches(metadata[column], values, column)
+                raise InputError(f"{self.flag} {column}=...: the store has no item column {column!r} (has: {known})")
+            keep &= _matches(metadata[column], values, column, self.flag)
         if self.items_file is not None:
             wanted = self.read_ids()
             ids = store.item_ids
@@ -106,13 +110,13 @@ class Selection:
         return out
 
 
-def _matches(column: np.ndarray, values: list[str], name: str) -> np.ndarray:
+def _matches(column: np.ndarray, values: list[str], name: str, flag: str = "--where") -> np.ndarray:
     """Which entries of one metadata column equal one of ``values``."""
     if column.dtype.kind in "iufb":
         try:
             numbers = np.array([float(v) for v in values])
         except ValueError:
-            raise InputError(f"--where {name}=...: column {name!r} is numeric; {values} is not a number") from None
+            raise InputError(f"{flag} {name}=...: column {name!r} is numeric; {values} is not a number") from None
         return np.isin(column.astype(np.float64), numbers)
     return np.isin(column.astype(str), values)
 
@@ -177,6 +181,11 @@ class StoreView:
     @property
     def label_matrix(self) -> np.ndarray:
         return self._store.label_matrix[self.index]
+
+    @property
+    def label_mask(self) -> np.ndarray | None:
+        mask = self._store.label_mask
+        return None if mask is None else mask[self.index]
 
     @property
     def metadata(self) -> dict[str, np.ndarray]:

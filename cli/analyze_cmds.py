@@ -157,20 +157,27 @@ def centroids(
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     where: list[str] = where_option(),
     items: Path | None = items_option(),
+    fit_where: list[str] = typer.Option(
+        [], "--fit-where", metavar="COLUMN=VALUE",
+        help="Fit the class centroids on these items only (same syntax as --where, e.g. split=train) and score "
+             "the items --where/--items keep, which must be others (default: each clip's own selection).",
+    ),
 ) -> None:
     """Audio-only labels: classify each clip by the nearest class mean of the audio vectors."""
-    from analyses.centroids import run_centroids
-
-    from analyses.centroids import check_centroid
+    from analyses.centroids import check_centroid, run_centroids
+    from analyses.selection import Selection
 
     check_centroid(centroid)
+    fit = Selection.parse(fit_where, flag="--fit-where")
     check_analysis_outputs(json_path, plot=plot, inputs=[store, items], overwrite=overwrite)
     with open_selected(store, where, items) as st:
-        result = run_centroids(st, space=space, holdout=holdout, bootstrap=bootstrap, seed=seed, centroid=centroid)
+        result = run_centroids(st, space=space, holdout=holdout, bootstrap=bootstrap, seed=seed, centroid=centroid,
+                               fit=fit)
         model, dataset = st.model, st.dataset
         selection = selection_of(st)
+    fitted = "" if fit is None else f", fitted on {result['fit_selection']['n_items']} others ({fit.describe()})"
     title = (f"Audio-only labels — {model} on {dataset}, {space} space, {result['n_items']} clips, "
-             f"{centroid} centroids")
+             f"{centroid} centroids{fitted}")
     console.print(_metrics_table(title, {f"centroids ({holdout})": result}, with_ci=bootstrap > 0))
     if per_class:
         console.print(_per_class_table("Per class", result))
