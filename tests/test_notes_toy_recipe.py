@@ -133,6 +133,13 @@ def test_headline_numbers_of_notes_toy_on_its_untouched_notes(extracted, tmp_pat
         with opened(extracted, Selection.parse(["split=test"])) as test:
             predicted = np.argmax(unit_audio(test, space) @ centroids.T, axis=1)
             assert int(np.sum(predicted == test.labels)) == hits
+        # the same definition from the command line: fit on the training notes, score the test notes
+        result = invoke("analyze", "centroids", extracted, "--space", space, "--centroid", "unit",
+                        "--fit-where", "split=train", "--where", "split=test", "--json", tmp_path / f"f-{space}.json")
+        assert result.exit_code == 0, result.output
+        fitted = json.loads((tmp_path / f"f-{space}.json").read_text())
+        assert fitted["n_items"] == 84 and fitted["fit_selection"]["n_items"] == 168
+        assert round(fitted["top1"] * 84) == hits
     # `analyze centroids --where split=test` answers another question: class means of the
     # test notes themselves (each note in its own mean, the study's rule), or leave-one-out.
     for holdout, hits in (("none", 82), ("loo", 76)):  # 0.976 and 0.905
