@@ -186,3 +186,32 @@ def test_engine_and_shard_options_are_checked(cli, clips, tmp_path):
     result = cli(*extract_args(clips, tmp_path / "x.h5", "--engine", "spark"))
     assert result.exit_code != 0 and "--engine" in result.output
     assert not list(tmp_path.iterdir())
+
+
+def test_shards_of_a_caption_dataset_merge_into_the_single_run(cli, tmp_path):
+    """Each shard keeps the captions of its own items, tied to its own rows; merged, the caption
+    set equals the single run's (it was the whole dataset's captions in every shard: IndexError)."""
+    import soundfile as sf
+    from test_export_roundtrip import content
+
+    root = tmp_path / "clips"
+    root.mkdir()
+    t = np.arange(8000) / 16000
+    rows = []
+    for i in range(5):
+        sf.write(root / f"c{i}.wav", (0.3 * np.sin(2 * np.pi * (200 + 100 * i) * t)).astype(np.float32), 16000)
+        rows += [f"c{i}.wav,caption {i} a"] + ([f"c{i}.wav,caption {i} b"] if i % 2 else [])
+    (root / "captions.csv").write_text("file,caption\n" + "\n".join(rows) + "\n")
+    args = ["extract", "--model", "test-tiny", "--dataset", "captions", "--root", root, "--workers", "0",
+            "--prompts", "track", "--batch-size", "1"]
+    assert cli(*args, "--out", tmp_path / "single.h5").exit_code == 0
+    for k in range(3):
+        result = cli(*args, "--out", tmp_path / "run.h5", "--shard", f"{k}/3")
+        assert result.exit_code == 0, result.output
+    with open_store(shard_path(tmp_path / "run.h5", 1, 3)) as st:
+        assert st.prompt_set("captions").items.max() < st.n_items
+    shards = [shard_path(tmp_path / "run.h5", k, 3) for k in range(3)]
+    assert cli("merge", *shards, "--out", tmp_path / "merged.h5").exit_code == 0
+    assert content(tmp_path / "merged.h5") == content(tmp_path / "single.h5")
+    with open_store(tmp_path / "merged.h5") as st:
+        assert st.prompt_set("captions").items.tolist() == [0, 1, 1, 2, 3, 3, 4]

@@ -201,6 +201,9 @@ def run_extract(
     if shard is not None:  # the fingerprint above is the whole run's, shared by every shard
         dataset, out, provenance["shard"] = select_shard(dataset, out, shard)
         items = items_table(dataset)
+        # A shard's caption set holds the captions of its own items, tied to its own rows;
+        # `embedstore merge` joins them back.
+        prompt_specs = [_shard_captions(dataset, spec) if spec is captions else spec for spec in prompt_specs]
     header = dict(model=model.name, dataset=dataset.name, classes=list(dataset.classes),
                   provenance=provenance)
     # One writer per store: a second run on the same --out is refused, never interleaved.
@@ -399,6 +402,17 @@ def _summary(path: Path, first_row: int, start_time: float, already_complete: bo
                               st.prompt_sets, first_row, time.perf_counter() - start_time, already_complete)
 
 
+def _shard_captions(dataset, whole: PromptSpec) -> PromptSpec:
+    """The captions of a shard's own items (``dataset`` holds the shard's items only), tied to
+    its rows; an empty caption set of the same name when none of its items has one."""
+    from dataclasses import replace
+
+    own = caption_prompt_set(dataset, whole.name)
+    if own is not None:
+        return own
+    return replace(whole, prompts=[], classes=np.zeros(0, np.int32), items=np.zeros(0, np.int64))
+
+
 def embed_prompt_sets(model, specs: list[PromptSpec], batch_size: int) -> list[dict]:
     """Embed each prompt set in chunks of ``batch_size`` prompts.
 
@@ -419,8 +433,9 @@ def embed_prompt_sets(model, specs: list[PromptSpec], batch_size: int) -> list[d
             if is_out_of_memory(exc):
                 raise out_of_memory(getattr(model, "device", "cpu"), batch_size) from None
             raise
-        embeddings = {space: np.concatenate([p[space] for p in parts]).astype(np.float32)
-                      for space in model.text_dims}
+        embeddings = {space: np.concatenate([p[space] for p in parts]).astype(np.float32) if parts
+                      else np.zeros((0, dim), np.float32)  # an empty set (a shard's captions, say)
+                      for space, dim in model.text_dims.items()}
         embedded.append(dict(name=spec.name, prompts=list(spec.prompts), classes=spec.classes,
                              terms=spec.terms, items=spec.items, source=spec.source, embeddings=embeddings))
     return embedded

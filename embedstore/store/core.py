@@ -424,6 +424,9 @@ def _open_h5(path: Path) -> h5py.File:
         return h5py.File(path, "r", locking=False)
     except (OSError, RuntimeError) as exc:
         first = _first_line(exc).lower()
+        if "already open for write" in first:  # the superblock's write mark (HDF5 1.10 files)
+            raise InputError(f"{path} is marked open for writing by another program, or by one that stopped "
+                             f"while writing it; once none is, HDF5's `h5clear -s {path}` clears the mark") from None
         # "\block": a lock, not the "superblock" of a damaged file.
         if "truncated" not in first and re.search(r"\block|already open", first):
             raise InputError(f"{path} is open elsewhere in a way that blocks reading ({_first_line(exc)})") from None

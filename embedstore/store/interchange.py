@@ -766,8 +766,9 @@ def export_space(
     """Write one space of a store as ``PREFIX.npy`` and ``PREFIX.csv``.
 
     ``audio`` names an audio space (CSV rows: item id, path); ``text`` is ``SET:SPACE``
-    (CSV rows: class, prompt, the import format of a prompt set). Both files appear only
-    when both are complete. The vectors keep their stored dtype.
+    (CSV rows: class, prompt, and term and item where the set has them: the import format
+    of a prompt set, a caption set keeping its item ids). Both files appear only when both
+    are complete. The vectors keep their stored dtype.
     """
     if (audio is None) == (text is None):
         raise InputError("give exactly one of --audio SPACE or --text SET:SPACE")
@@ -781,10 +782,8 @@ def export_space(
             table = _csv_bytes(("id", "path"), zip(st.item_ids, st.item_paths))
         else:
             name, space = parse_assignment(text, ":", "--text")
-            ps = st.prompt_set(name)
             vectors = st.text(name, space, lazy=True)
-            table = _csv_bytes(("class", "prompt"), ((st.classes[c] if c >= 0 else "", p)
-                                                     for c, p in zip(ps.classes, ps.prompts)))
+            table = _csv_bytes(*_prompt_table(st, st.prompt_set(name)))
         # Both files or neither: a failed .csv must not leave a new .npy beside an old .csv.
         write_atomic_many({npy: lambda fh: _write_npy(fh, vectors), csv_path: lambda fh: fh.write(table)})
     return npy, csv_path

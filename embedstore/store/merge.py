@@ -208,20 +208,51 @@ def _write_merged(stores: list[Store], shards: list[ShardInfo], out: Path, comma
             _write_space(writer, space, ds.shape[1], ds.dtype.name,
                          (block for st in stores for block in _blocks(st.audio(space, lazy=True))))
         for name in first.prompt_sets:
+            if first.prompt_set(name).is_caption_set:
+                _write_captions(writer, stores, name)
+                continue
             ps = first.prompt_set(name)
             vectors = {s: first.text(name, s, lazy=True) for s in ps.spaces}
             writer.add_prompt_set(name, ps.prompts, ps.classes, {s: v[()] for s, v in vectors.items()},
-                                  terms=ps.terms, dtype=next(iter(vectors.values())).dtype.name if vectors else "float32")
+                                  terms=ps.terms, source=ps.source,
+                                  dtype=next(iter(vectors.values())).dtype.name if vectors else "float32")
         for st in stores:
             for path, reason in st.failed:
                 writer.add_failed(path, reason)
 
 
+def _write_captions(writer, stores: list[Store], name: str) -> None:
+    """A caption set: each shard holds the captions of its own items, tied to its own rows;
+    merged, they follow one another with the rows moved by the items of the shards before."""
+    parts = [(st, st.prompt_set(name)) for st in stores]
+    offsets = np.cumsum([0] + [st.n_items for st in stores[:-1]])
+    spaces = max((ps.spaces for _, ps in parts), key=len)
+    for _, ps in parts:  # a shard with no caption may lack vectors; the others agree
+        if not ps.is_caption_set or (ps.prompts and ps.spaces != spaces) or \
+                (ps.prompts and (ps.terms is None) != (parts[0][1].terms is None)):
+            raise InputError(f"the shards' caption sets {name!r} differ in kind, spaces or terms")
+    vectors = {s: _concat([st.text(name, s) for st, ps in parts if s in ps.spaces]) for s in spaces}
+    dtypes = {st.text(name, s, lazy=True).dtype.name for st, ps in parts for s in ps.spaces} or {"float32"}
+    if len(dtypes) > 1:
+        raise InputError(f"the shards' caption sets {name!r} differ in dtype")
+    has_terms = any(ps.terms is not None for _, ps in parts)
+    writer.add_prompt_set(
+        name, [p for _, ps in parts for p in ps.prompts], _concat([ps.classes for _, ps in parts]), vectors,
+        items=_concat([ps.items + offset for (_, ps), offset in zip(parts, offsets)]),
+        terms=[t for _, ps in parts for t in (ps.terms or [])] if has_terms else None,
+        source=parts[0][1].source, dtype=dtypes.pop())
+
+
 def _write_items(writer, stores: list[Store]) -> None:
-    """Ids, paths, labels and metadata: the shards' tables one after another."""
+    """Ids, paths, labels, label mask and metadata: the shards' tables one after another."""
     first = stores[0]
+    masks = [st.label_mask for st in stores]
+    if any(m is None for m in masks) and any(m is not None for m in masks):
+        raise InputError("some shards hold a label mask and others none: they are not one run's")
     labels = {"label_matrix": _concat([st.label_matrix for st in stores]).astype(np.uint8)} if first.multilabel \
         else {"labels": _concat([st.labels for st in stores])}
+    if masks[0] is not None:
+        labels["label_mask"] = _concat(masks).astype(np.uint8)
     metadata = {col: _concat([st.metadata[col] for st in stores]) for col in first.metadata_columns}
     writer.set_items(_concat([st.item_ids for st in stores]).tolist(),
                      _concat([st.item_paths for st in stores]).tolist(), metadata=metadata, **labels)
