@@ -230,5 +230,5 @@ def export(
                       highlight=False)
         return
     check_outputs([Path(f"{out}.npy"), Path(f"{out}.csv")], inputs=[store], overwrite=overwrite)
-    npy, csv_path = export_space(store, out, audio=audio, text=text)
+    npy, csv_path = export_space(store, out, audio=audio, text=text, overwrite=overwrite)
     console.print(styled(("wrote", "green"), f" {npy} and {csv_path}"), highlight=False)

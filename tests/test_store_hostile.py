@@ -208,3 +208,22 @@ def test_a_store_another_writer_holds(tmp_path):
         holder.wait()
     result = invoke("info", tmp_path / "s.h5")  # killed while writing: the mark stays, and the message names the fix
     assert result.exit_code == 1 and "h5clear -s" in result.output
+
+
+def test_two_exports_into_one_output_never_mix_their_files(tmp_path):
+    """While one export writes a folder (or a Parquet pair, or one space's pair), a second one to the
+    same output is refused in one line; once the first is done, the output policy applies as ever."""
+    one_class(tmp_path / "s.h5")
+    targets = {"folder": (["--out", "e"], "e"), "parquet": (["--format", "parquet", "--out", "x.parquet"], "x.parquet"),
+               "space": (["--audio", "joint", "--out", "a"], "a.npy")}
+    for options, locked in targets.values():
+        holder = _hold("import time\nfrom embedstore.store.lock import writer_lock\n"
+                       f"with writer_lock({locked!r}):\n    print('held', flush=True)\n    time.sleep(120)", tmp_path)
+        try:
+            result = invoke("export", tmp_path / "s.h5", *[tmp_path / o if o == options[-1] else o for o in options])
+            assert result.exit_code == 1 and "another process is writing" in result.output, result.output
+        finally:
+            holder.kill()
+            holder.wait()
+        result = invoke("export", tmp_path / "s.h5", *[tmp_path / o if o == options[-1] else o for o in options])
+        assert result.exit_code == 0, result.output

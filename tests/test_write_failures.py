@@ -235,7 +235,7 @@ def test_export_whose_second_file_fails_keeps_both_earlier_files(tmp_path, monke
 
     monkeypatch.setattr("builtins.open", open_failing_csv)
     with pytest.raises(WriteFailed):
-        export_space(store, tmp_path / "e", audio="joint")
+        export_space(store, tmp_path / "e", audio="joint", overwrite=True)
     monkeypatch.undo()
     assert (tmp_path / "e.npy").read_bytes() == b"earlier npy"
     assert (tmp_path / "e.csv").read_text() == "earlier csv\n"

@@ -26,7 +26,7 @@ from embedstore.store.core import check_unique_ids, create_store, open_store
 from embedstore.store.elements import row_blocks
 from embedstore.store.fileio import write_atomic, write_atomic_many
 from embedstore.store.names import check_name, check_names, check_space_name
-from embedstore.store.outputs import check_outputs, mark_folder, replace_folder
+from embedstore.store.outputs import claimed_outputs, mark_folder, replace_folder
 
 MANIFEST = "import.json"
 EXPLICIT_ORDER = "--classes FILE, --prompt-classes SET=FILE, a class,prompt CSV (--prompts SET=FILE.csv) or --onehot"
@@ -691,16 +691,17 @@ def export_store(store_path: str | os.PathLike, out_dir: str | os.PathLike, *, o
     out_dir = Path(out_dir)
     with open_store(store_path) as st:
         files = _export_plan(st, out_dir)  # refuses what the folder cannot hold, before the folder is made
-        check_outputs(folders=[out_dir], inputs=[store_path], overwrite=overwrite, command="export")
-        replace_folder(out_dir)
-        for path, content in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, bytes):
-                write_atomic(path, lambda fh, data=content: fh.write(data))
-            else:
-                dataset = st.audio(content[1], lazy=True) if content[0] == "audio" else st.text(*content[1:], lazy=True)
-                write_atomic(path, lambda fh, ds=dataset: _write_npy(fh, ds))
-    mark_folder(out_dir, "export", [p.relative_to(out_dir).as_posix() for p in files])
+        with claimed_outputs(folders=[out_dir], inputs=[store_path], overwrite=overwrite, command="export"):
+            replace_folder(out_dir)
+            for path, content in files.items():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(content, bytes):
+                    write_atomic(path, lambda fh, data=content: fh.write(data))
+                else:
+                    dataset = (st.audio(content[1], lazy=True) if content[0] == "audio"
+                               else st.text(*content[1:], lazy=True))
+                    write_atomic(path, lambda fh, ds=dataset: _write_npy(fh, ds))
+            mark_folder(out_dir, "export", [p.relative_to(out_dir).as_posix() for p in files])
     return out_dir
 
 
@@ -762,6 +763,7 @@ def export_space(
     *,
     audio: str | None = None,
     text: str | None = None,
+    overwrite: bool = False,
 ) -> tuple[Path, Path]:
     """Write one space of a store as ``PREFIX.npy`` and ``PREFIX.csv``.
 
@@ -785,5 +787,6 @@ def export_space(
             vectors = st.text(name, space, lazy=True)
             table = _csv_bytes(*_prompt_table(st, st.prompt_set(name)))
         # Both files or neither: a failed .csv must not leave a new .npy beside an old .csv.
-        write_atomic_many({npy: lambda fh: _write_npy(fh, vectors), csv_path: lambda fh: fh.write(table)})
+        with claimed_outputs([npy, csv_path], inputs=[store_path], overwrite=overwrite):
+            write_atomic_many({npy: lambda fh: _write_npy(fh, vectors), csv_path: lambda fh: fh.write(table)})
     return npy, csv_path

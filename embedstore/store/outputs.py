@@ -18,9 +18,10 @@ Writers then use :func:`replace_folder` to clear what their previous run listed,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from embedstore.errors import InputError
@@ -143,6 +144,29 @@ def check_outputs(files: Iterable[str | os.PathLike | None] = (), *,
         target.parent.mkdir(parents=True, exist_ok=True)
     for folder in folder_paths:
         folder.mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def claimed_outputs(files: Iterable[str | os.PathLike | None] = (), *,
+                    folders: Iterable[str | os.PathLike | None] = (),
+                    inputs: Iterable[str | os.PathLike | None] = (),
+                    overwrite: bool = False, command: str = "") -> Iterator[None]:
+    """:func:`check_outputs`, then hold the writer lock of every output while the block writes.
+
+    A second command writing the same outputs at the same time (two exports into one
+    folder) is refused in one line instead of mixing its files with these. The outputs are
+    checked again once locked: another command may have written them in between.
+    """
+    from embedstore.store.lock import writer_lock
+
+    files, folders = [p for p in files if p is not None], [p for p in folders if p is not None]
+    inputs = [p for p in inputs if p is not None]
+    check_outputs(files, folders=folders, inputs=inputs, overwrite=overwrite, command=command)
+    with contextlib.ExitStack() as locks:
+        for path in sorted({_resolved(p) for p in [*files, *folders]}):
+            locks.enter_context(writer_lock(path))
+        check_outputs(files, folders=folders, inputs=inputs, overwrite=overwrite, command=command)
+        yield
 
 
 def replace_folder(folder: str | os.PathLike) -> None:

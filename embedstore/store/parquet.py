@@ -31,7 +31,7 @@ import numpy as np
 from embedstore.errors import InputError
 from embedstore.store.core import Store, open_store
 from embedstore.store.fileio import write_atomic_many
-from embedstore.store.outputs import check_outputs
+from embedstore.store.outputs import claimed_outputs
 
 #: Schema metadata key holding the store's description (JSON).
 METADATA_KEY = b"embedstore"
@@ -68,8 +68,8 @@ def export_parquet(store: str | os.PathLike, out: str | os.PathLike, *, overwrit
     if out.suffix.lower() != ".parquet":
         raise InputError(f"--out must end in .parquet, not {out.name!r}")
     prompts_out = prompts_path(out)
-    check_outputs([out, prompts_out], inputs=[store], overwrite=overwrite, command="export")
-    with open_store(store) as st:
+    with claimed_outputs([out, prompts_out], inputs=[store], overwrite=overwrite, command="export"), \
+            open_store(store) as st:
         meta = {METADATA_KEY: json.dumps(_description(st), default=str).encode("utf-8")}
         items_schema = _items_schema(pa, st).with_metadata(meta)
         prompt_schema = _prompts_schema(pa, st).with_metadata(meta)
