@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from analyses import embeddings, metrics
-from analyses.selection import Selection, StoreView
+from analyses.selection import Selection, refit
 from embedstore.errors import InputError
 
 HOLDOUTS = ("none", "loo")
@@ -22,14 +22,14 @@ def check_centroid(centroid: str) -> None:
         raise InputError(f"centroid must be one of {', '.join(CENTROIDS)}, got {centroid!r}")
 
 
-def centroid_scorer(st, space: str, targets, holdout: str = "none", centroid: str = "raw",
-                    fit=None) -> metrics.CentroidScorer:
+def centroid_scorer(st, space: str, targets, holdout: str = "none", centroid: str = "raw") -> metrics.CentroidScorer:
     """The scorer of the store's unit audio vectors against class centroids in ``space``.
 
-    ``fit``: a view of other items of the same store (:func:`fit_view`) whose class means
-    are the centroids; None: the scored items' own.
+    The centroids are the class means of the items ``st`` shows, or, when ``st`` is a view
+    whose selection carries a fit selection (``--fit-where``), of those other items.
     """
     check_centroid(centroid)
+    fit = getattr(st, "fitted", None)
     members = None
     if fit is not None:
         rows = fit.audio(space, lazy=True) if centroid == "raw" else embeddings.unit_audio(fit, space)
@@ -42,26 +42,6 @@ def centroid_scorer(st, space: str, targets, holdout: str = "none", centroid: st
         raise InputError(f"the fit selection ({fit.selection.describe()}) holds no item of class {empty[0]!r} "
                          f"({len(empty)} classes without one): its centroid would be undefined")
     return scorer
-
-
-def fit_view(st, fit: Selection):
-    """The items ``fit`` keeps, for centroids that score the items ``st`` shows.
-
-    ``st`` is a store or a :class:`~analyses.selection.StoreView` of one; the fit selection
-    applies to the whole store. Refused: a fit selection that keeps no item, or that shares
-    an item with the items scored (centroids fitted on the items they score are what a plain
-    run computes, with ``--holdout``).
-    """
-    base = st._store if isinstance(st, StoreView) else st
-    view = StoreView(base, fit)
-    scored = st.index if isinstance(st, StoreView) else np.arange(base.n_items)
-    shared = np.intersect1d(view.index, scored, assume_unique=True)
-    if shared.size:
-        scored_by = f"the items scored ({st.selection.describe()})" if isinstance(st, StoreView) else \
-            "the items scored (every item: give --where or --items for the items to score)"
-        raise InputError(f"the fit selection ({fit.describe()}) and {scored_by} share {shared.size} items, "
-                         f"such as {str(base.item_ids[shared[0]])!r}; fit and score on disjoint items")
-    return view
 
 
 def run_centroids(store, space: str = "joint", holdout: str = "none", bootstrap: int = 0, seed: int = 0,
@@ -88,8 +68,9 @@ def run_centroids(store, space: str = "joint", holdout: str = "none", bootstrap:
         pre-joint space). Clips are compared by cosine in both.
     fit : Selection, optional
         Fit the centroids on these items of the store (``--fit-where split=train``) and
-        score the items ``store`` shows (a disjoint selection, ``--where split=test``);
-        None: the centroids are the scored items' own, as in the study.
+        score the items ``store`` shows (a view of other items, ``--where split=test``);
+        None: the fit selection the view carries, if any, else the scored items' own
+        centroids, as in the study.
 
     Returns
     -------
@@ -100,13 +81,15 @@ def run_centroids(store, space: str = "joint", holdout: str = "none", bootstrap:
     if holdout not in HOLDOUTS:
         raise InputError(f"holdout must be one of {', '.join(HOLDOUTS)}, got {holdout!r}")
     check_centroid(centroid)
-    if fit is not None and holdout == "loo":
-        raise InputError("--holdout loo leaves each item out of its own class mean; with --fit-where the "
-                         "items scored are in no class mean already: leave --holdout at none")
     with embeddings.opened(store) as st:
-        fitted = fit_view(st, fit) if fit is not None else None
+        if fit is not None:
+            st = refit(st, fit)
+        fitted = getattr(st, "fitted", None)
+        if fitted is not None and holdout == "loo":
+            raise InputError("--holdout loo leaves each item out of its own class mean; with --fit-where the "
+                             "items scored are in no class mean already: leave --holdout at none")
         targets = metrics.Targets.from_store(st)
-        scorer = centroid_scorer(st, space, targets, holdout, centroid, fit=fitted)
+        scorer = centroid_scorer(st, space, targets, holdout, centroid)
         result = metrics.classification_metrics(scorer, targets, list(st.classes), bootstrap=bootstrap, seed=seed)
     return {"space": space, "holdout": holdout, "centroid": centroid,
             "fit_selection": None if fitted is None else fitted.record, **result}

@@ -308,7 +308,9 @@ def write_report(out_dir: Path, summaries: list[dict], skipped: list[dict], opti
                     "ontology_map": options.ontology_map, "holdout": options.holdout,
                     "centroid": options.centroid, "umap": options.umap,
                     "bins": options.bins, "seed": options.seed, "bootstrap": options.bootstrap,
-                    "selection": None if options.selection is None else options.selection.describe()},
+                    "selection": None if options.selection is None else options.selection.describe(),
+                    "fit": None if getattr(options.selection, "fit", None) is None
+                    else options.selection.fit.describe()},
         "skipped": skipped,
         "results": _slim(merge_results(out_dir / "results")),
     }

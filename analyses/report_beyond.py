@@ -110,6 +110,11 @@ def _shows_something(section) -> bool:
     return bool(section.figures) or any(str(cell) not in ("—", "") for cell in cells)
 
 
+def _where(record: dict) -> str:
+    """A selection record's conditions, ``split=test, family=a|b``."""
+    return ", ".join(f"{c}={'|'.join(v)}" for c, v in record["where"].items()) or "—"
+
+
 def beyond_sections(report: dict, figures: dict, section_type) -> list:
     """The new sections, built with the report's ``Section`` class."""
     merged, keys = report["results"], [s["key"] for s in report["stores"]]
@@ -118,11 +123,14 @@ def beyond_sections(report: dict, figures: dict, section_type) -> list:
 
     selected = [s for s in report["stores"] if s.get("selection")]
     if selected:
-        items = section_type("Items", "Every experiment ran on these items only.")
-        items.tables.append(("", ["store", "where", "ids file", "items", "of"],
-                             [[s["key"], ", ".join(f"{c}={'|'.join(v)}" for c, v in s["selection"]["where"].items())
-                               or "—", s["selection"]["items_file"] or "—", s["selection"]["n_items"],
-                               s["selection"]["n_store_items"]] for s in selected]))
+        fitted = any(s["selection"].get("fit") for s in selected)
+        items = section_type("Items", "Every experiment ran on these items only." + (
+            " The audio class centroids are the means of other items (`--fit-where`)." if fitted else ""))
+        items.tables.append(("", ["store", "where", "ids file", "items", "of"] + (["centroids fitted on"] if fitted else []),
+                             [[s["key"], _where(s["selection"]), s["selection"]["items_file"] or "—",
+                               s["selection"]["n_items"], s["selection"]["n_store_items"]]
+                              + ([f"{_where(s['selection']['fit'])} ({s['selection']['fit']['n_items']} items)"]
+                                 if fitted else []) for s in selected]))
         out.append(items)
 
     ladder = section_type(

@@ -270,10 +270,13 @@ def centroids_section(ctx: Context) -> Section | None:
     centroid = ctx.options.get("centroid", "raw")
     made = ("the mean of its stored audio vectors, then L2-normalised (the study's definition)" if centroid == "raw"
             else "the mean of its L2-normalised audio vectors, renormalised")
+    fit = ctx.options.get("fit")
+    fitted = (f" The centroids are fitted on other items ({fit}) than those scored; every centroid label in "
+              "this report is." if fit else "")
     sec = Section("Audio-only labels: pre-joint against joint",
                   f"Each class's centroid as its label: {made} (centroid {centroid}, holdout "
                   f"{ctx.options['holdout']}), in every audio space: what the audio tower separates before "
-                  "and after the projection head.")
+                  f"and after the projection head.{fitted}")
     sec.tables.append(Table("", ["store", "space", *(COLUMN_LABELS[m] for m in columns)],
                             mark_best(table_rows, {i + 2: True for i in range(len(columns))}), _interval_note(ctx)))
     sec.figures += [(f"{k}: centroids and triplets per space", ctx.figures[k, "spaces", ""])

@@ -12,6 +12,7 @@ keeps both); different columns must all match; ``--items`` keeps the ids listed,
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,13 +40,29 @@ class Selection:
     where: dict[str, list[str]] = field(default_factory=dict)
     items_file: str | None = None
     flag: str = "--where"
+    fit: Selection | None = None
 
     @classmethod
-    def parse(cls, where: list[str] | None = None, items_file=None, flag: str = "--where") -> Selection | None:
+    def parse(cls, where: list[str] | None = None, items_file=None, flag: str = "--where",
+              fit_where: list[str] | None = None) -> Selection | None:
         """From ``COLUMN=VALUE`` strings and an ids file; None when neither is given.
 
-        ``flag`` is the option the conditions came from, for messages (``--fit-where``).
+        ``flag`` is the option the conditions came from, for messages. ``fit_where``
+        (``--fit-where``): the items whose class means are the audio centroids, others
+        than the selected ones (which they then need).
         """
+        fit = cls.parse(fit_where, flag="--fit-where") if fit_where else None
+        selection = cls._parse(where, items_file, flag)
+        if fit is None:
+            return selection
+        if selection is None:
+            raise InputError("--fit-where fits the centroids on other items than those scored: give --where "
+                             "or --items for the items to score")
+        selection.fit = fit
+        return selection
+
+    @classmethod
+    def _parse(cls, where, items_file, flag: str) -> Selection | None:
         conditions: dict[str, list[str]] = {}
         for text in where or []:
             column, sep, value = text.partition("=")
@@ -99,7 +116,8 @@ class Selection:
         parts = [f"{c}={'|'.join(v)}" for c, v in self.where.items()]
         if self.items_file is not None:
             parts.append(f"ids in {self.items_file}")
-        return ", ".join(parts)
+        fitted = f"; centroids fitted on {self.fit.describe()}" if self.fit is not None else ""
+        return ", ".join(parts) + fitted
 
     def record(self, n_selected: int, n_store_items: int) -> dict:
         """What the JSON outputs carry about the selection."""
@@ -170,6 +188,22 @@ class StoreView:
         self.item_ids = store.item_ids[self.index]
         self.item_paths = store.item_paths[self.index]
         self.record = selection.record(self.n_items, store.n_items)
+        #: The items the audio centroids are fitted on (``--fit-where``); None: these items.
+        self.fitted = None if selection.fit is None else self._fit_view(selection.fit)
+        if self.fitted is not None:
+            self.record["fit"] = self.fitted.record
+
+    def _fit_view(self, fit: Selection) -> StoreView:
+        """The items ``fit`` keeps; refused when it keeps none or shares an item with this view
+        (centroids fitted on the items they score are what a run without ``--fit-where`` gives)."""
+        view = StoreView(self._store, fit)
+        shared = np.intersect1d(view.index, self.index, assume_unique=True)
+        if shared.size:
+            raise InputError(f"the fit selection ({fit.describe()}) and the items scored "
+                             f"({Selection(self.selection.where, self.selection.items_file).describe()}) share "
+                             f"{shared.size} items, such as {str(self._store.item_ids[shared[0]])!r}; "
+                             "fit and score on disjoint items")
+        return view
 
     def __getattr__(self, name):
         return getattr(self._store, name)
@@ -201,6 +235,14 @@ def select(store, selection: Selection | None):
     if selection is None:
         return store
     return StoreView(store, selection)
+
+
+def refit(st, fit: Selection):
+    """The items ``st`` shows (a store or a :class:`StoreView`), with audio centroids fitted on ``fit``."""
+    if not isinstance(st, StoreView):
+        raise InputError("--fit-where fits the centroids on other items than those scored: give --where "
+                         "or --items for the items to score")
+    return StoreView(st._store, dataclasses.replace(st.selection, fit=fit))
 
 
 def selection_record(store) -> dict | None:

@@ -16,6 +16,7 @@ from cli.common import (
     OVERWRITE_HELP,
     check_analysis_outputs,
     console,
+    fit_where_option,
     handle_errors,
     items_option,
     open_selected,
@@ -157,25 +158,19 @@ def centroids(
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     where: list[str] = where_option(),
     items: Path | None = items_option(),
-    fit_where: list[str] = typer.Option(
-        [], "--fit-where", metavar="COLUMN=VALUE",
-        help="Fit the class centroids on these items only (same syntax as --where, e.g. split=train) and score "
-             "the items --where/--items keep, which must be others (default: each clip's own selection).",
-    ),
+    fit_where: list[str] = fit_where_option(),
 ) -> None:
     """Audio-only labels: classify each clip by the nearest class mean of the audio vectors."""
     from analyses.centroids import check_centroid, run_centroids
-    from analyses.selection import Selection
 
     check_centroid(centroid)
-    fit = Selection.parse(fit_where, flag="--fit-where")
     check_analysis_outputs(json_path, plot=plot, inputs=[store, items], overwrite=overwrite)
-    with open_selected(store, where, items) as st:
-        result = run_centroids(st, space=space, holdout=holdout, bootstrap=bootstrap, seed=seed, centroid=centroid,
-                               fit=fit)
+    with open_selected(store, where, items, fit_where) as st:
+        result = run_centroids(st, space=space, holdout=holdout, bootstrap=bootstrap, seed=seed, centroid=centroid)
         model, dataset = st.model, st.dataset
         selection = selection_of(st)
-    fitted = "" if fit is None else f", fitted on {result['fit_selection']['n_items']} others ({fit.describe()})"
+    fit = result["fit_selection"]
+    fitted = "" if fit is None else f", fitted on {fit['n_items']} others ({st.selection.fit.describe()})"
     title = (f"Audio-only labels — {model} on {dataset}, {space} space, {result['n_items']} clips, "
              f"{centroid} centroids{fitted}")
     console.print(_metrics_table(title, {f"centroids ({holdout})": result}, with_ci=bootstrap > 0))
@@ -205,6 +200,7 @@ def histograms(
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     where: list[str] = where_option(),
     items: Path | None = items_option(),
+    fit_where: list[str] = fit_where_option(),
 ) -> None:
     """Positive vs negative clip-label similarities: histograms, their overlap AUC and Bhattacharyya coefficient."""
     from analyses.histograms import run_histograms
@@ -215,7 +211,7 @@ def histograms(
 
     check_centroid(centroid)
     check_analysis_outputs(json_path, plot=plot, inputs=[store, items], overwrite=overwrite)
-    with open_selected(store, where, items) as st:
+    with open_selected(store, where, items, fit_where) as st:
         result = run_histograms(st, prompt_set=prompts, centroids=centroids, space=space, bins=bins,
                                 centroid=centroid)
         model, dataset = st.model, st.dataset

@@ -18,6 +18,7 @@ from cli.common import (
     check_analysis_outputs,
     check_input_names,
     console,
+    fit_where_option,
     handle_errors,
     items_option,
     open_selected,
@@ -195,6 +196,7 @@ def hierarchy(
     json_path: Optional[Path] = typer.Option(None, "--json", metavar="PATH", help=JSON_HELP),
     where: List[str] = where_option(),
     items: Optional[Path] = items_option(),
+    fit_where: List[str] = fit_where_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Hierarchy-aware scores: top-1 within the true family, and the tree distance of the errors."""
@@ -203,7 +205,7 @@ def hierarchy(
     sides = _labels(prompts, centroids)
     check_input_names([ontology])
     check_analysis_outputs(json_path, inputs=[store, items, ontology, ontology_map], overwrite=overwrite)
-    with open_selected(store, where, items) as st:
+    with open_selected(store, where, items, fit_where) as st:
         results = {}
         for name, is_centroids in sides:
             result = run_hierarchy(st, prompt_set=name, centroids=is_centroids, space=space, holdout=holdout,
@@ -236,6 +238,7 @@ def confusion(
     plot: Optional[Path] = typer.Option(None, "--plot", metavar="PATH.png", help="Write the confusion matrix here (.png)."),
     where: List[str] = where_option(),
     items: Optional[Path] = items_option(),
+    fit_where: List[str] = fit_where_option(),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Per-class results and the confusion matrix (rows true, columns predicted) of zero-shot or centroid labels."""
@@ -244,7 +247,7 @@ def confusion(
     if (prompts is None) == (not centroids):
         raise InputError("give exactly one of --prompts SET and --centroids")
     check_analysis_outputs(json_path, plot=plot, inputs=[store, items], overwrite=overwrite)
-    with open_selected(store, where, items) as st:
+    with open_selected(store, where, items, fit_where) as st:
         result = run_confusion(st, prompt_set=prompts, centroids=centroids, space=space, holdout=holdout,
                                centroid=centroid)
         header = _header(st, store)

@@ -163,15 +163,26 @@ def items_option():
     return typer.Option(None, "--items", metavar="FILE", help=ITEMS_HELP)
 
 
-def open_selected(store: Path, where: list[str] | None, items: Path | None):
-    """Open ``store`` for reading, seen through ``--where``/``--items`` (a context manager).
+def open_selected(store: Path, where: list[str] | None, items: Path | None, fit_where: list[str] | None = None):
+    """Open ``store`` for reading, seen through ``--where``/``--items`` (a context manager),
+    with ``--fit-where`` the items the audio centroids are fitted on.
 
     The selection is parsed, and its names checked, before the store is opened.
     """
     from analyses.embeddings import opened
     from analyses.selection import Selection
 
-    return opened(store, Selection.parse(where, items))
+    return opened(store, Selection.parse(where, items, fit_where=fit_where))
+
+
+FIT_WHERE_HELP = ("Fit the audio class centroids on these items only (the syntax of --where, e.g. split=train) "
+                  "and score the items --where/--items keep, which must be others (default: the scored items' "
+                  "own centroids, as in the study).")
+
+
+def fit_where_option():
+    """A fresh ``--fit-where COLUMN=VALUE`` option (repeatable)."""
+    return typer.Option([], "--fit-where", metavar="COLUMN=VALUE", help=FIT_WHERE_HELP)
 
 
 def selection_of(st) -> dict | None:

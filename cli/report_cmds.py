@@ -10,7 +10,16 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from cli.common import check_input_names, console, err_console, handle_errors, items_option, styled, where_option
+from cli.common import (
+    check_input_names,
+    console,
+    err_console,
+    fit_where_option,
+    handle_errors,
+    items_option,
+    styled,
+    where_option,
+)
 
 commands = typer.Typer()
 
@@ -40,6 +49,7 @@ def report(
         False, "--overwrite", help="Replace an earlier report in --out; never files the report did not write."),
     where: List[str] = where_option(),
     items: Optional[Path] = items_option(),
+    fit_where: List[str] = fit_where_option(),
 ) -> None:
     """Run every experiment on every store and write one report: tables, figures and every number.
 
@@ -59,7 +69,7 @@ def report(
     options = ReportOptions(prompt_sets=prompts or None, space=space, ontology=ontology,
                             ontology_map=str(ontology_map) if ontology_map else None,
                             holdout=holdout, centroid=centroid, umap=umap, seed=seed, bootstrap=bootstrap,
-                            selection=Selection.parse(where, items))
+                            selection=Selection.parse(where, items, fit_where=fit_where))
     start = time.perf_counter()
 
     def progress(line: str) -> None:  # one line per step on stderr: visible in logs and pipes too

@@ -15,6 +15,7 @@ from cli.common import (
     check_analysis_outputs,
     check_input_names,
     console,
+    fit_where_option,
     handle_errors,
     items_option,
     open_selected,
@@ -95,6 +96,7 @@ def spaces(
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     where: List[str] = where_option(),
     items: Optional[Path] = items_option(),
+    fit_where: List[str] = fit_where_option(),
 ) -> None:
     """Pre-joint against joint: audio-only centroid labels and triplet accuracy in each space."""
     from analyses.spaces import plot_spaces, run_spaces
@@ -104,7 +106,7 @@ def spaces(
     check_centroid(centroid)
     check_input_names([ontology])
     check_analysis_outputs(json_path, plot=plot, inputs=[store, ontology, ontology_map, items], overwrite=overwrite)
-    with open_selected(store, where, items) as st:
+    with open_selected(store, where, items, fit_where) as st:
         result = run_spaces(st, prompt_set=prompts or None, ontology=ontology,
                             ontology_map=str(ontology_map) if ontology_map else None,
                             protocol=protocol, holdout=holdout, centroid=centroid)

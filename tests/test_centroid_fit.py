@@ -31,6 +31,7 @@ def store(tmp_path_factory):
     with create_store(path, model="m", dataset="d", classes=CLASSES) as w:
         w.set_items([f"i{k}" for k in range(N)], labels=labels, metadata={"split": split})
         w.add_audio("joint", audio)
+        w.add_prompt_set("p", CLASSES, np.arange(4), {"joint": centers + rng.normal(size=(4, 8))})
     return path, audio, labels, split
 
 
@@ -63,6 +64,7 @@ def test_fitted_centroids_equal_numpy_and_sklearn(store, tmp_path, centroid):
     assert got["roc_auc_macro"] == pytest.approx(roc_auc_score(onehot, scores, average="macro"), abs=1e-6)
     assert got["selection"]["where"] == {"split": ["test"]} and got["selection"]["n_items"] == 32
     assert got["fit_selection"]["where"] == {"split": ["train"]} and got["fit_selection"]["n_items"] == 96
+    assert got["selection"]["fit"] == got["fit_selection"]
     # it answers another question than the study's centroids on the test items themselves
     with opened(path, Selection.parse(["split=test"])) as view:
         own = run_centroids(view, centroid=centroid)
@@ -79,7 +81,7 @@ def test_raw_and_unit_fitted_centroids_differ(store):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--fit-where", "split=train"], "share 96 items"),  # no --where: every item is scored
+    (["--fit-where", "split=train"], "give --where or --items"),  # no --where: every item would be scored
     (["--fit-where", "split=train", "--where", "split=train"], "share 96 items"),
     (["--fit-where", "split=train", "--where", "split=test", "--where", "split=train"], "share"),
     (["--fit-where", "split=nothing", "--where", "split=test"], "keeps none"),
@@ -125,3 +127,31 @@ def test_a_selection_of_a_partially_labelled_store_keeps_its_label_mask(tmp_path
     assert result["roc_auc_macro"] == pytest.approx(np.mean(aucs), abs=1e-6)
     with pytest.raises(InputError):
         run_centroids(tmp_path / "s.h5", holdout="loo", fit=Selection.parse(["half=odd"]))
+
+
+def test_every_centroid_label_follows_the_fit_selection(store, tmp_path):
+    """`--fit-where` reaches every analysis that labels with centroids (through the view), and the report."""
+    path, audio, labels, split = store
+    fit, scored = split == "train", split == "test"
+    predicted = reference(audio, labels, fit, scored, "raw").argmax(axis=1)
+    truth = labels[scored]
+    selection = ["--where", "split=test", "--fit-where", "split=train"]
+    result = invoke("analyze", "confusion", path, "--centroids", *selection, "--json", tmp_path / "c.json")
+    assert result.exit_code == 0, result.output
+    confusion = json.loads((tmp_path / "c.json").read_text())
+    expected = np.zeros((4, 4), int)
+    np.add.at(expected, (truth, predicted), 1)
+    assert confusion["matrix"] == expected.tolist()
+    assert confusion["selection"]["fit"]["n_items"] == 96
+    result = invoke("report", path, "--out", tmp_path / "rep", "--no-umap", *selection)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    centroids = report["results"]["m"]["centroids"]["audio"]["joint"]
+    assert centroids["top1"] == pytest.approx(np.mean(predicted == truth), abs=1e-12)
+    assert centroids["fit_selection"]["where"] == {"split": ["train"]}
+    assert report["options"]["fit"] == "split=train"
+    assert report["results"]["m"]["zeroshot"]["p"]["joint"]["n_items"] == 32
+    markdown = (tmp_path / "rep" / "report.md").read_text()
+    assert "centroids fitted on" in markdown and "split=train (96 items)" in markdown
+    result = invoke("report", path, "--out", tmp_path / "rep2", "--no-umap", "--fit-where", "split=train")
+    assert result.exit_code == 1 and "give --where or --items" in result.output
