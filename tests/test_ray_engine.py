@@ -47,3 +47,29 @@ def test_ray_engine_gives_a_plain_runs_store(local_ray, tmp_path):
         assert st.provenance["extraction"]["engine"]["name"] == "ray"
         assert len(st.provenance["merged_from"]) == 2
     assert shard_path(tmp_path / "ray.h5", 1, 2).exists()
+
+
+@pytest.mark.slow
+def test_ray_engine_keeps_a_caption_datasets_captions(local_ray, tmp_path):
+    """As a plain run: the items' captions as a caption set, each shard's tied to its own items."""
+    import numpy as np
+    import soundfile as sf
+    from test_export_roundtrip import content
+
+    root = tmp_path / "clips"
+    root.mkdir()
+    t = np.arange(8000) / 16000
+    rows = []
+    for i in range(5):
+        sf.write(root / f"c{i}.wav", (0.3 * np.sin(2 * np.pi * (200 + 100 * i) * t)).astype(np.float32), 16000)
+        rows += [f"c{i}.wav,caption {i} a"] + ([f"c{i}.wav,caption {i} b"] if i % 2 else [])
+    (root / "captions.csv").write_text("file,caption\n" + "\n".join(rows) + "\n")
+    data = load_dataset("captions", root)
+    extract(data, tmp_path / "plain.h5", batch_size=1)
+    specs = [build_prompt_set(name, data.classes) for name in ("track", "ontology")]
+    run_extract_ray(functools.partial(extract_encoder.load_tiny), data, specs, tmp_path / "ray.h5", shards=2,
+                    batch_size=1, clips_per_task=2, concurrency=1, long_mode="mean", command=["test"])
+    with open_store(tmp_path / "ray.h5") as st:
+        assert st.prompt_set("captions").items.tolist() == [0, 1, 1, 2, 3, 3, 4]
+    plain, ray_store = content(tmp_path / "plain.h5"), content(tmp_path / "ray.h5")
+    assert {k: v for k, v in plain.items() if k != "/"} == {k: v for k, v in ray_store.items() if k != "/"}

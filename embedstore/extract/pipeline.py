@@ -188,9 +188,7 @@ def run_extract(
 
     start_time = time.perf_counter()
     check_settings(batch_size=batch_size, workers=workers, long_mode=long_mode, dtype=dtype)
-    captions = caption_prompt_set(dataset)
-    if captions is not None and all(spec.name != captions.name for spec in prompt_specs):
-        prompt_specs = [*prompt_specs, captions]
+    prompt_specs, captions = with_captions(dataset, prompt_specs)
     check_run_inputs(dataset, prompt_specs)
     items = items_table(dataset)
     numerics = run_numerics(getattr(model, "precision", "fp32"))
@@ -400,6 +398,15 @@ def _summary(path: Path, first_row: int, start_time: float, already_complete: bo
     with open_store(path) as st:
         return ExtractSummary(Path(path), st.n_items, list(st.failed), st.audio_spaces,
                               st.prompt_sets, first_row, time.perf_counter() - start_time, already_complete)
+
+
+def with_captions(dataset, prompt_specs: list[PromptSpec]) -> tuple[list[PromptSpec], PromptSpec | None]:
+    """A run's prompt sets: ``prompt_specs`` and, when the dataset's items have captions and no
+    given set takes its name, the caption set (returned second, else None)."""
+    captions = caption_prompt_set(dataset)
+    if captions is not None and all(spec.name != captions.name for spec in prompt_specs):
+        return [*prompt_specs, captions], captions
+    return list(prompt_specs), None
 
 
 def _shard_captions(dataset, whole: PromptSpec) -> PromptSpec:

@@ -38,10 +38,11 @@ from embedstore.extract.pipeline import (
     items_table,
     private_reason,
     run_settings,
+    with_captions,
 )
 from embedstore.extract.shards import Shard, select_shard
 from embedstore.store.core import open_store
-from embedstore.store.journal import Journal
+from embedstore.store.journal import Journal, captions_of_rows
 from embedstore.store.lock import writer_lock
 from embedstore.store.merge import merge_shards
 from embedstore.store.outputs import check_outputs
@@ -158,6 +159,7 @@ def run_extract_ray(
     check_settings(batch_size=batch_size, long_mode=long_mode, dtype=dtype)
     if clips_per_task < 1 or concurrency < 1 or num_gpus < 0:
         raise InputError("clips per task and actors must be at least 1, GPUs per actor at least 0")
+    prompt_specs = with_captions(dataset, prompt_specs)[0]  # as a plain run: the items' captions too
     check_run_inputs(dataset, prompt_specs)
     check_outputs([out], overwrite=overwrite or resume, command="extract")
     model = model if model is not None else load_encoder()
@@ -186,9 +188,11 @@ def run_extract_ray(
             _stream(ray, todo, parts, journals, load_encoder, model, batch_size=batch_size, long_mode=long_mode,
                     clips_per_task=clips_per_task, num_gpus=num_gpus, concurrency=concurrency,
                     root=dataset.root)
-        for journal in journals:
-            if not journal.already_done:
-                journal.finalize(prompt_sets, dtype=dtype)
+        total = len(dataset.items)
+        for (_, _, record), journal in zip(parts, journals):
+            if not journal.already_done:  # a shard's caption sets hold its own items' captions
+                rows = np.arange(record["start"], record["stop"])
+                journal.finalize([captions_of_rows(ps, rows, total) for ps in prompt_sets], dtype=dtype)
     merge_shards([path for _, path, _ in parts], out, overwrite=overwrite or resume, command=command)
     with open_store(out) as st:
         return ExtractSummary(Path(out), st.n_items, list(st.failed), st.audio_spaces, st.prompt_sets,

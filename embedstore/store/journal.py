@@ -223,7 +223,7 @@ class Journal:
                         with np.load(path, allow_pickle=False) as z:
                             sink.append(z[f"space/{space}"])
             for ps in prompt_sets:
-                ps = _captions_of_kept_rows(ps, ok, len(items["ids"]))
+                ps = captions_of_rows(ps, ok, len(items["ids"]))
                 w.add_prompt_set(
                     ps["name"], ps["prompts"], ps["classes"], ps.get("embeddings"), terms=ps.get("terms"),
                     items=ps.get("items"), source=ps.get("source"), dtype=dtype,
@@ -234,8 +234,10 @@ class Journal:
         return self.out
 
 
-def _captions_of_kept_rows(ps: dict, ok: np.ndarray, n_rows: int) -> dict:
-    """A caption set with the captions of failed rows dropped and item rows renumbered."""
+def captions_of_rows(ps: dict, ok: np.ndarray, n_rows: int) -> dict:
+    """A caption set cut to the captions of items ``ok`` (of ``n_rows``), their rows renumbered
+    to positions in ``ok``: the failed rows dropped, or one shard's rows kept. Other prompt
+    sets are returned as they are."""
     if ps.get("items") is None:
         return ps
     new_row = np.full(n_rows, -1, dtype=np.int64)
