@@ -150,9 +150,16 @@ def import_(
     from embedstore.store.interchange import import_folder, import_store, parse_assignment
 
     if source is not None:
-        if items is not None or id_column is not None or audio or prompts or text or captions:
-            fail("--from takes everything from the export folder; give no --items, --audio, --prompts, "
-                 "--captions or --text", 2)
+        # The folder's import.json says how to read it; an option it would ignore is refused.
+        given = {"--items": items is not None, "--id-column": id_column is not None,
+                 "--label-column": label_column is not None, "--onehot": onehot, "--multilabel": multilabel,
+                 "--partial-labels": partial_labels, "--classes": classes is not None, "--audio": bool(audio),
+                 "--prompts": bool(prompts), "--prompt-classes": bool(prompt_classes), "--text": bool(text),
+                 "--captions": bool(captions), "--extra-space": bool(extra_space), "--model": model != "unknown",
+                 "--dataset": dataset != "unknown", "--float16": float16}
+        extra = [flag for flag, on in given.items() if on]
+        if extra:
+            fail(f"--from takes everything from the export folder (names, labels, dtypes); drop {', '.join(extra)}", 2)
         check_outputs([out], inputs=[source], overwrite=overwrite)
         import_folder(out, source, overwrite=overwrite, record_host=record_host)
     else:

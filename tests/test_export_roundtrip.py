@@ -245,3 +245,12 @@ def test_a_newer_export_folder_is_refused(tmp_path):
     (tmp_path / "e" / "import.json").write_text(json.dumps({**manifest, "export_version": 99}))
     result = invoke("import", tmp_path / "c.h5", "--from", tmp_path / "e")
     assert result.exit_code == 1 and "export version 99" in result.output and not (tmp_path / "c.h5").exists()
+
+
+def test_import_from_refuses_options_it_would_ignore(tmp_path):
+    """The folder says how to read it: --float16, --model, --onehot ... beside --from are refused, never ignored."""
+    build(tmp_path / "s.h5", False)
+    assert invoke("export", tmp_path / "s.h5", "--out", tmp_path / "e").exit_code == 0
+    for extra in (["--float16"], ["--model", "other"], ["--onehot", "--partial-labels"], ["--extra-space", "mert"]):
+        result = invoke("import", tmp_path / "c.h5", "--from", tmp_path / "e", *extra)
+        assert result.exit_code == 2 and extra[0] in result.output and not (tmp_path / "c.h5").exists()
