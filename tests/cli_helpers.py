@@ -43,3 +43,19 @@ def extract_and_report(tmp_path, model: str, *options) -> tuple:
         return extracted, None, out
     report = invoke("report", out, "--out", tmp_path / "report", "--no-umap")
     return extracted, report, out
+
+
+def write_caption_folder(root):
+    """A `captions` dataset: five short tones in ``root``, one or two captions each in ``captions.csv``
+    (``c1`` and ``c3`` have two), so caption rows are [0, 1, 1, 2, 3, 3, 4]."""
+    import numpy as np
+    import soundfile as sf
+
+    root.mkdir()
+    t = np.arange(8000) / 16000
+    rows = []
+    for i in range(5):
+        sf.write(root / f"c{i}.wav", (0.3 * np.sin(2 * np.pi * (200 + 100 * i) * t)).astype(np.float32), 16000)
+        rows += [f"c{i}.wav,caption {i} a"] + ([f"c{i}.wav,caption {i} b"] if i % 2 else [])
+    (root / "captions.csv").write_text("file,caption\n" + "\n".join(rows) + "\n")
+    return root

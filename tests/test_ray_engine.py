@@ -52,18 +52,10 @@ def test_ray_engine_gives_a_plain_runs_store(local_ray, tmp_path):
 @pytest.mark.slow
 def test_ray_engine_keeps_a_caption_datasets_captions(local_ray, tmp_path):
     """As a plain run: the items' captions as a caption set, each shard's tied to its own items."""
-    import numpy as np
-    import soundfile as sf
+    from cli_helpers import write_caption_folder
     from test_export_roundtrip import content
 
-    root = tmp_path / "clips"
-    root.mkdir()
-    t = np.arange(8000) / 16000
-    rows = []
-    for i in range(5):
-        sf.write(root / f"c{i}.wav", (0.3 * np.sin(2 * np.pi * (200 + 100 * i) * t)).astype(np.float32), 16000)
-        rows += [f"c{i}.wav,caption {i} a"] + ([f"c{i}.wav,caption {i} b"] if i % 2 else [])
-    (root / "captions.csv").write_text("file,caption\n" + "\n".join(rows) + "\n")
+    root = write_caption_folder(tmp_path / "clips")
     data = load_dataset("captions", root)
     extract(data, tmp_path / "plain.h5", batch_size=1)
     specs = [build_prompt_set(name, data.classes) for name in ("track", "ontology")]

@@ -191,17 +191,10 @@ def test_engine_and_shard_options_are_checked(cli, clips, tmp_path):
 def test_shards_of_a_caption_dataset_merge_into_the_single_run(cli, tmp_path):
     """Each shard keeps the captions of its own items, tied to its own rows; merged, the caption
     set equals the single run's (it was the whole dataset's captions in every shard: IndexError)."""
-    import soundfile as sf
+    from cli_helpers import write_caption_folder
     from test_export_roundtrip import content
 
-    root = tmp_path / "clips"
-    root.mkdir()
-    t = np.arange(8000) / 16000
-    rows = []
-    for i in range(5):
-        sf.write(root / f"c{i}.wav", (0.3 * np.sin(2 * np.pi * (200 + 100 * i) * t)).astype(np.float32), 16000)
-        rows += [f"c{i}.wav,caption {i} a"] + ([f"c{i}.wav,caption {i} b"] if i % 2 else [])
-    (root / "captions.csv").write_text("file,caption\n" + "\n".join(rows) + "\n")
+    root = write_caption_folder(tmp_path / "clips")
     args = ["extract", "--model", "test-tiny", "--dataset", "captions", "--root", root, "--workers", "0",
             "--prompts", "track", "--batch-size", "1"]
     assert cli(*args, "--out", tmp_path / "single.h5").exit_code == 0

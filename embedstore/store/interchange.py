@@ -2,10 +2,12 @@
 
 A paper's release is typically a few ``.npy`` files plus a CSV of items; these functions
 turn such files into a store, checking every count, class, name and value on the way.
-Export is import's inverse: :func:`export_store` writes a folder (items CSV with labels
-and metadata, classes, prompt sets as ``class,prompt`` CSVs, every space as ``.npy``, and
-``import.json``) that ``embedstore import OUT --from FOLDER`` turns back into the same
-store. Vectors stream in row blocks both ways: memory stays bounded whatever the size.
+Export is import's inverse: :func:`export_store` writes a folder (items CSV with labels,
+label mask and metadata, classes, prompt sets as ``class,prompt[,term][,item]`` CSVs,
+every space as ``.npy``, the provenance, and ``import.json``) that ``embedstore import OUT
+--from FOLDER`` turns back into the same store, element for element; what the folder
+cannot hold is refused before anything is written. Vectors stream in row blocks both
+ways: memory stays bounded whatever the size.
 """
 
 from __future__ import annotations
@@ -427,7 +429,7 @@ def _prompt_sets(prompts, prompt_classes, classes, explicit_order: bool, ids: li
         if Path(file).suffix.lower() == ".csv":
             if name in class_of_line:
                 raise InputError(f"prompt set {name!r}: a class,prompt CSV names its classes; drop --prompt-classes {name}")
-            out[name] = _prompt_csv(file, classes, ids, allow_empty)
+            out[name] = _prompt_csv(file, classes, ids, allow_empty, name)
             continue
         lines = read_lines(file, "prompts file")
         if name in class_of_line:
@@ -449,7 +451,7 @@ def _prompt_sets(prompts, prompt_classes, classes, explicit_order: bool, ids: li
     return out
 
 
-def _prompt_csv(file, classes, ids: list[str], allow_empty: bool = False) -> _PromptSet:
+def _prompt_csv(file, classes, ids: list[str], allow_empty: bool = False, name: str | None = None) -> _PromptSet:
     """A ``class,prompt[,term][,item]`` CSV: an empty class is a prompt that stands for no
     class; an ``item`` column (an item id in every row) makes the set a caption set."""
     columns, rows = read_csv(file)
@@ -457,7 +459,7 @@ def _prompt_csv(file, classes, ids: list[str], allow_empty: bool = False) -> _Pr
         raise InputError(f"{file}: a prompt CSV needs the columns class and prompt (has: {', '.join(columns)})")
     if not rows and not allow_empty:
         raise InputError(f"{file}: no prompts")
-    name = Path(file).stem
+    name = name or Path(file).stem
     cls = [_class_index(r["class"], classes, name) if r["class"] else -1 for r in rows]
     terms = [r["term"] for r in rows] if "term" in columns else None
     items = _item_rows(file, [r["item"] for r in rows], ids) if "item" in columns else None
