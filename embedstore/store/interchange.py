@@ -472,8 +472,7 @@ def _item_rows(file, wanted: list[str], ids: list[str]) -> np.ndarray:
     unknown = [(k, i) for k, i in enumerate(wanted) if i not in row_of]
     if unknown:
         line, item_id = unknown[0]
-        raise InputError(f"{file}: row {line + 2} names item {item_id!r}, which is not an item id "
-                         f"({len(unknown)} unknown)")
+        raise InputError(f"{file}: row {line + 2} names unknown item id {item_id!r} ({len(unknown)} unknown)")
     return np.array([row_of[i] for i in wanted], dtype=np.int64)
 
 
