@@ -59,54 +59,100 @@ class ClipGroup:
 
     ``counts[i]`` windows of clip ``rows[i]`` follow each other in ``windows``; a clip
     that could not be decoded has count 0 and its reason in ``reasons[i]``. A worker that
-    wrote the windows into shared slot ``slot`` sends ``windows=None``; the main process
-    fills it in (:func:`read_clip_groups`).
+    wrote the windows into the shared ring from row ``ring_row`` on sends ``windows=None``;
+    the main process fills in ``windows`` and ``home`` (:func:`read_clip_groups`).
     """
 
     rows: list[int]
     counts: list[int]
     reasons: list[str]
     windows: object  # torch.Tensor (windows of the clips not streamed, window_samples) float32
-    slot: int | None = None
+    ring_row: int | None = None
     #: position in the group -> a sized iterable of the clip's windows, read one at a time in
     #: the main process (a long clip decoded window by window); its windows are not in ``windows``
     streams: dict[int, object] = field(default_factory=dict)
+    #: ``(array, row)``: ``windows`` is ``array[row:row + n]``, so the windows of groups that
+    #: sit at adjacent rows of one array (the ring) can make one batch without a copy
+    home: tuple[np.ndarray, int] | None = None
 
 
-class SharedSlabs:
-    """A ring of shared-memory tensors that workers decode into and the main process reads.
+class SlabRing:
+    """One shared-memory tensor that workers decode groups into and the main process reads.
 
-    Group ``g`` uses slot ``g % count``. The DataLoader hands a worker group ``g + count``
-    only after the main process has asked for group ``g + count - workers * prefetch``, by
-    which time it has copied group ``g`` out (it finishes a group before asking for the
-    next), so with ``count >= workers * prefetch + 2`` a slot is never overwritten while read.
+    Group ``g`` owns rows ``(g % count) * group_size ..`` of the ring, so consecutive full
+    groups lie next to each other and a batch of their windows can be handed to a CPU
+    encoder as a view of the ring, with no copy. Slots are reused under an explicit
+    protocol, whatever the DataLoader prefetches: the main process publishes how many
+    groups it has released (:meth:`release_before`), and a worker writes group ``g`` only
+    once group ``g - count`` is released (:meth:`wait_for`).
     """
 
-    def __init__(self, count: int, windows: int, window_samples: int):
+    def __init__(self, count: int, group_size: int, window_samples: int):
         import torch
 
-        self.windows = windows
-        self.tensors = [torch.empty((windows, window_samples), dtype=torch.float32).share_memory_()
-                        for _ in range(count)]
+        self.count, self.group_size = count, group_size
+        # created in shared memory at once (share_memory_() would copy a private buffer there)
+        storage = torch.UntypedStorage._new_shared(count * group_size * window_samples * 4)
+        self.tensor = torch.empty(0, dtype=torch.float32).set_(storage).view(count * group_size, window_samples)
+        self.released = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._array = None
 
     @classmethod
-    def for_loader(cls, workers: int, prefetch: int, windows: int, window_samples: int):
-        """Slabs for a DataLoader, or None when /dev/shm has no room for them (a worker
-        writing past a full /dev/shm dies of SIGBUS)."""
+    def for_loader(cls, workers: int, prefetch: int, group_size: int, window_samples: int,
+                   batch_size: int):
+        """A ring for a DataLoader feeding batches of ``batch_size``, or None when /dev/shm
+        has no room for it (a worker writing past a full /dev/shm dies of SIGBUS)."""
         import os
 
-        count = workers * prefetch + 2
-        needed = count * windows * window_samples * 4
+        per_batch = -(-batch_size // group_size)
+        count = cls.held_groups(batch_size, group_size) + 1 + workers * prefetch
+        if batch_size % group_size == 0:  # a whole number of batches: aligned batches never wrap
+            count = -(-count // per_batch) * per_batch
+        needed = count * group_size * window_samples * 4
         try:
             stats = os.statvfs("/dev/shm")
             if stats.f_bavail * stats.f_frsize < 2 * needed:
                 return None
         except OSError:  # no /dev/shm (macOS): torch's own shared memory still works
             pass
-        return cls(count, windows, window_samples)
+        return cls(count, group_size, window_samples)
 
-    def slot(self, group: int):
-        return group % len(self.tensors), self.tensors[group % len(self.tensors)]
+    @staticmethod
+    def held_groups(batch_size: int, group_size: int) -> int:
+        """Groups before the one being asked for that the packer may still read: a batch
+        being filled is a view of at most this many consecutive full groups."""
+        return -(-batch_size // group_size) + 1
+
+    def __getstate__(self):  # to a spawned worker: the shared tensors, not a copy of the array
+        return {**self.__dict__, "_array": None}
+
+    @property
+    def array(self) -> np.ndarray:
+        """The ring as one numpy array (the same object every time: views are told apart by it)."""
+        if self._array is None:
+            self._array = self.tensor.numpy()
+        return self._array
+
+    def first_row(self, group: int) -> int:
+        return (group % self.count) * self.group_size
+
+    def wait_for(self, group: int) -> None:
+        """In a worker: block until the slot of ``group`` is free."""
+        import time
+
+        released = self.released.numpy()
+        while released[0] <= group - self.count:
+            time.sleep(0.0005)
+
+    def release_before(self, group: int) -> None:
+        """In the main process: groups before ``group`` will not be read again."""
+        released = self.released.numpy()
+        if group > released[0]:
+            released[0] = group
+
+    def release_all(self) -> None:
+        """Let every waiting worker go on (the reader stops; what they write is not read)."""
+        self.released.numpy()[0] = np.iinfo(np.int64).max // 2
 
 
 @dataclass
@@ -146,12 +192,12 @@ class ClipGroupReader:
     """
 
     def __init__(self, paths: list[str], first_row: int, frontend: dict,
-                 group_size: int = CLIPS_PER_GROUP, slabs: SharedSlabs | None = None):
+                 group_size: int = CLIPS_PER_GROUP, ring: SlabRing | None = None):
         self.paths = paths
         self.first_row = first_row
         self.frontend = frontend
         self.group_size = group_size
-        self.slabs = slabs
+        self.ring = ring
 
     def __len__(self) -> int:
         return -(-len(self.paths) // self.group_size)
@@ -172,10 +218,11 @@ class ClipGroupReader:
                 streams[position] = windows
         rows = [self.first_row + i for i in indices]
         total = sum(len(a) for a in arrays)
-        if self.slabs is not None and 0 < total <= self.slabs.windows:
-            slot, tensor = self.slabs.slot(group)
-            np.concatenate(arrays, out=tensor.numpy()[:total])
-            return ClipGroup(rows, counts, reasons, None, slot, streams)
+        if self.ring is not None and 0 < total <= self.ring.group_size:
+            self.ring.wait_for(group)
+            ring_row = self.ring.first_row(group)
+            np.concatenate(arrays, out=self.ring.array[ring_row:ring_row + total])
+            return ClipGroup(rows, counts, reasons, None, ring_row, streams)
         # One tensor per group: torch moves it to shared memory on its way to the main process.
         stacked = torch.from_numpy(np.concatenate(arrays)) if arrays else None
         return ClipGroup(rows, counts, reasons, stacked, None, streams)
@@ -223,28 +270,49 @@ def _die_with_parent(worker_id: int) -> None:
 
 
 def read_clip_groups(paths: list[str], first_row: int, frontend: dict, *, workers: int,
-                     window_samples: int, group_size: int = CLIPS_PER_GROUP,
+                     window_samples: int, batch_size: int, group_size: int = CLIPS_PER_GROUP,
                      prefetch: int = 2) -> Iterator[ClipGroup]:
     """:class:`ClipGroup` s of ``paths`` in order, each with its windows; ``workers``
     processes decode ahead (0: decode here, when asked). The workers start at once, so
-    they decode while the caller does other work (the text tower)."""
+    they decode while the caller does other work (the text tower).
+
+    The groups are meant for :func:`pack_batches` with this ``batch_size``: a group's
+    windows stay valid while the packer may still read them (a batch in the making, and the
+    batch last yielded until the packer is resumed), and no longer.
+    """
     from torch.utils.data import DataLoader
 
-    slabs = (SharedSlabs.for_loader(workers, prefetch, group_size, window_samples)
-             if workers else None)
-    reader = ClipGroupReader(paths, first_row, frontend, group_size, slabs)
+    ring = (SlabRing.for_loader(workers, prefetch, group_size, window_samples, batch_size)
+            if workers else None)
+    reader = ClipGroupReader(paths, first_row, frontend, group_size, ring)
     loader = DataLoader(reader, batch_size=None, shuffle=False, num_workers=workers,
                         collate_fn=_as_is, prefetch_factor=prefetch if workers else None,
                         worker_init_fn=_die_with_parent if workers else None)
-    return _with_windows(iter(loader), slabs)  # iter() starts the workers decoding now
+    held = SlabRing.held_groups(batch_size, group_size)
+    return _with_windows(iter(loader), ring, held)  # iter() starts the workers decoding now
 
 
-def _with_windows(groups, slabs: SharedSlabs | None) -> Iterator[ClipGroup]:
-    for group in groups:
-        if group.slot is not None:
-            streamed = sum(group.counts[i] for i in group.streams)
-            group.windows = slabs.tensors[group.slot][:sum(group.counts) - streamed]
-        yield group
+def _with_windows(groups, ring: SlabRing | None, held: int) -> Iterator[ClipGroup]:
+    """The groups with their windows filled in from the ring, releasing each group's slot
+    once ``held`` later groups have been asked for."""
+    asked = 0
+    try:
+        while True:
+            if ring is not None:
+                ring.release_before(asked - held)
+            group = next(groups, None)
+            if group is None:
+                return
+            asked += 1
+            if group.ring_row is not None:
+                streamed = sum(group.counts[i] for i in group.streams)
+                row = group.ring_row
+                group.windows = ring.tensor[row:row + sum(group.counts) - streamed]
+                group.home = (ring.array, row)
+            yield group
+    finally:
+        if ring is not None:
+            ring.release_all()  # a worker waiting for a slot must not outlive the reading
 
 
 class BatchStager:
@@ -252,24 +320,38 @@ class BatchStager:
 
     On CUDA the buffers are page-locked and the copy is asynchronous; two buffers
     alternate, which is safe with one batch in flight (a buffer is refilled only after the
-    batch that used it two steps earlier has been waited for).
+    batch that used it two steps earlier has been waited for). The buffers are allocated
+    when first needed: on the CPU a batch whose windows lie contiguous in one array (the
+    workers' shared ring) is that array's rows, with no copy (``views``).
     """
 
-    def __init__(self, batch_size: int, window_samples: int, device, slots: int = 2):
+    def __init__(self, batch_size: int, window_samples: int, device, slots: int = 2,
+                 views: bool | None = None):
         import torch
 
         self.device = torch.device(device)
         self.pinned = self.device.type == "cuda"
-        self.buffers = [torch.empty((batch_size, window_samples), dtype=torch.float32,
-                                    pin_memory=self.pinned) for _ in range(slots)]
+        self.shape = (batch_size, window_samples)
+        self.slots = slots
+        self.buffers: list = []
+        # only where the encoder reads the batch synchronously in this process's memory
+        self.views = self.device.type == "cpu" if views is None else views
         # host->device copies run on their own stream, beside the previous batch's compute
         self.copy_stream = torch.cuda.Stream(self.device) if self.pinned else None
         self._next = 0
 
+    def start(self) -> _BatchFill:
+        """A new batch to fill."""
+        return _BatchFill(self)
+
     def host_buffer(self):
         """The next buffer, as ``(tensor, numpy view of it)``."""
+        import torch
+
+        if len(self.buffers) < self.slots:
+            self.buffers.append(torch.empty(self.shape, dtype=torch.float32, pin_memory=self.pinned))
         buffer = self.buffers[self._next]
-        self._next = (self._next + 1) % len(self.buffers)
+        self._next = (self._next + 1) % self.slots
         return buffer, buffer.numpy()
 
     def to_device(self, host):
@@ -291,16 +373,75 @@ class BatchStager:
         return on_device
 
 
+#: Alignment (bytes) a batch view must start at: what torch's CPU allocator gives the staging
+#: buffers, so an encoder's vectorised kernels see the same layout either way.
+VIEW_ALIGNMENT = 64
+
+
+class _BatchFill:
+    """One batch being filled, window rows ``[0, fill)`` in order.
+
+    While every window put so far continues the previous one in the same array, nothing is
+    copied; once one does not (another array, a gap left by a failed clip, the end of the
+    ring), the rows so far are copied into a staging buffer and the rest follow them there.
+    """
+
+    def __init__(self, stager: BatchStager):
+        self.stager = stager
+        self.base: np.ndarray | None = None  # the array the rows so far lie in, from row ``row``
+        self.row = 0
+        self.host = self.array = None  # the staging buffer, once the rows are copied
+
+    def put(self, fill: int, windows: np.ndarray, base: np.ndarray | None, row: int) -> None:
+        """Windows for rows ``fill..``; they are ``base[row:row + len(windows)]`` (base None:
+        an array of their own)."""
+        if self.array is None:
+            if base is not None and self.stager.views:
+                if fill == 0:
+                    self.base, self.row = base, row
+                    return
+                if base is self.base and row == self.row + fill:
+                    return
+            self._to_staging(fill)
+        np.copyto(self.array[fill:fill + len(windows)], windows)
+
+    def finish(self, fill: int):
+        """The batch as a ``(batch_size, n)`` tensor; rows past ``fill`` are zeros."""
+        import torch
+
+        if self.array is None:
+            if fill == self.stager.shape[0] and self.base is not None:
+                view = self.base[self.row:self.row + fill]
+                if (view.dtype == np.float32 and view.flags.c_contiguous
+                        and view.ctypes.data % VIEW_ALIGNMENT == 0):
+                    return torch.from_numpy(view)
+            self._to_staging(fill)
+        if fill < len(self.array):
+            self.array[fill:] = 0.0
+        return self.host
+
+    def _to_staging(self, fill: int) -> None:
+        self.host, self.array = self.stager.host_buffer()
+        if fill:
+            np.copyto(self.array[:fill], self.base[self.row:self.row + fill])
+        self.base = None
+
+
 def pack_batches(groups: Iterable[ClipGroup], stager: BatchStager, batch_size: int,
                  start_row: int = 0) -> Iterator[PackedBatch]:
-    """Copy the groups' windows, in row order, into batches of exactly ``batch_size``."""
-    host, fill, segments, failed = None, 0, [], []
+    """The groups' windows, in row order, in batches of exactly ``batch_size``.
+
+    A batch's host tensor is a staging buffer of ``stager`` or (CPU, windows contiguous
+    in one array) a view of that array: either is valid until the generator is resumed.
+    """
+    batch, fill, segments, failed = None, 0, [], []
     next_row = start_row
     for group in groups:
         offset = 0
         # numpy copies: one memcpy per run of windows (torch's copy_ spreads a copy over
         # its thread pool, which costs far more than it saves on a busy host)
         source = group.windows.numpy() if group.windows is not None else None
+        home, home_row = group.home if group.home is not None else (source, 0)
         for position, (row, count, reason) in enumerate(zip(group.rows, group.counts, group.reasons)):
             if row != next_row:
                 raise InputError(f"clips out of order: got row {row}, expected {next_row}")
@@ -311,16 +452,17 @@ def pack_batches(groups: Iterable[ClipGroup], stager: BatchStager, batch_size: i
             stream = group.streams.get(position)
             runs = (_one_by_one(stream, count) if stream is not None
                     else [source[offset:offset + count]])
+            base, base_row = (None, 0) if stream is not None else (home, home_row + offset)
             if stream is None:
                 offset += count
             left = count
             for run in runs:
                 done = 0
                 while done < len(run):
-                    if host is None:
-                        host, host_array = stager.host_buffer()
+                    if batch is None:
+                        batch = stager.start()
                     take = min(batch_size - fill, len(run) - done)
-                    np.copyto(host_array[fill:fill + take], run[done:done + take])
+                    batch.put(fill, run[done:done + take], base, base_row + done)
                     done += take
                     fill += take
                     left -= take
@@ -329,11 +471,11 @@ def pack_batches(groups: Iterable[ClipGroup], stager: BatchStager, batch_size: i
                     else:
                         segments.append((row, take, left == 0))
                     if fill == batch_size:
-                        yield PackedBatch(host, fill, segments, failed, next_row, boundary=left == 0)
-                        host, fill, segments, failed = None, 0, [], []
+                        yield PackedBatch(batch.finish(fill), fill, segments, failed, next_row,
+                                          boundary=left == 0)
+                        batch, fill, segments, failed = None, 0, [], []
     if fill:
-        host_array[fill:] = 0.0
-        yield PackedBatch(host, fill, segments, failed, next_row, boundary=True)
+        yield PackedBatch(batch.finish(fill), fill, segments, failed, next_row, boundary=True)
     elif failed:
         yield PackedBatch(None, 0, [], failed, next_row, boundary=True)
 
@@ -371,6 +513,10 @@ def _launch(forward, stager: BatchStager, batch: PackedBatch) -> _Flight:
         return _Flight(batch, None, None)
     outputs = forward(stager.to_device(batch.host))
     outputs = {space: vec[:batch.real] for space, vec in outputs.items()}
+    if stager.views:  # vectors that alias the input must outlive it (a ring slot is reused)
+        memory = batch.host.untyped_storage().data_ptr()
+        outputs = {space: vec.clone() if vec.untyped_storage().data_ptr() == memory else vec
+                   for space, vec in outputs.items()}
     event = None
     if stager.device.type == "cuda":
         # non_blocking device->host copies land in page-locked memory; the event says when

@@ -219,7 +219,8 @@ def run_extract(
         _seed_torch()
 
         # Workers start decoding while the text tower runs.
-        groups = iter(read_clips(dataset, first_row, model, long_mode=long_mode, workers=workers))
+        groups = iter(read_clips(dataset, first_row, model, long_mode=long_mode, workers=workers,
+                                 batch_size=batch_size))
         prompt_sets = embed_prompt_sets(model, prompt_specs, batch_size)
         writer = _BudgetedWriter(journal, model.audio_dims, journal_seconds, journal_rows)
         if progress:
@@ -448,11 +449,12 @@ def embed_prompt_sets(model, specs: list[PromptSpec], batch_size: int) -> list[d
     return embedded
 
 
-def read_clips(dataset, first_row: int, model, *, long_mode: str, workers: int):
-    """Groups of decoded clips from ``first_row`` on, in row order (``workers`` decode ahead)."""
+def read_clips(dataset, first_row: int, model, *, long_mode: str, workers: int, batch_size: int):
+    """Groups of decoded clips from ``first_row`` on, in row order (``workers`` decode ahead),
+    for batches of ``batch_size`` windows."""
     paths = [str(item.path) for item in dataset.items[first_row:]]
     return read_clip_groups(paths, first_row, _frontend_args(model, long_mode), workers=workers,
-                            window_samples=model.window_samples)
+                            window_samples=model.window_samples, batch_size=batch_size)
 
 
 def _frontend_args(model, long_mode: str) -> dict:
