@@ -535,7 +535,7 @@ def test_decoding_workers_start_before_the_first_group_is_asked_for(dataset):
     from embedstore.extract.pipeline import read_clips
 
     before = set(multiprocessing.active_children())
-    groups = read_clips(dataset, 0, TinyEncoder(), long_mode="mean", workers=1)
+    groups = read_clips(dataset, 0, TinyEncoder(), long_mode="mean", workers=1, batch_size=4)
     assert set(multiprocessing.active_children()) - before  # decoding while the text tower runs
     rows = [row for group in groups for row in group.rows]
     assert rows == list(range(len(dataset.items)))

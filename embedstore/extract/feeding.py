@@ -37,7 +37,7 @@ import numpy as np
 from embedstore.errors import InputError
 
 #: Clips per DataLoader task: one shared-memory tensor and one queue message per group.
-CLIPS_PER_GROUP = 8
+CLIPS_PER_GROUP = 16
 #: How far a joint vector's length may be from 1 before the clip is refused.
 UNIT_TOLERANCE = 1e-3
 
