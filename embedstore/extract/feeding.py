@@ -83,8 +83,10 @@ class SlabRing:
     groups lie next to each other and a batch of their windows can be handed to a CPU
     encoder as a view of the ring, with no copy. Slots are reused under an explicit
     protocol, whatever the DataLoader prefetches: the main process publishes how many
-    groups it has released (:meth:`release_before`), and a worker writes group ``g`` only
-    once group ``g - count`` is released (:meth:`wait_for`).
+    groups it has released (:meth:`release_before`), and a worker writes group ``g`` into
+    the ring only once group ``g - count`` is released (:meth:`is_free`); otherwise (the
+    reader is held up by a long run of failed clips) the group travels as its own tensor.
+    A worker never waits, so the reader can never wait for a worker that waits for it.
     """
 
     def __init__(self, count: int, group_size: int, window_samples: int):
@@ -119,8 +121,8 @@ class SlabRing:
 
     @staticmethod
     def held_groups(batch_size: int, group_size: int) -> int:
-        """Groups before the one being asked for that the packer may still read: a batch
-        being filled is a view of at most this many consecutive full groups."""
+        """How many of the latest groups with windows in the ring the packer may still
+        read: a batch being filled is a view of at most this many consecutive groups."""
         return -(-batch_size // group_size) + 1
 
     def __getstate__(self):  # to a spawned worker: the shared tensors, not a copy of the array
@@ -136,23 +138,15 @@ class SlabRing:
     def first_row(self, group: int) -> int:
         return (group % self.count) * self.group_size
 
-    def wait_for(self, group: int) -> None:
-        """In a worker: block until the slot of ``group`` is free."""
-        import time
-
-        released = self.released.numpy()
-        while released[0] <= group - self.count:
-            time.sleep(0.0005)
+    def is_free(self, group: int) -> bool:
+        """In a worker: whether the slot of ``group`` may be written."""
+        return int(self.released.numpy()[0]) > group - self.count
 
     def release_before(self, group: int) -> None:
         """In the main process: groups before ``group`` will not be read again."""
         released = self.released.numpy()
         if group > released[0]:
             released[0] = group
-
-    def release_all(self) -> None:
-        """Let every waiting worker go on (the reader stops; what they write is not read)."""
-        self.released.numpy()[0] = np.iinfo(np.int64).max // 2
 
 
 @dataclass
@@ -218,8 +212,7 @@ class ClipGroupReader:
                 streams[position] = windows
         rows = [self.first_row + i for i in indices]
         total = sum(len(a) for a in arrays)
-        if self.ring is not None and 0 < total <= self.ring.group_size:
-            self.ring.wait_for(group)
+        if self.ring is not None and 0 < total <= self.ring.group_size and self.ring.is_free(group):
             ring_row = self.ring.first_row(group)
             np.concatenate(arrays, out=self.ring.array[ring_row:ring_row + total])
             return ClipGroup(rows, counts, reasons, None, ring_row, streams)
@@ -293,26 +286,32 @@ def read_clip_groups(paths: list[str], first_row: int, frontend: dict, *, worker
 
 
 def _with_windows(groups, ring: SlabRing | None, held: int) -> Iterator[ClipGroup]:
-    """The groups with their windows filled in from the ring, releasing each group's slot
-    once ``held`` later groups have been asked for."""
+    """The groups with their windows filled in from the ring.
+
+    Each time a group is asked for, the slots before the latest ``held`` groups that had
+    windows are released: a batch being filled is a view of consecutive ring groups among
+    those (windows from anywhere else end a view; groups without windows, a run of failed
+    clips, may hold it open but are not part of it).
+    """
+    from collections import deque
+
+    latest = deque(maxlen=held)  # indices of the latest groups with windows
     asked = 0
-    try:
-        while True:
-            if ring is not None:
-                ring.release_before(asked - held)
-            group = next(groups, None)
-            if group is None:
-                return
-            asked += 1
-            if group.ring_row is not None:
-                streamed = sum(group.counts[i] for i in group.streams)
-                row = group.ring_row
-                group.windows = ring.tensor[row:row + sum(group.counts) - streamed]
-                group.home = (ring.array, row)
-            yield group
-    finally:
+    while True:
         if ring is not None:
-            ring.release_all()  # a worker waiting for a slot must not outlive the reading
+            ring.release_before(latest[0] if latest else asked)
+        group = next(groups, None)
+        if group is None:
+            return
+        if any(group.counts):
+            latest.append(asked)
+        if group.ring_row is not None:
+            streamed = sum(group.counts[i] for i in group.streams)
+            row = group.ring_row
+            group.windows = ring.tensor[row:row + sum(group.counts) - streamed]
+            group.home = (ring.array, row)
+        asked += 1
+        yield group
 
 
 class BatchStager:
