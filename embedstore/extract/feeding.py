@@ -3,19 +3,23 @@
 Workers
     A torch ``DataLoader`` hands out *groups* of consecutive clips
     (:class:`ClipGroupReader`). A worker decodes a group's clips with
-    :func:`embedstore.extract.audio.decode` and writes their windows into a ring of
-    shared-memory tensors allocated once (:class:`SharedSlabs`), so the main process
-    receives a slot number, not a pickled copy of every window, and maps no new memory per
-    group. A group too large for a slot travels as its own torch tensor (shared memory too).
-    A long clip comes back as a :class:`~embedstore.extract.audio.StreamedClip`, which the
-    main process decodes one window at a time as it packs.
+    :func:`embedstore.extract.audio.decode` and writes their windows into one ring of
+    shared memory allocated once (:class:`SlabRing`), group ``g`` at slot ``g % count``, so
+    the main process receives a row number, not a pickled copy of every window, and maps no
+    new memory per group. A group too large for a slot, or whose slot the main process has
+    not yet released, travels as its own torch tensor (shared memory too). A long clip comes
+    back as a :class:`~embedstore.extract.audio.StreamedClip`, which the main process
+    decodes one window at a time as it packs.
 Batches
-    The main process copies windows, in dataset order, into host buffers of exactly
-    ``batch_size`` windows (:class:`BatchStager`; page-locked when the device is CUDA) and
-    zero-pads the last one, so the encoder always sees one shape. A buffer goes to the
-    device with an asynchronous copy, the encoder's forward pass is queued behind it and
-    the vectors are copied back asynchronously; the main process meanwhile packs the next
-    batch, and waits for a batch's vectors only once the following batch is queued.
+    Windows go, in dataset order, into batches of exactly ``batch_size`` windows, the last
+    one zero-padded, so the encoder always sees one shape (:func:`pack_batches`). On the
+    CPU a batch whose windows lie contiguous in one array (consecutive full groups of the
+    ring) is that array's rows: no copy. Any other batch, and every batch on another
+    device, is copied into a reusable host buffer (:class:`BatchStager`; page-locked when
+    the device is CUDA). A buffer goes to the device with an asynchronous copy, the
+    encoder's forward pass is queued behind it and the vectors are copied back
+    asynchronously; the main process meanwhile packs the next batch, and waits for a
+    batch's vectors only once the following batch is queued.
 Checks
     Every window's vectors are checked as they come back: a non-finite value in any space,
     or a ``joint`` vector whose length is not 1 (within :data:`UNIT_TOLERANCE`), means the
