@@ -415,7 +415,7 @@ class _BatchFill:
         if self.array is None:
             if fill == self.stager.shape[0] and self.base is not None:
                 view = self.base[self.row:self.row + fill]
-                if (view.dtype == np.float32 and view.flags.c_contiguous
+                if (view.dtype == np.float32 and view.flags.c_contiguous and view.flags.writeable
                         and view.ctypes.data % VIEW_ALIGNMENT == 0):
                     return torch.from_numpy(view)
             self._to_staging(fill)
@@ -434,8 +434,9 @@ def pack_batches(groups: Iterable[ClipGroup], stager: BatchStager, batch_size: i
                  start_row: int = 0) -> Iterator[PackedBatch]:
     """The groups' windows, in row order, in batches of exactly ``batch_size``.
 
-    A batch's host tensor is a staging buffer of ``stager`` or (CPU, windows contiguous
-    in one array) a view of that array: either is valid until the generator is resumed.
+    A batch's host tensor is one of ``stager``'s buffers (refilled two batches later) or,
+    on the CPU when its windows lie contiguous in one array, a view of that array, valid
+    until the generator is resumed.
     """
     batch, fill, segments, failed = None, 0, [], []
     next_row = start_row
