@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from collections.abc import Iterator
 
 import numpy as np
@@ -15,6 +16,11 @@ import numpy as np
 from embedstore.errors import InputError
 
 READ_BLOCK = 8192
+# The last space's unit audio of each open store: a command scoring several prompt sets, or
+# the report running many analyses, reads and normalises the audio once per space. One
+# entry per store, dropped before the next space is read, so memory holds at most one
+# space's unit vectors beyond what the running analysis holds.
+_UNIT_AUDIO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @contextlib.contextmanager
@@ -62,16 +68,26 @@ def unit_rows(rows) -> np.ndarray:
 
 
 def unit_audio(store, space: str) -> np.ndarray:
-    """The store's audio vectors in ``space``, L2-normalised: (n_items, d) float32.
+    """The store's audio vectors in ``space``, L2-normalised: (n_items, d) float32, read-only.
+
+    Read once per open store and space while no other space is asked for in between
+    (``_UNIT_AUDIO``); the array is shared, hence read-only.
 
     Raises
     ------
     InputError
         If the space is missing or holds NaN or infinite values.
     """
+    cached = _UNIT_AUDIO.pop(store, None)
+    if cached is not None and cached[0] == space:
+        _UNIT_AUDIO[store] = cached
+        return cached[1]
+    del cached
     out = unit_rows(store.audio(space, lazy=True))
     if not np.all(np.isfinite(out)):
         raise InputError(f"audio space {space!r} holds NaN or infinite values")
+    out.flags.writeable = False
+    _UNIT_AUDIO[store] = (space, out)
     return out
 
 

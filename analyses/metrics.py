@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyses import kernels
+from analyses import kernels_on_demand as kernels
 from embedstore.errors import InputError
 
 TOP_K = 5

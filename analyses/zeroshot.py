@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from analyses import embeddings, metrics
+from analyses import embeddings, metrics, small_metrics
 
 
 def run_zeroshot(store, prompt_set: str, space: str = "joint", bootstrap: int = 0, seed: int = 0) -> dict:
@@ -36,7 +36,7 @@ def run_zeroshot(store, prompt_set: str, space: str = "joint", bootstrap: int = 
         audio = embeddings.unit_audio(st, space)
         labels = embeddings.class_vectors(st, prompt_set, space)
         scorer = metrics.CosineScorer(audio, labels)
-        result = metrics.classification_metrics(
+        result = small_metrics.classification_metrics(
             scorer, metrics.Targets.from_store(st), list(st.classes), bootstrap=bootstrap, seed=seed
         )
         tied = embeddings.tied_classes(labels, list(st.classes))

@@ -1,0 +1,116 @@
+"""The zero-shot metric suite on a small score matrix, in numpy alone.
+
+:func:`classification_metrics` is :func:`analyses.metrics.classification_metrics` for a
+score matrix of at most ``SMALL_MAX_SCORES`` (items x classes) entries without bootstrap:
+it holds the whole matrix and sorts each class's column with numpy. Anything larger, or
+with bootstrap resamples, goes to the blocked numba path in :mod:`analyses.metrics`.
+
+Why: a process that needs no numba kernel never imports numba. Importing it and the first
+dispatch of a cached kernel (its code generator, scipy.linalg among what that loads) cost
+about 0.5 s of CPU on the benchmark machine, while the whole suite on the study's 2,913 x 14
+matrix costs a few milliseconds in numpy. The threshold, one million scores, lies where the
+numpy path takes about as long as the warm numba kernels (benchmarks/README.md, *Whole CLI
+call*) and holds at most about 0.1 GB, so a process that has loaded numba for something
+else loses little by it either.
+
+Definitions and tie rules are those of :mod:`analyses.kernels` (scikit-learn's);
+``tests/test_small_metrics.py`` checks both paths against scikit-learn and each other.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analyses import metrics
+
+SMALL_MAX_SCORES = 1_000_000
+
+
+def takes(scorer, bootstrap: int = 0) -> bool:
+    """Whether this path computes the suite for ``scorer`` (small, no bootstrap)."""
+    return bootstrap == 0 and scorer.n_items * scorer.n_classes <= SMALL_MAX_SCORES
+
+
+def classification_metrics(scorer, targets: metrics.Targets, class_names: list[str], bootstrap: int = 0,
+                           seed: int = 0) -> dict:
+    """:func:`analyses.metrics.classification_metrics`, in numpy when :func:`takes` says so.
+
+    Same parameters and result. Anything this path does not take goes to the numba path,
+    as do scores that are not all finite; that path also raises the errors about shapes
+    and class counts.
+    """
+    n, n_classes = scorer.n_items, scorer.n_classes
+    usable = takes(scorer, bootstrap) and n > 0 and n_classes >= 2 and (targets.n_items, targets.n_classes) == (n, n_classes)
+    scores = scorer.block(0, n) if usable else None
+    if scores is None or not np.isfinite(scores).all():
+        return metrics.classification_metrics(scorer, targets, class_names, bootstrap=bootstrap, seed=seed)
+    auc, ap = class_auc_ap(scores, targets)
+    support = targets.support()
+    per_class = {name: {"roc_auc": metrics._number_or_none(auc[c]), "pr_auc": metrics._number_or_none(ap[c]),
+                        "support": int(support[c])} for c, name in enumerate(class_names)}
+    if targets.masked:
+        for c, labelled in enumerate(targets.observed()):
+            per_class[class_names[c]]["labelled"] = int(labelled)
+    result = {}
+    if not targets.multilabel:
+        ranks = true_class_ranks(scores, targets.labels)
+        for k in range(1, metrics.TOP_K + 1):
+            result[f"top{k}"] = float(np.mean(ranks < k))
+        f1 = metrics.per_class_f1(targets.labels, top_classes(scores), n_classes)
+        result["f1_weighted"] = float(f1 @ support / n)
+        for c, name in enumerate(class_names):
+            per_class[name] = {"f1": float(f1[c]), **per_class[name]}
+    result["roc_auc_macro"] = metrics._number_or_none(metrics._macro(auc[None])[0])
+    result["pr_auc_macro"] = metrics._number_or_none(metrics._macro(ap[None])[0])
+    result.update(per_class=per_class, n_items=int(n), n_classes=int(n_classes))
+    return result
+
+
+def top_classes(scores: np.ndarray) -> np.ndarray:
+    """(n,) int32 top class of each row; among equal scores the higher class index wins."""
+    return (scores.shape[1] - 1 - np.argmax(scores[:, ::-1], axis=1)).astype(np.int32)
+
+
+def true_class_ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(n,) rank of each row's true class (0 = top): higher scores, and equal ones of a higher index, come first."""
+    n, c = scores.shape
+    own = scores[np.arange(n), labels][:, None]
+    after = np.arange(c) > labels[:, None]
+    return (scores > own).sum(axis=1) + ((scores == own) & after).sum(axis=1)
+
+
+def class_auc_ap(scores: np.ndarray, targets: metrics.Targets) -> tuple[np.ndarray, np.ndarray]:
+    """(C,) ROC-AUC and average precision of each class; NaN without a positive or a negative.
+
+    Each column is sorted once, best score first. A positive counts the negatives below its
+    group of equal scores, and half of those within it (ROC-AUC, midranks); and the
+    precision at its group's threshold, every score at least its own (average precision
+    over distinct thresholds). Unlabelled pairs of a label mask sink below every labelled
+    one and count as neither.
+    """
+    n, c = scores.shape
+    positive = targets.label_matrix if targets.multilabel else targets.labels[:, None] == np.arange(c)
+    negative = ~positive & targets.mask if targets.masked else ~positive
+    keys = np.where(targets.mask, scores, -np.inf) if targets.masked else scores
+    order = np.argsort(-keys, axis=0, kind="stable")
+    ordered = np.take_along_axis(keys, order, axis=0)
+    positive = np.take_along_axis(positive, order, axis=0)
+    true_pos = np.cumsum(positive, axis=0)
+    false_pos = np.cumsum(np.take_along_axis(negative, order, axis=0), axis=0)
+    del order, negative
+    rows = np.arange(n)[:, None]
+    changes = ordered[1:] != ordered[:-1]
+    # the first and last row of each row's group of equal scores
+    starts = np.maximum.accumulate(np.where(np.vstack([np.ones((1, c), bool), changes]), rows, 0), axis=0)
+    ends = np.minimum.accumulate(np.where(np.vstack([changes, np.ones((1, c), bool)]), rows, n)[::-1], axis=0)[::-1]
+    n_pos, n_neg = true_pos[-1].astype(np.float64), false_pos[-1].astype(np.float64)
+    tp_end = np.take_along_axis(true_pos, ends, axis=0)
+    fp_end = np.take_along_axis(false_pos, ends, axis=0)
+    fp_before = np.where(starts > 0, np.take_along_axis(false_pos, np.maximum(starts - 1, 0), axis=0), 0)
+    twice_u = np.where(positive, 2 * (n_neg - fp_end) + (fp_end - fp_before), 0).sum(axis=0)
+    precision_sum = np.where(positive, tp_end / np.maximum(tp_end + fp_end, 1), 0.0).sum(axis=0)
+    defined = (n_pos > 0) & (n_neg > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc = np.where(defined, twice_u / (2.0 * n_pos * n_neg), np.nan)
+        ap = np.where(defined, precision_sum / n_pos, np.nan)
+    return auc, ap
