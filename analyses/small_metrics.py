@@ -82,33 +82,33 @@ def true_class_ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def class_auc_ap(scores: np.ndarray, targets: metrics.Targets) -> tuple[np.ndarray, np.ndarray]:
     """(C,) ROC-AUC and average precision of each class; NaN without a positive or a negative.
 
-    Each column is sorted once, best score first. A positive counts the negatives below its
+    Each class's scores are sorted once, best first. A positive counts the negatives below its
     group of equal scores, and half of those within it (ROC-AUC, midranks); and the
     precision at its group's threshold, every score at least its own (average precision
     over distinct thresholds). Unlabelled pairs of a label mask sink below every labelled
     one and count as neither.
     """
     n, c = scores.shape
-    positive = targets.label_matrix if targets.multilabel else targets.labels[:, None] == np.arange(c)
-    negative = ~positive & targets.mask if targets.masked else ~positive
-    keys = np.where(targets.mask, scores, -np.inf) if targets.masked else scores
-    order = np.argsort(-keys, axis=0, kind="stable")
-    ordered = np.take_along_axis(keys, order, axis=0)
-    positive = np.take_along_axis(positive, order, axis=0)
-    true_pos = np.cumsum(positive, axis=0)
-    false_pos = np.cumsum(np.take_along_axis(negative, order, axis=0), axis=0)
+    positive = targets.label_matrix.T if targets.multilabel else targets.labels == np.arange(c)[:, None]
+    negative = ~positive & targets.mask.T if targets.masked else ~positive
+    keys = np.where(targets.mask, scores, -np.inf).T if targets.masked else scores.T
+    order = np.argsort(-keys, axis=1)
+    ordered = np.take_along_axis(keys, order, axis=1)
+    positive = np.take_along_axis(positive, order, axis=1)
+    true_pos = np.cumsum(positive, axis=1)
+    false_pos = np.cumsum(np.take_along_axis(negative, order, axis=1), axis=1)
     del order, negative
-    rows = np.arange(n)[:, None]
-    changes = ordered[1:] != ordered[:-1]
-    # the first and last row of each row's group of equal scores
-    starts = np.maximum.accumulate(np.where(np.vstack([np.ones((1, c), bool), changes]), rows, 0), axis=0)
-    ends = np.minimum.accumulate(np.where(np.vstack([changes, np.ones((1, c), bool)]), rows, n)[::-1], axis=0)[::-1]
-    n_pos, n_neg = true_pos[-1].astype(np.float64), false_pos[-1].astype(np.float64)
-    tp_end = np.take_along_axis(true_pos, ends, axis=0)
-    fp_end = np.take_along_axis(false_pos, ends, axis=0)
-    fp_before = np.where(starts > 0, np.take_along_axis(false_pos, np.maximum(starts - 1, 0), axis=0), 0)
-    twice_u = np.where(positive, 2 * (n_neg - fp_end) + (fp_end - fp_before), 0).sum(axis=0)
-    precision_sum = np.where(positive, tp_end / np.maximum(tp_end + fp_end, 1), 0.0).sum(axis=0)
+    columns = np.arange(n)
+    edge = np.ones((c, 1), bool)
+    changes = ordered[:, 1:] != ordered[:, :-1]
+    starts = np.maximum.accumulate(np.where(np.hstack([edge, changes]), columns, 0), axis=1)
+    ends = np.minimum.accumulate(np.where(np.hstack([changes, edge]), columns, n)[:, ::-1], axis=1)[:, ::-1]
+    n_pos, n_neg = true_pos[:, -1].astype(np.float64), false_pos[:, -1].astype(np.float64)
+    tp_end = np.take_along_axis(true_pos, ends, axis=1)
+    fp_end = np.take_along_axis(false_pos, ends, axis=1)
+    fp_before = np.where(starts > 0, np.take_along_axis(false_pos, np.maximum(starts - 1, 0), axis=1), 0)
+    twice_u = np.where(positive, 2 * (n_neg[:, None] - fp_end) + (fp_end - fp_before), 0).sum(axis=1)
+    precision_sum = np.where(positive, tp_end / np.maximum(tp_end + fp_end, 1), 0.0).sum(axis=1)
     defined = (n_pos > 0) & (n_neg > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         auc = np.where(defined, twice_u / (2.0 * n_pos * n_neg), np.nan)

@@ -138,8 +138,8 @@ class Store:
         for space, ds in f["audio"].items():
             self._check_embedding(ds, self.n_items, f"/audio/{space}")
         el.expect(f["text"], "prompt-sets")
-        for name in f["text"]:
-            self._read_prompt_set(name)
+        # read and checked here once; every later prompt_set() is this object (arrays read-only)
+        self._prompt_sets = {name: self._read_prompt_set(name) for name in f["text"]}
         self.provenance = el.read_element(f["provenance"], "json")
         if not isinstance(self.provenance, dict):
             raise StoreDamaged(f"{self.path}: /provenance is not a JSON object")
@@ -245,6 +245,9 @@ class Store:
         for space, ds in g["spaces"].items():
             self._check_embedding(ds, len(prompts), f"{g.name}/spaces/{space}")
         source = el._as_str(g.attrs.get("source", ""))
+        for array in (classes, items):
+            if array is not None:
+                array.flags.writeable = False
         return PromptSet(name, prompts, classes, sorted(g["spaces"].keys()), terms, items, source)
 
     # -- public accessors ------------------------------------------------------------
@@ -307,12 +310,12 @@ class Store:
 
     @property
     def prompt_sets(self) -> list[str]:
-        return sorted(self._file["text"].keys())
+        return sorted(self._prompt_sets)
 
     def prompt_set(self, name: str) -> PromptSet:
-        if name not in self._file["text"]:
+        if name not in self._prompt_sets:
             raise InputError(f"{self.path} has no prompt set {name!r} (has: {', '.join(self.prompt_sets) or 'none'})")
-        return self._read_prompt_set(name)
+        return self._prompt_sets[name]
 
     def text(self, set_name: str, space: str, *, lazy: bool = False):
         """Text vectors of prompt set ``set_name`` in ``space``: (p, d) float32."""
