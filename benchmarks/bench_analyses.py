@@ -13,10 +13,13 @@ histograms`` and ``analyze confidence`` run it (each makes its own passes over t
 Both sides run in their own subprocess on the same synthetic data (fixed seed) and
 report wall time of the work (data generation excluded) and peak RSS (including the
 input arrays both sides hold). Then a whole ``embedstore analyze zeroshot`` call on a
-study-sized store is timed with an empty numba cache (cold) and again (warm).
+study-sized store is timed in a fresh process with an empty numba cache (cold) and again
+(warm), for this checkout and for a baseline commit (``--baseline``, extracted with
+``git archive``) in the same run, warm runs interleaved.
 
-    python benchmarks/bench_analyses.py            # both scales + CLI, several minutes
-    python benchmarks/bench_analyses.py --quick    # study scale + CLI only
+    python benchmarks/bench_analyses.py              # both scales + CLI, several minutes
+    python benchmarks/bench_analyses.py --quick      # study scale + CLI only
+    python benchmarks/bench_analyses.py --cli-only   # the whole CLI call only
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,6 +48,9 @@ LARGE = (200_000, 1000, 512)
 # is a lower bound and the speed-up derived from it conservative.
 LARGE_SUBSET = (200_000, 100, 512)
 NOISE = 4.0  # audio and text scatter around the class centres: top-1 about 0.4 at study scale
+PREJOINT_DIM = 1024
+# The CLI's baseline: main before zero-shot runs stopped loading numba at start-up.
+CLI_BASELINE = "175c2dc"
 
 
 def synthetic(n_items: int, n_classes: int, dim: int, seed: int = 0):
@@ -167,38 +172,69 @@ def compare(shape: tuple, ours: dict | None = None) -> dict:
 
 
 def study_store(path: Path, n_prompt_sets: int = 5) -> None:
+    """The study's TinySOL run in size: 2,913 clips, 14 classes, 512-d joint, 1024-d pre-joint."""
     from embedstore.store import create_store
 
     audio, text, labels = synthetic(*STUDY)
     rng = np.random.default_rng(2)
+    prejoint = rng.standard_normal((STUDY[0], PREJOINT_DIM), dtype=np.float32)
     with create_store(path, model="synthetic", dataset="tinysol-shaped", classes=[f"class{c}" for c in range(STUDY[1])]) as w:
         w.set_items([f"clip{i}" for i in range(STUDY[0])], labels=labels)
         w.add_audio("joint", audio)
+        w.add_audio("prejoint", prejoint)
         for s in range(n_prompt_sets):
             prompts = text + 0.5 * rng.standard_normal(text.shape, dtype=np.float32)
             w.add_prompt_set(f"style{s}", [f"prompt {c}" for c in range(STUDY[1])], np.arange(STUDY[1]),
-                             embeddings={"joint": prompts})
+                             embeddings={"joint": prompts,
+                                         "prejoint": rng.standard_normal((STUDY[1], PREJOINT_DIM), dtype=np.float32)})
 
 
-def time_cli(store: Path, cache: Path) -> tuple[float, float]:
-    """Wall and CPU seconds of one ``embedstore analyze zeroshot`` process."""
-    exe = shutil.which("embedstore")
-    cmd = [exe] if exe else [sys.executable, "-c", "from cli.main import app; app()"]
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+def checkout(rev: str, folder: Path) -> Path:
+    """The tree of commit ``rev`` of this repository, extracted into ``folder`` (git archive)."""
+    folder.mkdir()
+    archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
+def time_cli(root: Path, store: Path, tmp: Path) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system) of one ``embedstore analyze zeroshot`` process of checkout ``root``.
+
+    Each checkout keeps its own numba cache and, as an installed package does, its own
+    bytecode cache (``PYTHONPYCACHEPREFIX``: this project's environment sets
+    ``PYTHONDONTWRITEBYTECODE``, which would recompile every module in every run).
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(PYTHONPATH=str(root), NUMBA_CACHE_DIR=str(tmp / f"numba-{root.name}"),
+               PYTHONPYCACHEPREFIX=str(tmp / f"pycache-{root.name}"))
+    command = [sys.executable, "-c", "from cli.main import app; app()", "analyze", "zeroshot", str(store)]
     t, cpu = time.perf_counter(), cpu_seconds(resource.RUSAGE_CHILDREN)
-    subprocess.run([*cmd, "analyze", "zeroshot", str(store)], check=True, capture_output=True, env=env, cwd=ROOT)
+    subprocess.run(command, check=True, capture_output=True, env=env, cwd=root)
     return time.perf_counter() - t, cpu_seconds(resource.RUSAGE_CHILDREN) - cpu
 
 
-def cli_times() -> dict:
+def cli_times(baseline: str | None, runs: int = 5) -> dict:
+    """Cold and warm (median of ``runs``) CLI times of this checkout and of commit ``baseline``, interleaved."""
     with tempfile.TemporaryDirectory() as tmp:
-        store = Path(tmp) / "study.h5"
+        tmp = Path(tmp)
+        store = tmp / "study.h5"
         study_store(store)
-        cache = Path(tmp) / "numba-cache"
-        cold = time_cli(store, cache)
-        warm = sorted(time_cli(store, cache) for _ in range(5))
-    return {"cold_s": cold[0], "cold_cpu_s": cold[1], "warm_s": warm[2][0], "warm_cpu_s": warm[2][1],
-            "warm_runs_s": [w for w, _ in warm], "prompt_sets": 5}
+        roots = {"ours": ROOT}
+        if baseline:
+            roots["baseline"] = checkout(baseline, tmp / "baseline")
+        load_before = os.getloadavg()
+        cold = {side: time_cli(root, store, tmp) for side, root in roots.items()}
+        warm = {side: [] for side in roots}
+        for _ in range(runs):  # interleaved, so that a change in the machine's load hits both sides
+            for side, root in roots.items():
+                warm[side].append(time_cli(root, store, tmp))
+    out = {"prompt_sets": 5, "runs": runs, "baseline": baseline, "loadavg_before": load_before,
+           "loadavg_after": os.getloadavg()}
+    for side in roots:
+        walls, cpus = sorted(w for w, _ in warm[side]), sorted(c for _, c in warm[side])
+        out[side] = {"cold_s": cold[side][0], "cold_cpu_s": cold[side][1], "warm_s": walls[runs // 2],
+                     "warm_cpu_s": cpus[runs // 2], "warm_runs_s": walls, "warm_runs_cpu_s": cpus}
+    return out
 
 
 def row(result: dict) -> str:
@@ -218,9 +254,33 @@ def stages(result: dict) -> str:
     return f"- {n:,} x {c:,}: reference: {line('reference')}; ours: {line('ours')}"
 
 
+def cli_lines(cli: dict) -> list[str]:
+    """The whole-CLI-call figures, ours against the baseline commit."""
+    lines = [f"`embedstore analyze zeroshot` on a study-sized store (2,913 x 14, 512-d joint, 1024-d pre-joint, "
+             f"5 prompt sets), fresh process each, {cli['runs']} warm runs per side interleaved, medians; "
+             f"load average {cli['loadavg_before'][0]:.1f} before, {cli['loadavg_after'][0]:.1f} after:", ""]
+    lines.append("| side | cold numba cache: wall (CPU) | warm: wall (CPU) | warm runs, wall (s) |")
+    lines.append("|---|---|---|---|")
+    for side in ("ours", "baseline"):
+        if side in cli:
+            t = cli[side]
+            name = "ours" if side == "ours" else f"baseline {cli['baseline']}"
+            lines.append(f"| {name} | {t['cold_s']:.2f} s ({t['cold_cpu_s']:.2f} s) | **{t['warm_s']:.2f} s** "
+                         f"({t['warm_cpu_s']:.2f} s) | {', '.join(f'{w:.2f}' for w in t['warm_runs_s'])} |")
+    if "baseline" in cli:
+        ours, base = cli["ours"], cli["baseline"]
+        lines += ["", f"Warm speed-up: {base['warm_s'] / ours['warm_s']:.1f}x wall, "
+                      f"{base['warm_cpu_s'] / ours['warm_cpu_s']:.1f}x CPU."]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="study scale and CLI only")
+    parser.add_argument("--cli-only", action="store_true", help="the whole CLI call only")
+    parser.add_argument("--baseline", default=CLI_BASELINE, metavar="REV",
+                        help=f"commit whose CLI call is timed beside ours (default {CLI_BASELINE}; '' for none)")
+    parser.add_argument("--runs", type=int, default=5, help="warm CLI runs per side")
     parser.add_argument("--child", nargs=4, metavar=("SIDE", "N", "C", "D"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -229,24 +289,26 @@ def main() -> None:
             warnings.simplefilter("ignore")
             child(side, *map(int, shape))
         return
-    print("measuring the study scale ...", flush=True)
-    results = [compare(STUDY)]
-    large = None
-    if not args.quick:
+    results, large = [], None
+    if not args.cli_only:
+        print("measuring the study scale ...", flush=True)
+        results.append(compare(STUDY))
+    if not (args.quick or args.cli_only):
         print("measuring 200,000 x 100 (both sides) and 200,000 x 1,000 (ours) ...", flush=True)
         results.append(compare(LARGE_SUBSET))
         large = measure("ours", LARGE)
         print(json.dumps({"large_ours": large}), flush=True)
     print("timing the CLI ...", flush=True)
-    cli = cli_times()
+    cli = cli_times(args.baseline or None, args.runs)
     load = os.getloadavg()
     print(f"\n## Analyses ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, numpy {np.__version__})\n")
-    print("| items x classes x dim | reference | ours | speed-up | reference peak RSS | ours peak RSS "
-          "| max metric diff |")
-    print("|---|---|---|---|---|---|---|")
-    for result in results:
-        print(row(result))
+    if results:
+        print("| items x classes x dim | reference | ours | speed-up | reference peak RSS | ours peak RSS "
+              "| max metric diff |")
+        print("|---|---|---|---|---|---|---|")
+        for result in results:
+            print(row(result))
     if large:
         scaled = results[-1]["reference"]
         factor = LARGE[1] / LARGE_SUBSET[1]
@@ -256,14 +318,13 @@ def main() -> None:
               f"| **≥ {factor * scaled['seconds'] / large['seconds']:.1f}x** "
               f"(≥ {factor * scaled['cpu_seconds'] / large['cpu_seconds']:.1f}x CPU) "
               f"| > 11.7 GB (stopped) | {large['peak_rss_mb']:.0f} MB | — |")
-    print("\nStages (seconds):\n")
-    for result in results:
-        print(stages(result))
+    if results:
+        print("\nStages (seconds):\n")
+        for result in results:
+            print(stages(result))
     if large:
         print(f"- {LARGE[0]:,} x {LARGE[1]:,}: ours: " + ", ".join(f"{k} {v:.2f} s" for k, v in large["stages"].items()))
-    print(f"\n`embedstore analyze zeroshot` on a study-sized store (2,913 x 14 x 512, 5 prompt sets): "
-          f"cold numba cache {cli['cold_s']:.2f} s ({cli['cold_cpu_s']:.2f} s CPU), "
-          f"warm {cli['warm_s']:.2f} s ({cli['warm_cpu_s']:.2f} s CPU; median of 5).")
+    print("\n" + "\n".join(cli_lines(cli)))
     print(f"\nLoad average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min).")
     print("\n```json\n" + json.dumps({"results": results, "large_ours": large, "cli": cli, "loadavg": load})
           + "\n```")
