@@ -228,7 +228,7 @@ def cli_times(baseline: str | None, runs: int = 5) -> dict:
         for _ in range(runs):  # interleaved, so that a change in the machine's load hits both sides
             for side, root in roots.items():
                 warm[side].append(time_cli(root, store, tmp))
-    out = {"prompt_sets": 5, "runs": runs, "baseline": baseline, "loadavg_before": load_before,
+    out = {"prompt_sets": 5, "runs": runs, "baseline_rev": baseline, "loadavg_before": load_before,
            "loadavg_after": os.getloadavg()}
     for side in roots:
         walls, cpus = sorted(w for w, _ in warm[side]), sorted(c for _, c in warm[side])
@@ -259,12 +259,12 @@ def cli_lines(cli: dict) -> list[str]:
     lines = [f"`embedstore analyze zeroshot` on a study-sized store (2,913 x 14, 512-d joint, 1024-d pre-joint, "
              f"5 prompt sets), fresh process each, {cli['runs']} warm runs per side interleaved, medians; "
              f"load average {cli['loadavg_before'][0]:.1f} before, {cli['loadavg_after'][0]:.1f} after:", ""]
-    lines.append("| side | cold numba cache: wall (CPU) | warm: wall (CPU) | warm runs, wall (s) |")
+    lines.append("| side | cold (empty numba and bytecode caches): wall (CPU) | warm: wall (CPU) | warm runs, wall (s) |")
     lines.append("|---|---|---|---|")
     for side in ("ours", "baseline"):
         if side in cli:
             t = cli[side]
-            name = "ours" if side == "ours" else f"baseline {cli['baseline']}"
+            name = "ours" if side == "ours" else f"baseline {cli['baseline_rev']}"
             lines.append(f"| {name} | {t['cold_s']:.2f} s ({t['cold_cpu_s']:.2f} s) | **{t['warm_s']:.2f} s** "
                          f"({t['warm_cpu_s']:.2f} s) | {', '.join(f'{w:.2f}' for w in t['warm_runs_s'])} |")
     if "baseline" in cli:
