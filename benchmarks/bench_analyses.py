@@ -197,8 +197,13 @@ def checkout(rev: str, folder: Path) -> Path:
     return folder
 
 
-def time_cli(root: Path, store: Path, tmp: Path) -> tuple[float, float]:
-    """Wall and CPU seconds (user + system) of one ``embedstore analyze zeroshot`` process of checkout ``root``.
+# What any typer command that reads HDF5 and prints a table imports before it does anything
+# (typer 0.2x checks option values with pydantic): the floor of a CLI call.
+FLOOR_IMPORTS = "import numpy, h5py, typer, typer._adapters, rich.console, rich.table"
+
+
+def time_process(root: Path, code: str, args: list[str], tmp: Path) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system) of ``python -c code args`` run from checkout ``root``.
 
     Each checkout keeps its own numba cache and, as an installed package does, its own
     bytecode cache (``PYTHONPYCACHEPREFIX``: this project's environment sets
@@ -207,30 +212,32 @@ def time_cli(root: Path, store: Path, tmp: Path) -> tuple[float, float]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env.update(PYTHONPATH=str(root), NUMBA_CACHE_DIR=str(tmp / f"numba-{root.name}"),
                PYTHONPYCACHEPREFIX=str(tmp / f"pycache-{root.name}"))
-    command = [sys.executable, "-c", "from cli.main import app; app()", "analyze", "zeroshot", str(store)]
     t, cpu = time.perf_counter(), cpu_seconds(resource.RUSAGE_CHILDREN)
-    subprocess.run(command, check=True, capture_output=True, env=env, cwd=root)
+    subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, env=env, cwd=root)
     return time.perf_counter() - t, cpu_seconds(resource.RUSAGE_CHILDREN) - cpu
 
 
 def cli_times(baseline: str | None, runs: int = 5) -> dict:
-    """Cold and warm (median of ``runs``) CLI times of this checkout and of commit ``baseline``, interleaved."""
+    """Cold and warm (median of ``runs``) times of ``embedstore analyze zeroshot`` from this
+    checkout and from commit ``baseline``, and of the floor's imports alone; warm runs interleaved."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         store = tmp / "study.h5"
         study_store(store)
-        roots = {"ours": ROOT}
+        zeroshot = ("from cli.main import app; app()", ["analyze", "zeroshot", str(store)])
+        sides = {"ours": (ROOT, *zeroshot)}
         if baseline:
-            roots["baseline"] = checkout(baseline, tmp / "baseline")
+            sides["baseline"] = (checkout(baseline, tmp / "baseline"), *zeroshot)
+        sides["floor"] = (ROOT, FLOOR_IMPORTS, [])
         load_before = os.getloadavg()
-        cold = {side: time_cli(root, store, tmp) for side, root in roots.items()}
-        warm = {side: [] for side in roots}
-        for _ in range(runs):  # interleaved, so that a change in the machine's load hits both sides
-            for side, root in roots.items():
-                warm[side].append(time_cli(root, store, tmp))
+        cold = {side: time_process(*how, tmp) for side, how in sides.items()}
+        warm = {side: [] for side in sides}
+        for _ in range(runs):  # interleaved, so that a change in the machine's load hits every side
+            for side, how in sides.items():
+                warm[side].append(time_process(*how, tmp))
     out = {"prompt_sets": 5, "runs": runs, "baseline_rev": baseline, "loadavg_before": load_before,
            "loadavg_after": os.getloadavg()}
-    for side in roots:
+    for side in sides:
         walls, cpus = sorted(w for w, _ in warm[side]), sorted(c for _, c in warm[side])
         out[side] = {"cold_s": cold[side][0], "cold_cpu_s": cold[side][1], "warm_s": walls[runs // 2],
                      "warm_cpu_s": cpus[runs // 2], "warm_runs_s": walls, "warm_runs_cpu_s": cpus}
@@ -261,10 +268,10 @@ def cli_lines(cli: dict) -> list[str]:
              f"load average {cli['loadavg_before'][0]:.1f} before, {cli['loadavg_after'][0]:.1f} after:", ""]
     lines.append("| side | cold (empty numba and bytecode caches): wall (CPU) | warm: wall (CPU) | warm runs, wall (s) |")
     lines.append("|---|---|---|---|")
-    for side in ("ours", "baseline"):
+    names = {"ours": "ours", "baseline": f"baseline {cli['baseline_rev']}", "floor": f"floor: `{FLOOR_IMPORTS}`"}
+    for side, name in names.items():
         if side in cli:
             t = cli[side]
-            name = "ours" if side == "ours" else f"baseline {cli['baseline_rev']}"
             lines.append(f"| {name} | {t['cold_s']:.2f} s ({t['cold_cpu_s']:.2f} s) | **{t['warm_s']:.2f} s** "
                          f"({t['warm_cpu_s']:.2f} s) | {', '.join(f'{w:.2f}' for w in t['warm_runs_s'])} |")
     if "baseline" in cli:
