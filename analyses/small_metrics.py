@@ -2,16 +2,16 @@
 
 :func:`classification_metrics` is :func:`analyses.metrics.classification_metrics` for a
 score matrix of at most ``SMALL_MAX_SCORES`` (items x classes) entries without bootstrap:
-it holds the whole matrix and sorts each class's column with numpy. Anything larger, or
+it holds the whole matrix and sorts each class's scores with numpy. Anything larger, or
 with bootstrap resamples, goes to the blocked numba path in :mod:`analyses.metrics`.
 
 Why: a process that needs no numba kernel never imports numba. Importing it and the first
 dispatch of a cached kernel (its code generator, scipy.linalg among what that loads) cost
 about 0.5 s of CPU on the benchmark machine, while the whole suite on the study's 2,913 x 14
-matrix costs a few milliseconds in numpy. The threshold, one million scores, lies where the
-numpy path takes about as long as the warm numba kernels (benchmarks/README.md, *Whole CLI
-call*) and holds at most about 0.1 GB, so a process that has loaded numba for something
-else loses little by it either.
+matrix costs a few milliseconds in numpy. Up to the threshold, one million scores, the numpy
+path was as fast as the warm numba kernels or faster on every shape measured (1,000 x 1,000
+to 100,000 x 10; beyond it the two were even), and it holds about 10 bytes per score (10 MB
+at the threshold), so a process that has loaded numba for something else loses nothing by it.
 
 Definitions and tie rules are those of :mod:`analyses.kernels` (scikit-learn's);
 ``tests/test_small_metrics.py`` checks both paths against scikit-learn and each other.
@@ -82,35 +82,26 @@ def true_class_ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def class_auc_ap(scores: np.ndarray, targets: metrics.Targets) -> tuple[np.ndarray, np.ndarray]:
     """(C,) ROC-AUC and average precision of each class; NaN without a positive or a negative.
 
-    Each class's scores are sorted once, best first. A positive counts the negatives below its
-    group of equal scores, and half of those within it (ROC-AUC, midranks); and the
-    precision at its group's threshold, every score at least its own (average precision
-    over distinct thresholds). Unlabelled pairs of a label mask sink below every labelled
-    one and count as neither.
+    A class's labelled scores and its positives' scores are sorted once; binary search then
+    gives each positive the negatives below it and those tied with it (ROC-AUC counts a tie
+    as half, midranks), and the precision at its threshold, every score at least its own
+    (average precision over distinct thresholds). Unlabelled pairs of a label mask count as
+    neither.
     """
     n, c = scores.shape
-    positive = targets.label_matrix.T if targets.multilabel else targets.labels == np.arange(c)[:, None]
-    negative = ~positive & targets.mask.T if targets.masked else ~positive
-    keys = np.where(targets.mask, scores, -np.inf).T if targets.masked else scores.T
-    order = np.argsort(-keys, axis=1)
-    ordered = np.take_along_axis(keys, order, axis=1)
-    positive = np.take_along_axis(positive, order, axis=1)
-    true_pos = np.cumsum(positive, axis=1)
-    false_pos = np.cumsum(np.take_along_axis(negative, order, axis=1), axis=1)
-    del order, negative
-    columns = np.arange(n)
-    edge = np.ones((c, 1), bool)
-    changes = ordered[:, 1:] != ordered[:, :-1]
-    starts = np.maximum.accumulate(np.where(np.hstack([edge, changes]), columns, 0), axis=1)
-    ends = np.minimum.accumulate(np.where(np.hstack([changes, edge]), columns, n)[:, ::-1], axis=1)[:, ::-1]
-    n_pos, n_neg = true_pos[:, -1].astype(np.float64), false_pos[:, -1].astype(np.float64)
-    tp_end = np.take_along_axis(true_pos, ends, axis=1)
-    fp_end = np.take_along_axis(false_pos, ends, axis=1)
-    fp_before = np.where(starts > 0, np.take_along_axis(false_pos, np.maximum(starts - 1, 0), axis=1), 0)
-    twice_u = np.where(positive, 2 * (n_neg[:, None] - fp_end) + (fp_end - fp_before), 0).sum(axis=1)
-    precision_sum = np.where(positive, tp_end / np.maximum(tp_end + fp_end, 1), 0.0).sum(axis=1)
-    defined = (n_pos > 0) & (n_neg > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        auc = np.where(defined, twice_u / (2.0 * n_pos * n_neg), np.nan)
-        ap = np.where(defined, precision_sum / n_pos, np.nan)
+    positive = targets.label_matrix if targets.multilabel else targets.labels[:, None] == np.arange(c)
+    columns, positive = np.ascontiguousarray(scores.T), np.ascontiguousarray(positive.T)
+    observed = np.ascontiguousarray(targets.mask.T) if targets.masked else None
+    auc, ap = np.full(c, np.nan), np.full(c, np.nan)
+    for j in range(c):
+        labelled = np.sort(columns[j] if observed is None else columns[j][observed[j]])
+        positives = np.sort(columns[j][positive[j]])
+        n_pos, n_neg = positives.size, labelled.size - positives.size
+        if n_pos == 0 or n_neg == 0:
+            continue
+        below, up_to = (np.searchsorted(labelled, positives, side) for side in ("left", "right"))
+        pos_below, pos_up_to = (np.searchsorted(positives, positives, side) for side in ("left", "right"))
+        neg_below, neg_tied = below - pos_below, (up_to - below) - (pos_up_to - pos_below)
+        auc[j] = np.sum(2 * neg_below + neg_tied) / (2.0 * n_pos * n_neg)
+        ap[j] = np.mean((n_pos - pos_below) / (labelled.size - below))
     return auc, ap
