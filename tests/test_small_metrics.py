@@ -163,3 +163,16 @@ def test_a_small_zeroshot_run_loads_no_numba_scipy_sklearn_or_matplotlib(tmp_pat
     assert modules_loaded("analyze", "zeroshot", store, "--space", "joint", "--per-class", "--json", tmp_path / "z.json") == []
     # the same check sees numba where a kernel is needed: bootstrap resamples
     assert "numba" in modules_loaded("analyze", "zeroshot", store, "--bootstrap", 5)
+
+
+def test_a_space_is_read_once_per_open_store_and_only_the_last_space_is_kept(tmp_path):
+    from analyses import embeddings
+    from embedstore.store import open_store
+
+    with open_store(make_store(tmp_path / "toy.h5")) as st:
+        joint = embeddings.unit_audio(st, "joint")
+        assert embeddings.unit_audio(st, "joint") is joint and not joint.flags.writeable
+        np.testing.assert_array_equal(joint, embeddings.l2_normalize(st.audio("joint")))
+        prejoint = embeddings.unit_audio(st, "prejoint")
+        assert embeddings.unit_audio(st, "joint") is not joint  # one space kept per store
+        assert embeddings.unit_audio(st, "prejoint") is not prejoint
