@@ -351,9 +351,14 @@ def _count_below(sorted_values, v, table, low, per_unit):
     n_buckets = table.shape[0] - 1
     b = min(int((np.float64(v) - low) * per_unit), n_buckets - 1)
     # one bucket of slack either side absorbs rounding in b
-    j = table[max(b - 1, 0)]
-    last = table[min(b + 2, n_buckets)]
-    if last - j > 16:  # crowded bucket: bisect it
+    return _first_not_below(sorted_values, v, table[max(b - 1, 0)], table[min(b + 2, n_buckets)])
+
+
+@njit(cache=True, inline="always")
+def _first_not_below(sorted_values, v, j, last):
+    """The first index in ``j..last`` whose value is not below ``v`` (``last`` if none):
+    a scan of a short window, a bisection of a crowded one."""
+    if last - j > 16:
         while j < last:
             mid = (j + last) >> 1
             if sorted_values[mid] < v:
@@ -367,50 +372,191 @@ def _count_below(sorted_values, v, table, low, per_unit):
 
 
 @njit(cache=True, parallel=True)
-def count_against_positives(scores_t, first_class, ptr, positives_sorted, table_ptr, tables, lows, per_unit, slots, ties):
-    """Place one block's scores among each class's sorted positive scores.
-
-    ``scores_t`` is (classes in block, items): row ``k`` holds class ``first_class + k``.
-    Class ``c``'s positives are ``positives_sorted[ptr[c]:ptr[c + 1]]`` (ascending), with
-    its bucket table ``tables[table_ptr[c]:table_ptr[c + 1]]``, ``lows[c]`` and
-    ``per_unit[c]`` (see :func:`_count_below`). A score equal to a positive adds to
-    ``ties[ptr[c] + j]``, ``j`` the first index of that value; any other score adds to
-    ``slots[ptr[c] + c + j]``, ``j`` the number of positives below it. Together they
-    give every class's ROC-AUC and average precision (:func:`auc_ap_from_counts`)
-    without sorting all n scores of each class. Classes own disjoint parts of ``slots``
-    and ``ties``, so threads split the classes.
-    """
-    nc, n = scores_t.shape
-    for k in prange(nc):
-        c = first_class + k
-        row = positives_sorted[ptr[c]:ptr[c + 1]]
-        table = tables[table_ptr[c]:table_ptr[c + 1]]
-        n_pos = row.shape[0]
-        for i in range(n):
-            v = scores_t[k, i]
-            j = _count_below(row, v, table, lows[c], per_unit[c])
-            if j < n_pos and row[j] == v:
-                ties[ptr[c] + j] += 1
-            else:
-                slots[ptr[c] + c + j] += 1
+def pair_dots(a, b, rows, cols, out):
+    """``out[k] = a[rows[k]] . b[cols[k]]``, accumulated in float64."""
+    d = a.shape[1]
+    for k in prange(rows.shape[0]):
+        x = a[rows[k]]
+        y = b[cols[k]]
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        q = 0
+        while q + 4 <= d:  # four running sums: no chain of dependent additions
+            s0 += np.float64(x[q]) * y[q]
+            s1 += np.float64(x[q + 1]) * y[q + 1]
+            s2 += np.float64(x[q + 2]) * y[q + 2]
+            s3 += np.float64(x[q + 3]) * y[q + 3]
+            q += 4
+        while q < d:
+            s0 += np.float64(x[q]) * y[q]
+            q += 1
+        out[k] = (s0 + s1) + (s2 + s3)
 
 
 @njit(cache=True, parallel=True)
-def auc_ap_from_counts(ptr, positives_sorted, slots, ties, n_items, auc, ap):
-    """ROC-AUC and average precision per class from :func:`count_against_positives`.
+def place_among_positives(scores_t, first_item, positive_items, mask_t, count, ptr, positives_sorted,
+                          grid_ptr, cells, up_to, grid_low, grid_scale, grid_size, eps,
+                          seen, exact_positives, slots, ties, n_ambiguous, labels, ranks, predictions, threads):
+    """Place one block's negative scores among each class's sorted positive scores, and
+    rank each item's true class (single-label), in one read of the block.
 
-    NaN where a class has no positive or no negative item.
+    ``scores_t`` is (classes, items) for items ``first_item`` onwards. Class ``c``'s
+    positive items are ``positive_items[ptr[c]:ptr[c + 1]]`` (ascending); the others are
+    its negatives, but for the pairs that ``mask_t`` (class-major, or (0, 0): all
+    labelled) marks unlabelled, which are skipped.
+
+    Each positive's score is written to ``exact_positives[ptr[c] + seen[c]]`` (class by
+    class, items in order) and ``seen[c]`` moves on. With ``count``, each negative ``v``
+    of class ``c`` is placed among ``positives_sorted[ptr[c]:ptr[c + 1]]`` (ascending):
+    ``j = #{positives < v - eps}``; if no positive lies within ``eps`` of ``v``,
+    ``slots[ptr[c] + c + j]`` counts it. Otherwise, with ``eps == 0`` (the positives are
+    the block's own values) it ties the group starting at ``j`` and ``ties[ptr[c] + j]``
+    counts it; with ``eps > 0`` (positives known to within ``eps``) it is ambiguous: its
+    value is moved to the front of its class's row of ``scores_t`` (overwriting scores
+    already read) and ``n_ambiguous[c]`` says how many there are.
+
+    With ``ranks`` (the block's items; empty: not wanted), ``labels`` holds the block's
+    items' classes and each item's true-class rank and top class follow the tie rule above
+    (:func:`true_class_ranks`, :func:`top2`) into ``ranks`` and ``predictions``.
+
+    Threads split the classes (into ``threads`` contiguous runs with ranks: classes own
+    disjoint parts of every placement output; ranks are counted per run and added up after).
+    """
+    n_classes, m = scores_t.shape
+    with_ranks = ranks.shape[0] > 0
+    runs = max(1, min(threads, n_classes)) if with_ranks else n_classes
+    w = m if with_ranks else 0
+    run_rank = np.zeros((runs, w), np.int32)
+    run_best = np.empty((runs, w), np.float32)
+    run_top = np.zeros((runs, w), np.int32)
+    own = np.empty(w, np.float32)
+    for i in range(w):
+        own[i] = scores_t[labels[i], i]
+    for t in prange(runs):
+        first_class = t * n_classes // runs
+        for i in range(w):
+            run_best[t, i] = scores_t[first_class, i]
+            run_top[t, i] = first_class
+        for c in range(first_class, (t + 1) * n_classes // runs):
+            if with_ranks:  # before the placement overwrites the row's front
+                for i in range(w):  # no branches: the compiler vectorises this loop
+                    s = scores_t[c, i]
+                    run_rank[t, i] += (s > own[i]) | ((s == own[i]) & (c > labels[i]))
+                    higher = s >= run_best[t, i]
+                    run_best[t, i] = s if higher else run_best[t, i]
+                    run_top[t, i] = c if higher else run_top[t, i]
+            _place_class(c, scores_t, first_item, positive_items, mask_t, count, ptr, positives_sorted, grid_ptr,
+                         cells, up_to, grid_low, grid_scale, grid_size, eps, seen, exact_positives, slots, ties,
+                         n_ambiguous)
+    for i in range(w):  # runs in class order, so ties still go to the higher class
+        rank = 0
+        top = run_top[0, i]
+        best = run_best[0, i]
+        for t in range(runs):
+            rank += run_rank[t, i]
+            if run_best[t, i] >= best:
+                best = run_best[t, i]
+                top = run_top[t, i]
+        ranks[i] = rank
+        predictions[i] = top
+
+
+@njit(cache=True, inline="always")
+def _place_class(c, scores_t, first_item, positive_items, mask_t, count, ptr, positives_sorted, grid_ptr, cells,
+                 up_to, grid_low, grid_scale, grid_size, eps, seen, exact_positives, slots, ties, n_ambiguous):
+    """The placement of :func:`place_among_positives` for class ``c``.
+
+    The class's grid (:class:`analyses.metrics._SortedPositives`) finds ``j``: cell
+    ``r = floor((v - grid_low[c]) * grid_scale[c]) + 1``, clamped to ``0..grid_size[c] + 1``,
+    holds ``cells[r] >= 0``, the place of any score in it, when no positive lies near;
+    otherwise ``-cells[r] - 1`` and ``up_to[r]`` bound the positives to search.
+    """
+    m = scores_t.shape[1]
+    masked = mask_t.shape[0] > 0
+    first = ptr[c]
+    n_pos = ptr[c + 1] - first
+    n_ambiguous[c] = 0
+    if n_pos == 0:
+        return
+    row = positives_sorted[first:first + n_pos]
+    cell = cells[grid_ptr[c]:grid_ptr[c + 1]]
+    reach = up_to[grid_ptr[c]:grid_ptr[c + 1]]
+    low = grid_low[c]
+    scale = grid_scale[c]
+    top = np.float64(grid_size[c]) + 1.0
+    k = seen[c]
+    next_positive = positive_items[first + k] - first_item if k < n_pos else m
+    amb = 0
+    places = np.empty(m if count else 0, np.int32)
+    for i in range(places.shape[0]):  # no branches: the compiler vectorises the look-ups
+        x = np.float64(scores_t[c, i])
+        places[i] = cell[int(min(max((x - low) * scale + 1.0, 0.0), top))]
+    for i in range(m):
+        v = scores_t[c, i]
+        if i == next_positive:
+            exact_positives[first + k] = v
+            k += 1
+            next_positive = positive_items[first + k] - first_item if k < n_pos else m
+            continue
+        if not count or (masked and not mask_t[c, i]):
+            continue
+        j = places[i]
+        if j >= 0:
+            slots[first + c + j] += 1
+            continue
+        x = np.float64(v)
+        r = int(min(max((x - low) * scale + 1.0, 0.0), top))
+        j = _first_not_below(row, x - eps, -j - 1, reach[r])
+        if j < n_pos and row[j] <= x + eps:
+            if eps == 0.0:
+                ties[first + j] += 1
+            else:
+                scores_t[c, amb] = v  # amb <= i: only scores already read are overwritten
+                amb += 1
+        else:
+            slots[first + c + j] += 1
+    seen[c] = k
+    n_ambiguous[c] = amb
+
+
+@njit(cache=True)
+def place_exactly(classes, values, ptr, positives_sorted, slots, ties):
+    """Place the negatives ``values`` (of ``classes``) among the exact sorted positives.
+
+    Adds to ``slots`` and ``ties`` as :func:`place_among_positives` with ``eps == 0``.
+    """
+    for r in range(values.shape[0]):
+        c = classes[r]
+        first = ptr[c]
+        row = positives_sorted[first:ptr[c + 1]]
+        v = np.float64(values[r])
+        j = np.searchsorted(row, v)
+        if j < row.shape[0] and row[j] == v:
+            ties[first + j] += 1
+        else:
+            slots[first + c + j] += 1
+
+
+@njit(cache=True, parallel=True)
+def auc_ap_from_negatives(ptr, positives_sorted, slots, ties, n_negative, auc, ap):
+    """ROC-AUC and average precision per class from the negatives' placements.
+
+    ``slots`` and ``ties`` as :func:`place_among_positives` leaves them, against the exact
+    sorted positives; ``n_negative[c]`` is class ``c``'s number of negatives. NaN where a
+    class has no positive or no negative.
     """
     n_classes = ptr.shape[0] - 1
     for c in prange(n_classes):
         first = ptr[c]
         n_pos = ptr[c + 1] - first
-        n_neg = n_items - n_pos
+        n_neg = n_negative[c]
         if n_pos == 0 or n_neg == 0:
             auc[c] = np.nan
             ap[c] = np.nan
             continue
-        below = 0  # scores (positive or not) strictly below the current group
+        below = 0  # negatives strictly below the current group
         u = 0.0  # 2 x Mann-Whitney U
         precision_sum = 0.0
         j = 0
@@ -420,11 +566,11 @@ def auc_ap_from_counts(ptr, positives_sorted, slots, ties, n_items, auc, ap):
             while end < n_pos and positives_sorted[first + end] == v:
                 end += 1
             size = end - j
-            below += slots[first + c + j]
+            below += slots[first + c + j]  # a negative's slot is the start of the group above it
             equal = ties[first + j]
-            u += size * (2.0 * (below - j) + (equal - size))
+            u += size * (2.0 * below + equal)
             # threshold v: every score >= v is predicted positive
-            precision_sum += size * (n_pos - j) / (n_items - below)
+            precision_sum += size * (n_pos - j) / ((n_pos - j) + (n_neg - below))
             below += equal
             j = end
         auc[c] = u / (2.0 * n_pos * n_neg)

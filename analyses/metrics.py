@@ -1,13 +1,15 @@
 """Classification metrics over item x class similarity scores, computed block by block.
 
 A *scorer* hands out blocks of the (items, classes) score matrix; nothing here ever
-holds the whole matrix unless it is small. Two passes cover every metric:
+holds the whole matrix unless it is small.
 
-- a row pass (item blocks x all classes) for ranks, predictions, top-2 margins and
-  each class's positive scores;
-- a second row pass that places every score among its class's sorted positives, which
-  gives each class's ROC-AUC and average precision exactly without sorting all n scores
-  per class.
+- The zero-shot suite (:func:`classification_metrics`) makes one pass over class-major
+  blocks (all classes x a block of items): each item's true-class rank and top class,
+  and every negative score placed among its class's sorted positive scores, which were
+  computed up front; that gives each class's ROC-AUC and average precision exactly
+  without sorting all n scores of a class (:func:`auc_ap_ranks`).
+- A row pass (item blocks x all classes) gives predictions and top-2 margins
+  (:func:`rank_pass`).
 
 Bootstrap resamples need whole sorted columns instead: a column pass (class blocks x all
 items) sorts each class once and weighs the items of every resample.
@@ -35,6 +37,9 @@ READ_ROWS = 8192
 COLUMN_BLOCK_BYTES = 256 * 2**20
 # Above this many positive (item, class) pairs, AUC and AP sort whole columns instead.
 MAX_COUNTED_POSITIVES = 4_000_000
+# Negatives held aside, when positives are known only to within rounding, before a pass
+# gives up and places every negative again against the exact positives.
+MAX_AMBIGUOUS = 4_000_000
 # Below this many scores the kernels run on one thread: waking the others costs more
 # than the work, and much more on a busy machine.
 PARALLEL_MIN_SCORES = 1_000_000
@@ -51,6 +56,12 @@ def _threads_by_size(func):
             return func(scorer, *args, **kwargs)
 
     return wrapper
+
+
+def _threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
 
 
 @contextlib.contextmanager
@@ -151,6 +162,14 @@ class ArrayScorer:
     def block(self, start: int, stop: int, first_class: int = 0, last_class: int | None = None) -> np.ndarray:
         return np.ascontiguousarray(self.scores[start:stop, first_class:last_class])
 
+    def block_t(self, start: int, stop: int) -> np.ndarray:
+        """(classes, items ``start:stop``) scores, class-major."""
+        return np.ascontiguousarray(self.scores[start:stop].T)
+
+    def pair_scores(self, items: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, bool]:
+        """The scores of (item, class) pairs, float64, and True: they are the blocks' own values."""
+        return self.scores[items, classes].astype(np.float64), True
+
 
 class CosineScorer:
     """Cosine similarity of unit audio rows against unit class vectors, through BLAS."""
@@ -167,6 +186,20 @@ class CosineScorer:
 
     def block(self, start: int, stop: int, first_class: int = 0, last_class: int | None = None) -> np.ndarray:
         return self.audio[start:stop] @ self.classes[first_class:last_class].T
+
+    def block_t(self, start: int, stop: int) -> np.ndarray:
+        """(classes, items ``start:stop``) scores, class-major, from one BLAS product."""
+        return self.classes @ self.audio[start:stop].T
+
+    def pair_scores(self, items: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Cosines of (item, class) pairs in float64, and False: BLAS's float32 blocks round
+        differently, so these are close to the blocks' values, not equal to them."""
+        order = np.argsort(items, kind="stable")  # audio rows in order: read once, in sequence
+        dots = np.empty(items.shape[0])
+        kernels.pair_dots(self.audio, self.classes, items[order], classes[order], dots)
+        out = np.empty_like(dots)
+        out[order] = dots
+        return out, False
 
 
 CENTROIDS = ("raw", "unit")
@@ -222,6 +255,10 @@ class CentroidScorer:
         )
         return out
 
+    def block_t(self, start: int, stop: int) -> np.ndarray:
+        """(classes, items ``start:stop``) scores, class-major."""
+        return np.ascontiguousarray(self.block(start, stop).T)
+
 
 def _member_sums(members, targets: Targets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-class sums (float64) and counts of ``members`` rows, and each row's norm.
@@ -248,8 +285,16 @@ def _row_blocks(n_items: int, n_classes: int):
         yield start, min(n_items, start + rows)
 
 
+def _item_blocks(n_items: int, n_classes: int):
+    """Blocks of items for class-major passes: as many as ``BLOCK_BYTES`` of scores holds
+    (fewer, larger blocks: fewer hand-overs between BLAS's threads and the kernels')."""
+    rows = max(64, BLOCK_BYTES // (4 * max(n_classes, 1)))
+    for start in range(0, n_items, rows):
+        yield start, min(n_items, start + rows)
+
+
 @_threads_by_size
-def rank_pass(scorer, targets: Targets, keep_positives: bool = False) -> dict[str, np.ndarray]:
+def rank_pass(scorer, targets: Targets) -> dict[str, np.ndarray]:
     """Predictions, top-2 margins and (single-label) ranks of the true class.
 
     Returns
@@ -258,27 +303,17 @@ def rank_pass(scorer, targets: Targets, keep_positives: bool = False) -> dict[st
         ``predictions`` (n,) int32, ``margins`` (n,) float32 (NaN with one class),
         ``correct`` (n,) bool (top class among the item's labels), with a label mask
         ``judged`` (n,) bool (the top class is labelled for the item) and, for
-        single-label targets, ``ranks`` (n,) int32 (0 = top). With ``keep_positives``
-        also ``positive_classes`` and ``positive_scores``: the class and score of
-        every (item, class it carries) pair.
+        single-label targets, ``ranks`` (n,) int32 (0 = top).
     """
     n = scorer.n_items
     predictions = np.empty(n, np.int32)
     margins = np.empty(n, np.float32)
     ranks = None if targets.multilabel else np.empty(n, np.int32)
-    positive_classes, positive_scores = [], []
     for start, stop in _row_blocks(n, scorer.n_classes):
         scores = scorer.block(start, stop)
         kernels.top2(scores, predictions[start:stop], margins[start:stop])
         if ranks is not None:
             kernels.true_class_ranks(scores, targets.labels[start:stop], ranks[start:stop])
-        if keep_positives:
-            if targets.multilabel:
-                rows, classes = np.nonzero(targets.label_matrix[start:stop])
-            else:
-                rows, classes = np.arange(stop - start), targets.labels[start:stop]
-            positive_classes.append(classes.astype(np.int64))
-            positive_scores.append(scores[rows, classes])
     if targets.multilabel:
         correct = targets.label_matrix[np.arange(n), predictions]
     else:
@@ -288,9 +323,6 @@ def rank_pass(scorer, targets: Targets, keep_positives: bool = False) -> dict[st
         out["judged"] = targets.mask[np.arange(n), predictions]
     if ranks is not None:
         out["ranks"] = ranks
-    if keep_positives:
-        out["positive_classes"] = np.concatenate(positive_classes)
-        out["positive_scores"] = np.concatenate(positive_scores)
     return out
 
 
@@ -315,47 +347,226 @@ def bucket_table(sorted_values: np.ndarray, per_value: int = 4, max_buckets: int
     return table, low, per_unit
 
 
-@_threads_by_size
-def counted_auc_ap(scorer, n_classes: int, positive_classes: np.ndarray, positive_scores: np.ndarray):
-    """Per-class ROC-AUC and average precision by placing scores among the positives.
-
-    Parameters
-    ----------
-    scorer : scorer
-        Source of score blocks; must give the same values as the pass that collected
-        the positives.
-    n_classes : int
-        Number of classes.
-    positive_classes, positive_scores : np.ndarray
-        Class and score of every positive (item, class) pair, from :func:`rank_pass`.
+def _positive_pairs(targets: Targets) -> tuple[np.ndarray, np.ndarray]:
+    """Every positive (item, class) pair, class by class, items in order.
 
     Returns
     -------
-    auc, ap : np.ndarray
-        (n_classes,) float64; NaN where a class has no positive or no negative.
+    ptr : np.ndarray
+        (C + 1,) int64: class ``c``'s pairs are ``ptr[c]:ptr[c + 1]``.
+    items : np.ndarray
+        (pairs,) int64 item of each pair.
     """
-    order = np.lexsort((positive_scores, positive_classes))
-    positives_sorted = np.ascontiguousarray(positive_scores[order])
-    ptr = np.zeros(n_classes + 1, np.int64)
-    np.cumsum(np.bincount(positive_classes, minlength=n_classes), out=ptr[1:])
-    slots = np.zeros(positives_sorted.size + n_classes, np.int64)
-    ties = np.zeros(positives_sorted.size, np.int64)
-    tables = [bucket_table(positives_sorted[ptr[c]:ptr[c + 1]]) for c in range(n_classes)]
-    table_ptr = np.zeros(n_classes + 1, np.int64)
-    np.cumsum([t[0].size for t in tables], out=table_ptr[1:])
-    flat_tables = np.concatenate([t[0] for t in tables])
-    lows = np.array([t[1] for t in tables])
-    per_unit = np.array([t[2] for t in tables])
-    for start, stop in _row_blocks(scorer.n_items, n_classes):
-        # class-major, so each class's positives stay in cache while its scores stream by
-        scores_t = np.ascontiguousarray(scorer.block(start, stop).T)
-        kernels.count_against_positives(
-            scores_t, 0, ptr, positives_sorted, table_ptr, flat_tables, lows, per_unit, slots, ties
+    if targets.multilabel:
+        classes, items = np.nonzero(targets.label_matrix.T)
+    else:
+        items = np.argsort(targets.labels, kind="stable")
+        classes = targets.labels
+    ptr = np.zeros(targets.n_classes + 1, np.int64)
+    np.cumsum(np.bincount(classes, minlength=targets.n_classes), out=ptr[1:])
+    return ptr, items.astype(np.int64)
+
+
+@dataclass
+class _SortedPositives:
+    """Each class's positive scores in ascending order, with a grid that places a score.
+
+    Class ``c``'s grid has ``grid_size[c]`` cells of width ``1 / grid_scale[c]`` from
+    ``grid_low[c]`` (a cell below the smallest positive) past the largest, plus one cell
+    for everything below and one for everything above. Cell ``r`` (0 the one below) spans
+    ``[left, right)``; widened by ``reach = eps + width / 4`` (the quarter absorbs rounding
+    in the cell index), ``below`` counts the positives under ``left - reach`` and
+    ``up_to[r]`` those up to ``right + reach``. Equal counts: no positive lies within
+    ``eps`` of any score in the cell, and ``cells[r] = below`` is the score's place;
+    otherwise ``cells[r] = -below - 1``.
+    """
+
+    ptr: np.ndarray
+    values: np.ndarray
+    grid_ptr: np.ndarray
+    cells: np.ndarray
+    up_to: np.ndarray
+    grid_low: np.ndarray
+    grid_scale: np.ndarray
+    grid_size: np.ndarray
+
+    @classmethod
+    def build(cls, ptr: np.ndarray, values: np.ndarray, eps: float | None = None) -> _SortedPositives:
+        """From ``values`` (float64) laid out as :func:`_positive_pairs` lays out the pairs;
+        the grids only with ``eps`` (else every class's grid is empty)."""
+        n_classes = ptr.shape[0] - 1
+        classes = np.repeat(np.arange(n_classes), np.diff(ptr))
+        values = np.ascontiguousarray(values[np.lexsort((values, classes))])
+        if eps is None:
+            none = np.zeros(0, np.int32)
+            return cls(ptr, values, np.zeros(n_classes + 1, np.int64), none, none, np.zeros(n_classes),
+                       np.ones(n_classes), np.zeros(n_classes, np.int64))
+        grids = [_grid(values[ptr[c]:ptr[c + 1]], eps) for c in range(n_classes)]
+        grid_ptr = np.zeros(n_classes + 1, np.int64)
+        np.cumsum([g[0].size for g in grids], out=grid_ptr[1:])
+        return cls(ptr, values, grid_ptr, np.concatenate([g[0] for g in grids]),
+                   np.concatenate([g[1] for g in grids]), np.array([g[2] for g in grids], np.float64),
+                   np.array([g[3] for g in grids], np.float64), np.array([g[4] for g in grids], np.int64))
+
+
+def _grid(row: np.ndarray, eps: float, per_value: int = 16, max_cells: int = 2**14):
+    """One class's grid over its sorted positives ``row`` (see :class:`_SortedPositives`)."""
+    if row.size == 0:
+        return np.zeros(2, np.int32), np.zeros(2, np.int32), 0.0, 1.0, 0
+    span = float(row[-1] - row[0])
+    magnitude = max(abs(float(row[0])), abs(float(row[-1])), 1.0)
+    # cells no narrower than 4 eps, so that a cell's reach stays within its neighbours,
+    # nor so narrow that rounding in the cell index could matter
+    width = max(span / min(per_value * row.size, max_cells), 4 * eps, 2.0**-40 * magnitude)
+    size = int(np.ceil(span / width)) + 2
+    low = float(row[0]) - width
+    left = low + width * np.arange(-1, size + 1, dtype=np.float64)
+    left[0] = -np.inf
+    right = np.append(left[1:], np.inf)
+    reach = eps + width / 4
+    below = np.searchsorted(row, left - reach, side="left").astype(np.int32)
+    up_to = np.searchsorted(row, right + reach, side="right").astype(np.int32)
+    return np.where(below == up_to, below, -below - 1).astype(np.int32), up_to, low, 1.0 / width, size
+
+
+@dataclass
+class _Placement:
+    """What one pass learnt: the positives' exact scores and where the negatives fall.
+
+    ``slots`` and ``ties`` are in :func:`analyses.kernels.place_among_positives`'s layout,
+    counted against the exact positives once :meth:`settle` has placed the ambiguous
+    negatives (those that fell within ``eps`` of a guessed positive).
+    """
+
+    exact: np.ndarray
+    slots: np.ndarray
+    ties: np.ndarray
+    eps: float
+    ambiguous_classes: list
+    ambiguous_values: list
+    n_ambiguous: int = 0
+    counted: bool = True
+
+    def settle(self, ptr: np.ndarray, guesses: np.ndarray) -> _SortedPositives | None:
+        """The exact sorted positives, with every negative placed; None if the guesses were
+        further from the exact scores than the pass assumed (or too many were ambiguous)."""
+        if not self.counted or (self.eps > 0 and np.max(np.abs(self.exact - guesses), initial=0.0) > self.eps / 2):
+            return None
+        positives = _SortedPositives.build(ptr, self.exact)
+        if self.ambiguous_values:
+            kernels.place_exactly(np.concatenate(self.ambiguous_classes), np.concatenate(self.ambiguous_values),
+                                  ptr, positives.values, self.slots, self.ties)
+        return positives
+
+
+def _placement_pass(scorer, targets: Targets, ptr: np.ndarray, items: np.ndarray, guesses: np.ndarray | None, exact: bool,
+                    ranks: np.ndarray | None = None, predictions: np.ndarray | None = None) -> _Placement:
+    """One BLAS pass over class-major blocks: the positives' scores, the negatives placed
+    among the positives' ``guesses`` (none: collect the positives only) and, given
+    ``ranks`` and ``predictions`` (single-label), each item's true-class rank and top class.
+
+    With inexact guesses, the first block measures how far they are from its own scores;
+    ``eps`` is eight times that (or a few float32 roundings), negatives within ``eps`` of a
+    guess are kept aside and placed exactly at the end (:meth:`_Placement.settle`), which
+    also checks that no positive was further off than ``eps / 2``.
+    """
+    n, n_classes = scorer.n_items, scorer.n_classes
+    n_pairs = int(ptr[-1])
+    count = guesses is not None
+    sorted_guesses = None
+    placed = _Placement(np.zeros(n_pairs), np.zeros(n_pairs + n_classes, np.int64), np.zeros(n_pairs, np.int64),
+                        0.0, [], [], counted=count)
+    eps = 0.0 if exact or not count else None
+    seen = np.zeros(n_classes, np.int64)
+    n_ambiguous = np.zeros(n_classes, np.int64)
+    empty = np.zeros((0, 0), bool)
+    nothing = _SortedPositives.build(np.zeros(n_classes + 1, np.int64), np.zeros(0))  # collecting only
+
+    no_ranks = np.zeros(0, np.int32)
+
+    def place(scores_t, start, stop, count, seen, ranked=False):
+        mask_t = np.ascontiguousarray(targets.mask[start:stop].T) if targets.masked else empty
+        g = sorted_guesses if count else nothing
+        block_ranks = (targets.labels[start:stop], ranks[start:stop], predictions[start:stop]) if ranked \
+            else (no_ranks, no_ranks, no_ranks)
+        kernels.place_among_positives(
+            scores_t, start, items, mask_t, count, ptr, g.values, g.grid_ptr, g.cells, g.up_to,
+            g.grid_low, g.grid_scale, g.grid_size, placed.eps, seen, placed.exact, placed.slots, placed.ties,
+            n_ambiguous, *block_ranks, _threads(),
         )
-    auc = np.empty(n_classes)
-    ap = np.empty(n_classes)
-    kernels.auc_ap_from_counts(ptr, positives_sorted, slots, ties, scorer.n_items, auc, ap)
-    return auc, ap
+
+    for start, stop in _item_blocks(n, n_classes):
+        scores_t = scorer.block_t(start, stop)
+        if eps is None:  # first block: how far are the guesses from BLAS's values?
+            before = seen.copy()
+            place(scores_t, start, stop, False, seen)
+            filled = np.arange(n_pairs) - np.repeat(ptr[:-1], np.diff(ptr)) < np.repeat(seen, np.diff(ptr))
+            gap = np.max(np.abs(placed.exact[filled] - guesses[filled]), initial=0.0)
+            scale = np.max(np.abs(guesses), initial=0.0)
+            eps = max(8 * gap, 4 * 2.0**-24 * scale, np.finfo(np.float64).tiny)
+            placed.eps = eps
+            seen[:] = before
+        if sorted_guesses is None and count:
+            sorted_guesses = _SortedPositives.build(ptr, guesses, eps)
+        place(scores_t, start, stop, placed.counted, seen, ranked=ranks is not None)
+        if placed.eps > 0 and placed.counted:
+            _keep_ambiguous(placed, scores_t, n_ambiguous)
+    return placed
+
+
+def _keep_ambiguous(placed: _Placement, scores_t: np.ndarray, n_ambiguous: np.ndarray) -> None:
+    """Copy out the ambiguous negatives the kernel moved to the front of each class's row;
+    past ``MAX_AMBIGUOUS`` of them the pass stops counting (a second pass is cheaper)."""
+    placed.n_ambiguous += int(n_ambiguous.sum())
+    if placed.n_ambiguous > MAX_AMBIGUOUS:
+        placed.counted = False
+        placed.ambiguous_classes, placed.ambiguous_values = [], []
+        return
+    classes = np.flatnonzero(n_ambiguous)
+    if classes.size:
+        placed.ambiguous_values.append(np.concatenate([scores_t[c, : n_ambiguous[c]] for c in classes]))
+        placed.ambiguous_classes.append(np.repeat(classes, n_ambiguous[classes]))
+
+
+@_threads_by_size
+def auc_ap_ranks(scorer, targets: Targets) -> dict[str, np.ndarray]:
+    """Per-class ROC-AUC and average precision, and single-label ranks, in one BLAS pass.
+
+    Each class's negatives are placed among its sorted positive scores, which gives both
+    metrics exactly (ties as :mod:`analyses.kernels` says) without sorting all n scores of
+    a class. The positives' scores are known before the pass when the scorer can give
+    them (``pair_scores``): exactly (in-memory scores) or to within BLAS's rounding
+    (cosines), in which case the few negatives that fall that close to a positive are
+    placed after the pass against the exact values. A scorer that cannot (centroids), or
+    guesses further off than its first block showed, costs a second pass.
+
+    Returns
+    -------
+    dict
+        ``auc``, ``ap`` (C,) float64, NaN where a class has no positive or no negative
+        (labelled) item; single-label also ``ranks`` (n,) int32 (0 = top) and
+        ``predictions`` (n,) int32.
+    """
+    n, n_classes = scorer.n_items, scorer.n_classes
+    ptr, items = _positive_pairs(targets)
+    ranks = predictions = None
+    if not targets.multilabel:
+        ranks, predictions = np.empty(n, np.int32), np.empty(n, np.int32)
+    guesses, exact = (None, True)
+    if hasattr(scorer, "pair_scores"):
+        guesses, exact = scorer.pair_scores(items, np.repeat(np.arange(n_classes), np.diff(ptr)))
+    placed = _placement_pass(scorer, targets, ptr, items, guesses, exact, ranks, predictions)
+    positives = placed.settle(ptr, guesses) if guesses is not None else None
+    if positives is None:  # the exact positives are known now: place the negatives again
+        placed = _placement_pass(scorer, targets, ptr, items, placed.exact, True)
+        positives = placed.settle(ptr, placed.exact)
+    auc, ap = np.empty(n_classes), np.empty(n_classes)
+    n_negative = targets.observed() - np.diff(ptr)
+    kernels.auc_ap_from_negatives(ptr, positives.values, placed.slots, placed.ties, n_negative, auc, ap)
+    out = {"auc": auc, "ap": ap}
+    if ranks is not None:
+        out.update(ranks=ranks, predictions=predictions)
+    return out
 
 
 def bootstrap_weights(n_items: int, resamples: int, seed: int = 0) -> np.ndarray:
@@ -462,11 +673,11 @@ def classification_metrics(scorer, targets: Targets, class_names: list[str], boo
                          f"(captioned clips without labels are for retrieval)")
     if targets.n_items != n or targets.n_classes != n_classes:
         raise InputError(f"scores are {n} x {n_classes} but targets {targets.n_items} x {targets.n_classes}")
-    ranked = rank_pass(scorer, targets, keep_positives=True)
-    # Counting places every item among the positives; unlabelled pairs need the sorted columns.
-    if not targets.masked and ranked["positive_scores"].size <= MAX_COUNTED_POSITIVES:
-        auc, ap = counted_auc_ap(scorer, n_classes, ranked["positive_classes"], ranked["positive_scores"])
-    else:  # dense multi-label: per-chunk counters would outgrow sorting whole columns
+    if targets.support().sum() <= MAX_COUNTED_POSITIVES:
+        ranked = auc_ap_ranks(scorer, targets)
+        auc, ap = ranked["auc"], ranked["ap"]
+    else:  # dense multi-label: counts per positive would outgrow sorting whole columns
+        ranked = rank_pass(scorer, targets) if not targets.multilabel else {}
         auc, ap = (m[0] for m in class_auc_ap(scorer, targets))
     weights = np.ones((1, n), np.float32)
     if bootstrap > 0:

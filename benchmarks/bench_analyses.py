@@ -17,9 +17,17 @@ study-sized store is timed in a fresh process with an empty numba cache (cold) a
 (warm), for this checkout and for a baseline commit (``--baseline``, extracted with
 ``git archive``) in the same run, warm runs interleaved.
 
-    python benchmarks/bench_analyses.py              # both scales + CLI, several minutes
+The zero-shot suite alone (``analyze zeroshot``'s metrics: top-1..5, weighted F1,
+per-class and macro ROC-AUC and PR-AUC) at 100,000 x 500 x 512 is measured against the
+floor any exact method pays, the float32 matrix product of the same shapes, in the same
+process: as one sgemm (``audio @ text.T``, the whole 100,000 x 500 matrix) and in our
+blocks and orientation (``text @ audio[block].T``), floor and suite interleaved over a
+few rounds; scikit-learn's suite on the same data runs once in its own process.
+
+    python benchmarks/bench_analyses.py              # both scales + suite + CLI, several minutes
     python benchmarks/bench_analyses.py --quick      # study scale + CLI only
     python benchmarks/bench_analyses.py --cli-only   # the whole CLI call only
+    python benchmarks/bench_analyses.py --suite      # the zero-shot suite against its floor only
 """
 
 from __future__ import annotations
@@ -139,7 +147,113 @@ def run_ours(audio, text, labels) -> dict:
     return {"metrics": out, "stages": stages}
 
 
+SUITE = (100_000, 500, 512)
+SUITE_KEYS = [f"top{k}" for k in range(1, 6)] + ["f1_weighted", "roc_auc_macro", "pr_auc_macro"]
+
+
+def timed(func) -> tuple[float, float]:
+    """Wall and CPU seconds of ``func()``."""
+    t, cpu = time.perf_counter(), cpu_seconds()
+    func()
+    return time.perf_counter() - t, cpu_seconds() - cpu
+
+
+def run_suite(n_items: int, n_classes: int, dim: int, rounds: int = 3) -> dict:
+    """The BLAS floor and our zero-shot suite, interleaved in one process; medians of ``rounds``."""
+    from analyses import embeddings, metrics
+
+    def suite(unit_audio, unit_text, labels):
+        return metrics.classification_metrics(
+            metrics.CosineScorer(unit_audio, unit_text), metrics.Targets.single(labels, unit_text.shape[0]),
+            [str(c) for c in range(unit_text.shape[0])],
+        )
+
+    def blocks(unit_audio, unit_text):
+        for start, stop in metrics._item_blocks(unit_audio.shape[0], unit_text.shape[0]):
+            unit_text @ unit_audio[start:stop].T
+
+    audio, text, labels = synthetic(300, 8, 8, seed=1)  # imports, numba cache
+    suite(embeddings.unit_rows(audio), embeddings.l2_normalize(text), labels)
+    audio, text, labels = synthetic(n_items, n_classes, dim)
+    unit_audio, unit_text = embeddings.unit_rows(audio), embeddings.l2_normalize(text)
+    del audio
+    times = {"one sgemm": [], "blocks": [], "ours": []}
+    result = {}
+    for _ in range(rounds):
+        times["one sgemm"].append(timed(lambda: unit_audio @ unit_text.T))
+        times["blocks"].append(timed(lambda: blocks(unit_audio, unit_text)))
+        times["ours"].append(timed(lambda: result.update(suite(unit_audio, unit_text, labels))))
+
+    def median(pairs):  # wall and CPU each
+        return [sorted(values)[len(values) // 2] for values in zip(*pairs)]
+
+    return {"rounds": times, "median": {k: median(v) for k, v in times.items()},
+            "metrics": {k: result[k] for k in SUITE_KEYS}, "peak_rss_mb": peak_rss_mb(),
+            "blocks": len(list(metrics._item_blocks(n_items, n_classes)))}
+
+
+def run_suite_reference(n_items: int, n_classes: int, dim: int) -> dict:
+    """scikit-learn's zero-shot suite, as a study script runs it, once."""
+    from sklearn.metrics import (
+        average_precision_score,
+        f1_score,
+        roc_auc_score,
+        top_k_accuracy_score,
+    )
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    audio, text, labels = synthetic(n_items, n_classes, dim)
+    out = {}
+
+    def suite():
+        scores = cosine_similarity(audio, text)
+        for k in range(1, 6):
+            out[f"top{k}"] = top_k_accuracy_score(labels, scores, k=k, labels=np.arange(n_classes))
+        out["f1_weighted"] = f1_score(labels, scores.argmax(axis=1), average="weighted")
+        onehot = np.zeros(scores.shape, bool)
+        onehot[np.arange(n_items), labels] = True
+        out["roc_auc_macro"] = roc_auc_score(onehot, scores, average="macro")
+        out["pr_auc_macro"] = average_precision_score(onehot, scores, average="macro")
+
+    seconds, cpu = timed(suite)
+    return {"seconds": seconds, "cpu_seconds": cpu, "metrics": {k: float(v) for k, v in out.items()},
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def compare_suite(shape: tuple = SUITE) -> dict:
+    ours = measure("suite-ours", shape)
+    reference = measure("suite-reference", shape)
+    floor = min(ours["median"]["one sgemm"][0], ours["median"]["blocks"][0])
+    seconds, cpu = ours["median"]["ours"]
+    return {"shape": shape, "ours": ours, "reference": reference, "floor_s": floor,
+            "ours_over_floor": seconds / floor,
+            "cpu_ours_over_floor": cpu / min(ours["median"]["one sgemm"][1], ours["median"]["blocks"][1]),
+            "reference_over_ours": reference["seconds"] / seconds,
+            "cpu_reference_over_ours": reference["cpu_seconds"] / cpu,
+            "max_metric_difference": max(abs(ours["metrics"][k] - reference["metrics"][k]) for k in SUITE_KEYS)}
+
+
+def suite_lines(result: dict) -> list[str]:
+    n, c, d = result["shape"]
+    ours, ref = result["ours"], result["reference"]
+    cell = lambda pair: f"{pair[0]:.2f} s ({pair[1]:.2f} s CPU)"
+    return [
+        (f"| {n:,} x {c:,} x {d} | {cell(ours['median']['one sgemm'])} | {cell(ours['median']['blocks'])} "
+         f"| {cell(ours['median']['ours'])} | **{result['ours_over_floor']:.2f}x** "
+         f"({result['cpu_ours_over_floor']:.2f}x CPU) | {ref['seconds']:.1f} s ({ref['cpu_seconds']:.1f} s CPU) "
+         f"| **{result['reference_over_ours']:.0f}x** ({result['cpu_reference_over_ours']:.0f}x CPU) "
+         f"| {ours['peak_rss_mb']:.0f} / {ref['peak_rss_mb']:.0f} MB | {result['max_metric_difference']:.1e} |"),
+        "",
+        "Rounds (wall, CPU seconds): " + "; ".join(
+            f"{k}: " + ", ".join(f"{w:.2f}/{cpu:.2f}" for w, cpu in v) for k, v in ours["rounds"].items()),
+    ]
+
+
 def child(side: str, n_items: int, n_classes: int, dim: int) -> None:
+    if side.startswith("suite"):
+        run = run_suite if side == "suite-ours" else run_suite_reference
+        print(json.dumps(run(n_items, n_classes, dim)))
+        return
     run = run_ours if side == "ours" else run_reference
     # Imports and (ours) numba cache loading stay outside the timed region, by a run on
     # tiny data; the CLI timing below covers a whole process, cold and warm.
@@ -288,6 +402,7 @@ def main() -> None:
     parser.add_argument("--baseline", default=CLI_BASELINE, metavar="REV",
                         help=f"commit whose CLI call is timed beside ours (default {CLI_BASELINE}; '' for none)")
     parser.add_argument("--runs", type=int, default=5, help="warm CLI runs per side")
+    parser.add_argument("--suite", action="store_true", help="the zero-shot suite against its BLAS floor only")
     parser.add_argument("--child", nargs=4, metavar=("SIDE", "N", "C", "D"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -295,6 +410,15 @@ def main() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             child(side, *map(int, shape))
+        return
+    suite = None
+    if not (args.quick or args.cli_only):
+        print(f"measuring the zero-shot suite at {SUITE[0]:,} x {SUITE[1]} x {SUITE[2]} (floor, ours, reference) ...",
+              flush=True)
+        suite = compare_suite()
+        print(json.dumps({"suite": suite}), flush=True)
+    if args.suite:
+        print_suite(suite)
         return
     results, large = [], None
     if not args.cli_only:
@@ -332,9 +456,21 @@ def main() -> None:
     if large:
         print(f"- {LARGE[0]:,} x {LARGE[1]:,}: ours: " + ", ".join(f"{k} {v:.2f} s" for k, v in large["stages"].items()))
     print("\n" + "\n".join(cli_lines(cli)))
+    if suite:
+        print_suite(suite)
     print(f"\nLoad average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min).")
     print("\n```json\n" + json.dumps({"results": results, "large_ours": large, "cli": cli, "loadavg": load})
           + "\n```")
+
+
+def print_suite(suite: dict) -> None:
+    load = os.getloadavg()
+    print(f"\n### Zero-shot suite against the BLAS floor ({time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, "
+          f"{os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f})\n")
+    print("| items x classes x dim | floor: one sgemm | floor: our blocks | ours | ours / floor "
+          "| scikit-learn | scikit-learn / ours | peak RSS ours / sklearn | max metric diff |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(suite_lines(suite)))
 
 
 if __name__ == "__main__":
