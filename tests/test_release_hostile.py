@@ -4,6 +4,7 @@ clear error line and a non-zero exit, or works; never a traceback, a hang or a l
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from cli_helpers import invoke
 
 from embedstore.store import create_store
@@ -38,3 +39,50 @@ def test_a_prompt_set_with_zero_prompts(tmp_path):
         result = invoke(*args)
         assert result.exit_code == 1
         assert error_lines(result) == ["error: prompt set 'empty' holds no prompts"]
+
+
+def clip_folder(tmp_path):
+    import soundfile as sf
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    t = np.arange(8000) / 16000
+    for i in range(4):
+        sf.write(folder / f"c{i}.wav", (0.3 * np.sin(2 * np.pi * (220 + 110 * i) * t)).astype(np.float32), 16000)
+    return folder
+
+
+def test_a_csv_that_is_not_utf8_is_named_in_one_line(tmp_path):
+    pytest.importorskip("torch")  # extract checks its extra first
+    folder = clip_folder(tmp_path)
+    rows = {"folder": "path,label\nc0.wav,tr\u00e8s\nc1.wav,haut\n",
+            "captions": "path,caption\nc0.wav,tr\u00e8s bas\nc1.wav,haut\n"}
+    for dataset, text in rows.items():
+        csv_file = tmp_path / f"{dataset}-latin1.csv"
+        csv_file.write_bytes(text.encode("latin-1"))
+        result = invoke("extract", "--dataset", dataset, "--root", folder, "--labels", csv_file,
+                        "--out", tmp_path / f"{dataset}.h5")
+        assert result.exit_code == 1, result.output
+        [line] = error_lines(result)
+        assert line.startswith(f"error: cannot read {csv_file}: 'utf-8' codec can't decode")
+        assert line.endswith("(save it as UTF-8 text)")
+        assert not (tmp_path / f"{dataset}.h5").exists()
+
+
+def test_a_decode_error_no_reader_named_is_still_one_line():
+    import typer
+    from typer.testing import CliRunner
+
+    from cli.common import handle_errors
+
+    app = typer.Typer()
+
+    @app.command()
+    @handle_errors
+    def read() -> None:
+        b"\xe8".decode("utf-8")
+
+    result = CliRunner().invoke(app, [])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert error_lines(result) == ["error: a text file is not UTF-8 ('utf-8' codec can't decode byte 0xe8 in "
+                                   "position 0: unexpected end of data); save it as UTF-8"]

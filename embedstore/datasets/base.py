@@ -6,6 +6,8 @@ never knows which dataset it is writing.
 
 from __future__ import annotations
 
+import contextlib
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,6 +167,15 @@ class Dataset:
             return {}
         return {key: np.array([item.metadata[key] for item in self.items])
                 for key in self.items[0].metadata}
+
+
+@contextlib.contextmanager
+def reading_csv(path):
+    """Decode and CSV errors met while reading ``path`` as one InputError naming the file."""
+    try:
+        yield
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read {path}: {exc} (save it as UTF-8 text)") from None
 
 
 def folder_and_csv(root: str | Path, csv_path: str | Path, what: str) -> tuple[Path, Path]:

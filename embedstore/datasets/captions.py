@@ -21,7 +21,7 @@ import csv
 import re
 from pathlib import Path
 
-from embedstore.datasets.base import Dataset, Item, folder_and_csv
+from embedstore.datasets.base import Dataset, Item, folder_and_csv, reading_csv
 from embedstore.errors import InputError
 
 FILE_COLUMNS = ("file", "file_name", "filename", "path", "audio")
@@ -53,7 +53,7 @@ def load_captions(root: str | Path, captions_csv: str | Path | None = None) -> D
     """
     root, captions_csv = folder_and_csv(
         root, Path(root) / "captions.csv" if captions_csv is None else captions_csv, "captions CSV")
-    with open(captions_csv, newline="", encoding="utf-8-sig") as f:
+    with reading_csv(captions_csv), open(captions_csv, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = {c.strip().lower(): c for c in reader.fieldnames or []}
         file_column = next((header[c] for c in FILE_COLUMNS if c in header), None)
