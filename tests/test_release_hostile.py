@@ -86,3 +86,23 @@ def test_a_decode_error_no_reader_named_is_still_one_line():
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert error_lines(result) == ["error: a text file is not UTF-8 ('utf-8' codec can't decode byte 0xe8 in "
                                    "position 0: unexpected end of data); save it as UTF-8"]
+
+
+def test_csv_paths_stay_inside_the_dataset_folder(tmp_path):
+    from embedstore.datasets import load_dataset
+    from embedstore.errors import InputError
+
+    folder = clip_folder(tmp_path)
+    outside = tmp_path / "outside.wav"
+    outside.write_bytes((folder / "c0.wav").read_bytes())
+    for dataset, header in (("folder", "path,label"), ("captions", "path,caption")):
+        for bad in ("../outside.wav", str(outside), "sub/../../outside.wav"):
+            csv_file = tmp_path / f"{dataset}.csv"
+            csv_file.write_text(f"{header}\n{bad},x\nc1.wav,y\n", encoding="utf-8")
+            with pytest.raises(InputError, match="is not inside the dataset folder"):
+                load_dataset(dataset, folder, csv_file)
+        # an absolute path inside the folder is kept, relative to it: no absolute path in the store
+        csv_file.write_text(f"{header}\n{folder / 'c0.wav'},x\nc1.wav,y\n", encoding="utf-8")
+        ds = load_dataset(dataset, folder, csv_file)
+        assert [item.id for item in ds.items] == ["c0.wav", "c1.wav"]
+        assert ds.items[0].path == folder / "c0.wav"

@@ -21,7 +21,7 @@ import csv
 import re
 from pathlib import Path
 
-from embedstore.datasets.base import Dataset, Item, folder_and_csv, reading_csv
+from embedstore.datasets.base import Dataset, Item, folder_and_csv, path_in_root, reading_csv
 from embedstore.errors import InputError
 
 FILE_COLUMNS = ("file", "file_name", "filename", "path", "audio")
@@ -68,6 +68,7 @@ def load_captions(root: str | Path, captions_csv: str | Path | None = None) -> D
             name = (row[file_column] or "").strip()
             if not name:
                 raise InputError(f"{captions_csv} line {line} has no file")
+            name = path_in_root(root, name, f"line {line} of {captions_csv}")
             texts = [" ".join((row[c] or "").split()) for c in caption_columns]
             captions.setdefault(name, []).extend(t for t in texts if t)
             if label_column:

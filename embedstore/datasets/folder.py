@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from embedstore.datasets.base import Dataset, Item, folder_and_csv, reading_csv
+from embedstore.datasets.base import Dataset, Item, folder_and_csv, path_in_root, reading_csv
 from embedstore.errors import InputError
 from embedstore.store.names import check_name, check_names, normalise
 
@@ -63,6 +63,7 @@ def load_folder(root: str | Path, labels_csv: str | Path) -> Dataset:
         if not all(cells):
             raise InputError(f"{labels_csv} line {line} has an empty label in {row[columns['label']]!r}")
         check_name(rel, f"path on line {line} of {labels_csv}")
+        rel = path_in_root(root, rel, f"line {line} of {labels_csv}")
         check_names(labels, f"label on line {line} of {labels_csv}")
         if rel in seen:
             raise InputError(f"{labels_csv} lists {rel!r} twice")
