@@ -239,3 +239,12 @@ def test_create_store_refuses_an_existing_store(tmp_path):
     with pytest.raises(StoreExists):
         with create_store(store, model="m", dataset="d", classes=["a"]):
             pass
+
+
+def test_a_dangling_link_is_an_existing_output(tmp_path):
+    link = tmp_path / "out.json"
+    link.symlink_to(tmp_path / "missing" / "target.json")
+    with pytest.raises(InputError, match="a link to the missing .*; pass --overwrite"):
+        check_outputs([link])
+    assert link.is_symlink()  # left as it was
+    check_outputs([link], overwrite=True)

@@ -129,11 +129,14 @@ def check_outputs(files: Iterable[str | os.PathLike | None] = (), *,
             if _same(target, source):
                 raise InputError(f"{target} is an input of this command; it is never overwritten, "
                                  f"even with --overwrite: write elsewhere")
-    for target in file_paths:
+    links = [Path(p).expanduser() for p in files if p is not None]
+    for target, given in zip(file_paths, links):
         if target.is_dir():
             raise InputError(f"{target} is a folder; give a file path")
         if target.exists() and not overwrite:
             raise InputError(f"{target} exists; pass --overwrite to replace it")
+        if given.is_symlink() and not target.exists() and not overwrite:  # dangling: the link is yours
+            raise InputError(f"{given} exists (a link to the missing {target}); pass --overwrite to replace it")
         if target.exists() and not target.is_file():
             raise InputError(f"{target} exists and is not a regular file")
     for folder in folder_paths:
