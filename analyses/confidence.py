@@ -33,6 +33,7 @@ def run_confidence(store, prompt_set: str, space: str = "joint") -> dict:
         audio = embeddings.unit_audio(st, space)
         labels = embeddings.class_vectors(st, prompt_set, space)
         scorer = metrics.CosineScorer(audio, labels)
+        metrics.require_two_classes(scorer.n_classes)  # no second class: no margin
         ranked = metrics.rank_pass(scorer, targets)
         tied = embeddings.tied_classes(labels, list(st.classes))
     return {"prompt_set": prompt_set, "space": space, "tied_classes": tied,

@@ -93,7 +93,20 @@ def unit_audio(store, space: str) -> np.ndarray:
 
 def class_prompt_sets(store) -> list[str]:
     """The prompt sets whose every prompt stands for a class (the default for zero-shot)."""
-    return [name for name in store.prompt_sets if np.all(store.prompt_set(name).classes >= 0)]
+    return [name for name in store.prompt_sets
+            if (classes := store.prompt_set(name).classes).size and np.all(classes >= 0)]
+
+
+def check_every_class_prompted(prompt_classes: np.ndarray, classes: list[str], set_name: str = "") -> None:
+    """Raise InputError naming the classes that no prompt of the set stands for."""
+    prompt_classes = np.asarray(prompt_classes)
+    if prompt_classes.size == 0:
+        raise InputError(f"prompt set {set_name!r} holds no prompts")
+    covered = np.bincount(prompt_classes[prompt_classes >= 0], minlength=len(classes))
+    missing = [classes[c] for c in np.flatnonzero(covered == 0)]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise InputError(f"prompt set {set_name!r} has no prompt for class {shown}")
 
 
 def prompt_ensemble(prompt_classes: np.ndarray, text: np.ndarray, classes: list[str], set_name: str = "") -> np.ndarray:
@@ -123,11 +136,7 @@ def prompt_ensemble(prompt_classes: np.ndarray, text: np.ndarray, classes: list[
     """
     prompt_classes = np.asarray(prompt_classes)
     n_classes = len(classes)
-    covered = np.bincount(prompt_classes[prompt_classes >= 0], minlength=n_classes)
-    missing = [classes[c] for c in np.flatnonzero(covered == 0)]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise InputError(f"prompt set {set_name!r} has no prompt for class {shown}")
+    check_every_class_prompted(prompt_classes, classes, set_name)
     unit_text = l2_normalize(text).astype(np.float64)
     keep = prompt_classes >= 0
     sums = np.zeros((n_classes, unit_text.shape[1]), np.float64)

@@ -638,6 +638,13 @@ def _number_or_none(value) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
+def require_two_classes(n_classes: int) -> None:
+    """Refuse classification (and top-2 margins) with fewer than two classes."""
+    if n_classes < 2:  # every item would be "right": a number that says nothing
+        raise InputError(f"classification needs two classes or more, not {n_classes} "
+                         f"(captioned clips without labels are for retrieval)")
+
+
 @_threads_by_size
 def classification_metrics(scorer, targets: Targets, class_names: list[str], bootstrap: int = 0, seed: int = 0) -> dict:
     """Zero-shot style metrics of a scorer against the items' classes.
@@ -668,9 +675,7 @@ def classification_metrics(scorer, targets: Targets, class_names: list[str], boo
     n, n_classes = scorer.n_items, scorer.n_classes
     if n == 0:
         raise InputError("no items to score")
-    if n_classes < 2:  # every item would be "right": a number that says nothing
-        raise InputError(f"classification needs two classes or more, not {n_classes} "
-                         f"(captioned clips without labels are for retrieval)")
+    require_two_classes(n_classes)
     if targets.n_items != n or targets.n_classes != n_classes:
         raise InputError(f"scores are {n} x {n_classes} but targets {targets.n_items} x {targets.n_classes}")
     if targets.support().sum() <= MAX_COUNTED_POSITIVES:

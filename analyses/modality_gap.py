@@ -75,6 +75,7 @@ def run_modality_gap(store, prompt_set: str, space: str = "joint", lambdas=DEFAU
                              f"{prompt_set!r} has {text.shape[1]}; the gap needs one shared space")
         targets = metrics.Targets.from_store(st)
         classes = list(st.classes)
+    embeddings.check_every_class_prompted(prompt_classes, classes, prompt_set)  # before any mean
     unit_text = embeddings.l2_normalize(text)
     audio_centre, text_centre = gap_centres(audio, unit_text)
     gap = audio_centre - text_centre

@@ -61,6 +61,8 @@ def resolve_query(st, space: str, *, item: str | None = None, prompt: str | None
         raise InputError(f"--prompt takes SET:INDEX (index from 0), got {prompt!r}")
     vectors = st.text(name, space, lazy=True)
     index = int(index)
+    if vectors.shape[0] == 0:
+        raise InputError(f"prompt set {name!r} holds no prompts")
     if not 0 <= index < vectors.shape[0]:
         raise InputError(f"prompt set {name!r} has prompts 0..{vectors.shape[0] - 1}, not {index}")
     return np.asarray(vectors[index], dtype=np.float32), -1

@@ -33,6 +33,7 @@ from analyses.spaces import ordered_spaces
 from analyses.triplets import PROTOCOLS
 from embedstore.errors import InputError, WriteFailed
 from embedstore.store.fileio import write_atomic
+from embedstore.store.lock import writer_lock
 from embedstore.store.outputs import check_outputs, mark_folder, replace_folder
 
 PLAIN_STEM = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
@@ -400,21 +401,32 @@ def build_report(stores, out_dir, options: ReportOptions | None = None, overwrit
     made_now = not os.path.lexists(out_dir)
     # The output policy, before any work: only a folder an earlier report made (and
     # nothing else in it, least of all a store) is ever replaced.
-    check_outputs(folders=[out_dir], inputs=[*stores, options.ontology, options.ontology_map],
+    policy = dict(folders=[out_dir], inputs=[*stores, options.ontology, options.ontology_map],
                   overwrite=overwrite, command=REPORT_COMMAND)
+    check_outputs(**policy)
+    try:
+        # One report writes a folder at a time: a second is refused at once, and the policy
+        # is checked again under the lock in case another report finished there meanwhile.
+        with writer_lock(out_dir):
+            check_outputs(**policy)
+            return _build_into(stores, out_dir, options, progress)
+    except BaseException:
+        if made_now:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # made by the check above, still empty
+        raise
+
+
+def _build_into(stores, out_dir: Path, options: ReportOptions, progress) -> dict:
+    """Run the experiments into a hidden folder beside ``out_dir``, then move them in."""
     partial = None
     try:
         partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
         summaries, skipped = run_experiments(stores, partial / "results", options, progress)
         report = write_report(partial, summaries, skipped, options, progress)
         _move_into(partial, out_dir)
-    except BaseException as exc:
-        if made_now:
-            with contextlib.suppress(OSError):
-                out_dir.rmdir()  # made by the check above, still empty
-        if isinstance(exc, OSError):
-            raise WriteFailed(f"cannot write the report in {out_dir}: {exc}") from None
-        raise
+    except OSError as exc:
+        raise WriteFailed(f"cannot write the report in {out_dir}: {exc}") from None
     finally:
         if partial is not None:
             shutil.rmtree(partial, ignore_errors=True)  # our own uniquely named folder

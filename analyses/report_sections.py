@@ -268,7 +268,7 @@ def centroids_section(ctx: Context) -> Section | None:
     columns = [m for m in ZEROSHOT_COLUMNS if any(r.get(m) is not None for _, _, r in rows)]
     table_rows = [[k, space, *(_num(r, m) for m in columns)] for k, space, r in rows]
     centroid = ctx.options.get("centroid", "raw")
-    made = ("the mean of its stored audio vectors, then L2-normalised (the study's definition)" if centroid == "raw"
+    made = ("the mean of its stored audio vectors, then L2-normalised, as the study defines it" if centroid == "raw"
             else "the mean of its L2-normalised audio vectors, renormalised")
     fit = ctx.options.get("fit")
     fitted = (f" The centroids are fitted on other items ({fit}) than those scored; every centroid label in "
@@ -400,11 +400,16 @@ h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom
 .scroll{overflow-x:auto;max-width:100%;margin:.5em 0 1.2em}
 table{border-collapse:collapse;font-size:.9em;font-variant-numeric:tabular-nums}
 th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right;vertical-align:top}
-th{background:#f3f3f3;text-align:center}td.text{text-align:left;max-width:28em;white-space:normal}
+th{background:#f3f3f3;text-align:center}td.name{text-align:left}
+td.text{text-align:left;min-width:16em;max-width:28em;white-space:normal}
 td{white-space:nowrap}td.best{background:#e8f1fb;font-weight:bold}.ci{font-size:.8em;color:#555;font-weight:normal}caption{text-align:left;font-weight:bold;padding:.3em 0}
 p.note{font-size:.85em;color:#555;margin-top:-.8em}
 figure{margin:1em 0}figure img{display:block;max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}ul.caveats li{margin:.3em 0}"""
+
+
+#: Text cells up to this long never wrap (names, ranges); longer ones wrap.
+NAME_CHARS = 24
 
 
 def _cell_html(cell) -> str:
@@ -417,7 +422,11 @@ def _cell_html(cell) -> str:
         return f"<td class='best'>{text}</td>" if cell.best else f"<td>{text}</td>"
     if isinstance(cell, (int, float)):
         return f"<td>{esc(str(cell))}</td>"
-    return f"<td class='text'>{esc(str(cell))}</td>"
+    text = str(cell)
+    # A name or a range stays on one line; a sentence wraps, but never narrower than
+    # 16em, so a narrow window scrolls the table rather than stacking one word per line.
+    kind = "text" if len(text) > NAME_CHARS else "name"
+    return f"<td class='{kind}'>{esc(text)}</td>"
 
 
 def render_html(title: str, sections: list[Section]) -> str:

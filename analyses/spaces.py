@@ -90,27 +90,48 @@ def run_spaces(store, prompt_set: str | list[str] | None = None, ontology="hdio"
 
 
 def plot_spaces(result: dict, path) -> None:
-    """Two panels: centroid metrics per audio space; triplet accuracy per prompt set and space."""
+    """Centroid metrics per audio space, and triplet accuracy per prompt set and space.
+
+    A panel with nothing to show (no audio vectors; no prompt set with triplets, as on a
+    store whose classes the ontology cannot place) is left out rather than drawn empty.
+    """
     from analyses import plots
 
     spaces = result["spaces"]
     audio_spaces = [s for s in spaces if s in result["centroids"]]
-    fig, (left, right) = plots.plt.subplots(1, 2, figsize=(plots.PAGE_WIDTH_IN, 3.8),
-                                            gridspec_kw={"width_ratios": [1, 1.6]}, constrained_layout=True)
+    sets = [ps for ps in result["prompt_sets"]
+            if any(v.get("accuracy") is not None for v in result["triplets"].get(ps, {}).values())]
+    panels = [draw for draw, wanted in ((_centroid_panel, audio_spaces), (_triplet_panel, sets)) if wanted]
+    panels = panels or [_centroid_panel]
+    ratios = {_centroid_panel: 1, _triplet_panel: 1.6}
+    fig, axes = plots.plt.subplots(1, len(panels), figsize=(plots.PAGE_WIDTH_IN, 3.8), squeeze=False,
+                                   gridspec_kw={"width_ratios": [ratios[p] for p in panels]},
+                                   constrained_layout=True)
+    for ax, draw in zip(axes[0], panels):
+        draw(ax, result, audio_spaces if draw is _centroid_panel else sets)
+    plots.legend_beside(axes[0][-1], "space")
+    plots._save(fig, path)
+
+
+def _centroid_panel(ax, result: dict, audio_spaces: list[str]) -> None:
+    from analyses import plots
+
     keys = [k for k in ("top1", "f1_weighted", "roc_auc_macro", "pr_auc_macro")
             if audio_spaces and all(k in result["centroids"][s] for s in audio_spaces)]
     labels = {"top1": "top-1", "f1_weighted": "F1", "roc_auc_macro": "ROC-AUC", "pr_auc_macro": "PR-AUC"}
-    plots.grouped_bars(left, [labels[k] for k in keys],
+    plots.grouped_bars(ax, [labels[k] for k in keys],
                        {s: [result["centroids"][s][k] for k in keys] for s in audio_spaces})
-    left.set_ylim(0, 1)
-    left.tick_params(axis="x", labelsize="small")
-    left.set_title(f"audio-only centroid labels ({result.get('centroid', 'raw')} means, holdout {result['holdout']})"
-                   if audio_spaces else "no audio vectors", fontsize="medium")
-    sets = result["prompt_sets"]
-    plots.grouped_bars(right, sets, {s: [result["triplets"][ps].get(s, {}).get("accuracy") for ps in sets]
-                                     for s in spaces})
-    right.axhline(0.5, color="grey", linestyle=":", linewidth=1)
-    right.set_ylim(0, 1)
-    right.set_title(f"ontology triplet accuracy ({result['protocol']} protocol)", fontsize="medium")
-    plots.legend_beside(right, "space")
-    plots._save(fig, path)
+    ax.set_ylim(0, 1)
+    ax.tick_params(axis="x", labelsize="small")
+    ax.set_title(f"audio-only centroid labels ({result.get('centroid', 'raw')} means, holdout {result['holdout']})"
+                 if audio_spaces else "no audio vectors", fontsize="medium")
+
+
+def _triplet_panel(ax, result: dict, sets: list[str]) -> None:
+    from analyses import plots
+
+    plots.grouped_bars(ax, sets, {s: [result["triplets"][ps].get(s, {}).get("accuracy") for ps in sets]
+                                  for s in result["spaces"]})
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"ontology triplet accuracy ({result['protocol']} protocol)", fontsize="medium")

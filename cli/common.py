@@ -119,6 +119,8 @@ def handle_errors(func):
             fail(str(exc), exc.exit_code)
         except (OSError, MemoryError) as exc:
             fail(f"{type(exc).__name__}: {exc}", 1)
+        except UnicodeDecodeError as exc:  # a reader that did not name its file: still one line
+            fail(f"a text file is not UTF-8 ({exc}); save it as UTF-8", 1)
         except KeyboardInterrupt:
             err_console.print("interrupted")
             sys.exit(130)

@@ -63,7 +63,7 @@ def test_tied_classes_and_centroid_definition_in_the_report(tied_store, tmp_path
                                                                                       ["violin", "cello"]]
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "| family \\* |" in markdown and "flute = oboe" in markdown  # report.md escapes Markdown
-    assert "mean of its stored audio vectors, then L2-normalised (the study's definition)" in markdown
+    assert "mean of its stored audio vectors, then L2-normalised, as the study defines it" in markdown
     unit = build_report([tied_store], tmp_path / "unit", ReportOptions(umap=False, centroid="unit"))
     assert unit["results"]["toy"]["centroids"]["audio"]["joint"]["centroid"] == "unit"
     assert "centroid unit" in (tmp_path / "unit" / "report.md").read_text()

@@ -61,8 +61,8 @@ def test_a_store_from_each_dataset_goes_through_report(name, tmp_path):
             assert np.array_equal(st.label_mask, dataset.label_mask())
     report = build_report([store], tmp_path / "report", ReportOptions(umap=False))
     results = report["results"]["test-tiny"]
-    if name == "captions":  # one class: classification refused (see below); the rest ran
-        assert {"histograms", "confidence"} <= set(results)
+    if name == "captions":  # one class: classification and top-2 margins refused (see below); the rest ran
+        assert {"histograms", "retrieval"} <= set(results) and "confidence" not in results
         return
     assert set(results["zeroshot"]) == set(sets)
     written = json.loads((tmp_path / "report" / "report.json").read_text())
@@ -82,6 +82,10 @@ def test_one_class_captions_are_refused_classification_with_a_reason(tmp_path):
     reasons = {s["experiment"]: s["reason"] for s in report["skipped"]}
     assert "two classes or more, not 1" in reasons["zeroshot"]
     assert "zeroshot" not in report["results"]["test-tiny"]
+    # nor top-2 margins: with one class there is no second (the report drew an empty figure)
+    assert "two classes or more, not 1" in reasons["confidence"]
+    assert "confidence" not in report["results"]["test-tiny"]
+    assert "Confidence margins" not in (tmp_path / "report" / "report.html").read_text()
 
 
 def test_the_readme_esc50_run_selects_fold_1_and_laion_s_prompts(tmp_path):

@@ -82,14 +82,17 @@ def test_a_mismatched_digest_is_refused_and_removed(server, tmp_path):
     assert cached_files(tmp_path / "hf-cache") == []
 
 
-def test_a_missing_file_or_an_unreachable_hub_is_one_line(server, monkeypatch):
+def test_a_missing_file_or_an_unreachable_hub_is_one_line(server, monkeypatch, capfd):
     with pytest.raises(ModelUnavailable) as info:
         hub.download("owner/models", "absent.pt", None)
     assert "absent.pt" in str(info.value) and "\n" not in str(info.value)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    capfd.readouterr()
     with pytest.raises(ModelUnavailable) as info:
         hub.download("owner/models", "weights.pt", DIGEST)
     assert "weights.pt" in str(info.value) and "\n" not in str(info.value)
+    # huggingface_hub's retries ("Retrying in 8s [Retry 5/5]") are not printed: the error is the one line
+    assert capfd.readouterr().err == ""
 
 
 def test_snapshot_records_the_commit(server):

@@ -204,6 +204,13 @@ def test_object_names_refuse_separators(bad):
         assert check_name(bad, "item id") == bad  # a value may hold '/'
 
 
+def test_a_duplicate_is_named_whatever_the_name_kind_says():
+    # `what` may be a phrase ("column name in x.csv"): the message never pluralises it
+    with pytest.raises(InputError) as info:
+        check_names(["x", "x"], "column name in dupcol.csv", object_name=True)
+    assert str(info.value) == "column name in dupcol.csv 'x' occurs twice; names must be unique"
+
+
 def test_names_are_normalised_and_duplicates_after_normalisation_refused():
     assert check_name("\ufeffviolin ", "class") == "violin"
     assert check_name("e\u0301", "class") == "\u00e9"
@@ -232,3 +239,12 @@ def test_create_store_refuses_an_existing_store(tmp_path):
     with pytest.raises(StoreExists):
         with create_store(store, model="m", dataset="d", classes=["a"]):
             pass
+
+
+def test_a_dangling_link_is_an_existing_output(tmp_path):
+    link = tmp_path / "out.json"
+    link.symlink_to(tmp_path / "missing" / "target.json")
+    with pytest.raises(InputError, match="a link to the missing .*; pass --overwrite"):
+        check_outputs([link])
+    assert link.is_symlink()  # left as it was
+    check_outputs([link], overwrite=True)

@@ -153,6 +153,27 @@ def test_failure_leaves_nothing_behind(stores, tmp_path):
     assert list(tmp_path.iterdir()) == [bad]
 
 
+def test_a_second_report_into_the_same_folder_is_refused_not_interleaved(stores, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "rep"
+    holder = subprocess.Popen(  # another process, as a report running there would be
+        [sys.executable, "-c", "import sys, time; from embedstore.store.lock import writer_lock\n"
+         "with writer_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)", str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = CliRunner().invoke(app, ["report", str(stores[0]), "--out", str(out), "--no-umap"])
+    finally:
+        holder.kill()
+        holder.wait(30)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.strip() == (f"error: another process is writing {out} (lock rep.lock); "
+                                     "wait for it to finish, then run this again")
+    assert [p.name for p in tmp_path.iterdir()] == ["rep.lock"]  # the killed holder's; no folder made
+
+
 def test_report_command_with_umap(stores, tmp_path):
     out = tmp_path / "rep"
     result = CliRunner().invoke(app, ["report", str(stores[1]), "--out", str(out), "--prompts", "label", "--umap"])

@@ -30,6 +30,15 @@ window.addEventListener('load', () => {
     linked: images.filter(i => i.parentElement.tagName === 'A' &&
                                i.parentElement.getAttribute('href') === i.getAttribute('src')).length,
     scrollWidth: root.scrollWidth, clientWidth: root.clientWidth,
+    // cells laid out on more lines than their kind allows: names and numbers on one line,
+    // sentences no narrower than 15em (a narrow window scrolls the table instead)
+    wrapped: [...document.querySelectorAll('td')].filter(td => {
+      const range = document.createRange(); range.selectNodeContents(td);
+      const tops = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+      const em = parseFloat(getComputedStyle(td).fontSize);
+      return td.classList.contains('text') ? td.clientWidth < 15 * em
+                                            : tops.size > (td.querySelector('br') ? 2 : 1);
+    }).map(td => td.textContent),
   };
   const out = document.createElement('pre');
   out.id = 'check'; out.style.display = 'none'; out.textContent = JSON.stringify(result);
@@ -57,8 +66,9 @@ def test_report_renders_in_headless_chromium(tmp_path):
     out = tmp_path / "rep"
     report = build_report([clap, other], out, ReportOptions(bootstrap=20))
     page = out / "report.html"
-    for width in (1280, 760):
+    for width in (1280, 760, 390):
         result = browser_check(page, width, tmp_path)
+        assert result["wrapped"] == [], f"cells squeezed at {width} px: {result['wrapped'][:5]}"
         assert result["images"] == len(report["figures"]) >= 8
         assert result["broken"] == []
         assert result["linked"] == result["images"]  # click to enlarge

@@ -101,3 +101,37 @@ def test_spaces_shows_every_space_with_triplets_and_accepts_text_only_stores(tmp
 
 def test_ordered_spaces():
     assert ordered_spaces(["joint", "extra", "prejoint", "a"]) == ["prejoint", "joint", "a", "extra"]
+
+
+def drawn_panels(result, monkeypatch, tmp_path) -> list[dict]:
+    """Each panel plot_spaces draws: its title and the colours its legend shows."""
+    from matplotlib.colors import to_hex
+
+    from analyses import plots
+
+    seen = []
+    real_save = plots._save
+
+    def save(fig, path):
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            colours = [to_hex(h.get_facecolor()) for h in legend.legend_handles] if legend else []
+            seen.append({"title": ax.get_title(), "legend": colours})
+        real_save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", save)
+    plot_spaces(result, tmp_path / "spaces.png")
+    return seen
+
+
+def test_spaces_figure_leaves_out_a_panel_with_nothing_to_show(two_space_store, monkeypatch, tmp_path):
+    path, _, _ = two_space_store
+    result = run_spaces(path)
+    both = drawn_panels(result, monkeypatch, tmp_path)
+    assert [p["title"].split(" (")[0] for p in both] == ["audio-only centroid labels", "ontology triplet accuracy"]
+    # no prompt set with triplets (a multi-label store, or classes the ontology cannot place):
+    # one panel, and its legend tells the spaces apart
+    result["triplets"] = {ps: {} for ps in result["prompt_sets"]}
+    alone = drawn_panels(result, monkeypatch, tmp_path)
+    assert [p["title"].split(" (")[0] for p in alone] == ["audio-only centroid labels"]
+    assert len(set(alone[0]["legend"])) == 2

@@ -307,6 +307,22 @@ def test_read_only_directory(readonly_dir, tmp_path):
     assert sorted(p.name for p in src.iterdir()) == ["s.h5"]
 
 
+def test_outputs_in_a_read_only_folder_are_refused_before_any_work(readonly_dir, tmp_path):
+    src, view = readonly_dir
+    make_store(tmp_path / "s.h5")
+    runs = {"analysis --json": ("analyze", "centroids", tmp_path / "s.h5", "--json", view / "c.json"),
+            "analysis --plot": ("analyze", "umap", tmp_path / "s.h5", "--plot", view / "u.png"),
+            "report, a new folder": ("report", tmp_path / "s.h5", "--out", view / "rep"),
+            "report, the folder itself": ("report", tmp_path / "s.h5", "--out", view),
+            "a missing parent": ("analyze", "centroids", tmp_path / "s.h5", "--json", view / "sub" / "c.json")}
+    for what, args in runs.items():
+        result = cli(*args)
+        assert result.exit_code == 1, what
+        assert "Read-only file system" in one_line(result.stderr), what
+        assert result.stdout == "", f"{what}: work was done before the refusal: {result.stdout[:200]}"
+    assert list(src.iterdir()) == []
+
+
 # -- failures injected at the last steps (no root needed) ---------------------------------
 
 

@@ -6,6 +6,9 @@ never knows which dataset it is writing.
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,6 +168,29 @@ class Dataset:
             return {}
         return {key: np.array([item.metadata[key] for item in self.items])
                 for key in self.items[0].metadata}
+
+
+@contextlib.contextmanager
+def reading_csv(path):
+    """Decode and CSV errors met while reading ``path`` as one InputError naming the file."""
+    try:
+        yield
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read {path}: {exc} (save it as UTF-8 text)") from None
+
+
+def path_in_root(root: Path, rel: str, where: str) -> str:
+    """A path a CSV gives for an item, as the item's path relative to the dataset folder.
+
+    A relative path is kept as written; an absolute one inside ``root`` becomes relative to
+    it. A path leading out of the folder (``../x``, ``/elsewhere/x``) is refused: a store
+    keeps item paths relative to its root and never records where the audio sat.
+    """
+    inside = os.path.relpath(os.path.normpath(os.path.join(root, rel)), root)
+    if inside == os.pardir or inside.startswith(os.pardir + os.sep):
+        raise InputError(f"{where}: {rel!r} is not inside the dataset folder {root}; "
+                         f"give paths relative to --root")
+    return Path(inside).as_posix() if os.path.isabs(rel) else rel
 
 
 def folder_and_csv(root: str | Path, csv_path: str | Path, what: str) -> tuple[Path, Path]:

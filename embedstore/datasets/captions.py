@@ -21,7 +21,7 @@ import csv
 import re
 from pathlib import Path
 
-from embedstore.datasets.base import Dataset, Item, folder_and_csv
+from embedstore.datasets.base import Dataset, Item, folder_and_csv, path_in_root, reading_csv
 from embedstore.errors import InputError
 
 FILE_COLUMNS = ("file", "file_name", "filename", "path", "audio")
@@ -53,7 +53,7 @@ def load_captions(root: str | Path, captions_csv: str | Path | None = None) -> D
     """
     root, captions_csv = folder_and_csv(
         root, Path(root) / "captions.csv" if captions_csv is None else captions_csv, "captions CSV")
-    with open(captions_csv, newline="", encoding="utf-8-sig") as f:
+    with reading_csv(captions_csv), open(captions_csv, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = {c.strip().lower(): c for c in reader.fieldnames or []}
         file_column = next((header[c] for c in FILE_COLUMNS if c in header), None)
@@ -68,6 +68,7 @@ def load_captions(root: str | Path, captions_csv: str | Path | None = None) -> D
             name = (row[file_column] or "").strip()
             if not name:
                 raise InputError(f"{captions_csv} line {line} has no file")
+            name = path_in_root(root, name, f"line {line} of {captions_csv}")
             texts = [" ".join((row[c] or "").split()) for c in caption_columns]
             captions.setdefault(name, []).extend(t for t in texts if t)
             if label_column:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from embedstore.datasets.base import Dataset, Item
+from embedstore.datasets.base import Dataset, Item, reading_csv
 from embedstore.errors import InputError
 
 #: ESC-50's categories; the class index is the CSV's ``target``.
@@ -69,7 +69,7 @@ def load_esc50(root: str | Path) -> Dataset:
         raise InputError(f"ESC-50 folder {root} does not exist")
     folder = esc50_folder(root)
     csv_path = folder / "meta" / "esc50.csv"
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+    with reading_csv(csv_path), open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         absent = [c for c in ESC50_COLUMNS if c not in (reader.fieldnames or [])]
         if absent:

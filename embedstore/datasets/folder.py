@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from embedstore.datasets.base import Dataset, Item, folder_and_csv
+from embedstore.datasets.base import Dataset, Item, folder_and_csv, path_in_root, reading_csv
 from embedstore.errors import InputError
 from embedstore.store.names import check_name, check_names, normalise
 
@@ -34,13 +34,11 @@ def load_folder(root: str | Path, labels_csv: str | Path) -> Dataset:
         without a label, a repeated path, or paths that do not exist.
     """
     root, labels_csv = folder_and_csv(root, labels_csv, "labels CSV")
-    try:
-        with open(labels_csv, newline="", encoding="utf-8-sig") as f:
-            header, *cells = list(csv.reader(f))
-    except ValueError:  # no header line at all, or a header that is not text
-        raise InputError(f"{labels_csv} has no header line (needs path,label)") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"cannot read {labels_csv}: {exc}") from None
+    with reading_csv(labels_csv), open(labels_csv, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise InputError(f"{labels_csv} has no header line (needs path,label)")
+    header, *cells = rows
     names, rows = _named_columns(labels_csv, header, cells)
     columns = {name.lower(): name for name in names}
     if len(columns) < len(names):
@@ -65,6 +63,7 @@ def load_folder(root: str | Path, labels_csv: str | Path) -> Dataset:
         if not all(cells):
             raise InputError(f"{labels_csv} line {line} has an empty label in {row[columns['label']]!r}")
         check_name(rel, f"path on line {line} of {labels_csv}")
+        rel = path_in_root(root, rel, f"line {line} of {labels_csv}")
         check_names(labels, f"label on line {line} of {labels_csv}")
         if rel in seen:
             raise InputError(f"{labels_csv} lists {rel!r} twice")

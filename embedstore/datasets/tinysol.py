@@ -15,7 +15,7 @@ import csv
 import re
 from pathlib import Path
 
-from embedstore.datasets.base import AUDIO_SUFFIXES, Dataset, Item, audio_files
+from embedstore.datasets.base import AUDIO_SUFFIXES, Dataset, Item, audio_files, reading_csv
 from embedstore.datasets.mirdata_support import (
     check_present,
     index_filename,
@@ -234,7 +234,7 @@ def _read_tinysol_csv(csv_path: Path, by_stem: dict[str, Path]) -> dict[str, dic
     Rows are joined to files by stem, so the CSV's ``.wav`` paths also describe ``.flac``
     renderings of the same notes.
     """
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+    with reading_csv(csv_path), open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         columns = {_csv_key(c): c for c in reader.fieldnames or []}
         if "path" not in columns:

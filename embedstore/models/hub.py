@@ -12,8 +12,10 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -84,6 +86,19 @@ def _remove_cached(path: Path) -> None:
         blob.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def _quiet_hub_log():
+    """huggingface_hub logs each retry of an unreachable hub as a warning line on stderr;
+    a failure is reported once, as our one ModelUnavailable line, so its warnings are held back."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
+
+
 def _cache_then_hub(call, what: str, hint: str) -> tuple[str, str]:
     """``call(local_files_only=True)``; when that finds nothing, ``call(endpoint=, token=)``
     unless downloads are off. Returns the path and ``"hf-cache"`` or ``"hub"``; every
@@ -96,7 +111,8 @@ def _cache_then_hub(call, what: str, hint: str) -> tuple[str, str]:
         raise ModelUnavailable(f"{what} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; {hint}")
     endpoint = hub_endpoint()
     try:
-        return call(endpoint=endpoint, token=os.environ.get("HF_TOKEN")), "hub"
+        with _quiet_hub_log():
+            return call(endpoint=endpoint, token=os.environ.get("HF_TOKEN")), "hub"
     except Exception as err:  # network, HTTP, auth and disk errors: one line each
         raise ModelUnavailable(f"downloading {what} from {endpoint} failed ({_first_line(err)}); "
                                f"{hint}") from None

@@ -67,7 +67,7 @@ def check_names(names: Iterable[object], what: str, *, object_name: bool = False
         if clean in seen:
             first = seen[clean]
             same = "" if first == name else f" (same as {first!r} once normalised)"
-            raise InputError(f"{what}s must be unique; {name!r} occurs twice{same}")
+            raise InputError(f"{what} {name!r} occurs twice{same}; names must be unique")
         seen[clean] = name
         out.append(clean)
     return out

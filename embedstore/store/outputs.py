@@ -10,7 +10,7 @@ write and every path it reads:
   only with ``overwrite=True`` **and** when it holds nothing but what the same command
   wrote there before (listed in its marker file, :data:`MARKER`); never when it holds
   anything else or one of the command's inputs;
-- missing parent folders are created.
+- missing parent folders are created, and every folder written in must be writable.
 
 Writers then use :func:`replace_folder` to clear what their previous run listed, and
 :func:`mark_folder` to list what this run wrote.
@@ -24,7 +24,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from embedstore.errors import InputError
+from embedstore.errors import InputError, WriteFailed
 
 MARKER = ".embedstore-output.json"
 
@@ -113,6 +113,8 @@ def check_outputs(files: Iterable[str | os.PathLike | None] = (), *,
     InputError
         The first refused output, before anything is written; missing parents are created
         only once every output passed.
+    WriteFailed
+        A folder to write in cannot be created or written in (read-only, no permission).
     """
     file_paths = [_resolved(p) for p in files if p is not None]
     folder_paths = [_resolved(p) for p in folders if p is not None]
@@ -127,11 +129,14 @@ def check_outputs(files: Iterable[str | os.PathLike | None] = (), *,
             if _same(target, source):
                 raise InputError(f"{target} is an input of this command; it is never overwritten, "
                                  f"even with --overwrite: write elsewhere")
-    for target in file_paths:
+    links = [Path(p).expanduser() for p in files if p is not None]
+    for target, given in zip(file_paths, links):
         if target.is_dir():
             raise InputError(f"{target} is a folder; give a file path")
         if target.exists() and not overwrite:
             raise InputError(f"{target} exists; pass --overwrite to replace it")
+        if given.is_symlink() and not target.exists() and not overwrite:  # dangling: the link is yours
+            raise InputError(f"{given} exists (a link to the missing {target}); pass --overwrite to replace it")
         if target.exists() and not target.is_file():
             raise InputError(f"{target} exists and is not a regular file")
     for folder in folder_paths:
@@ -140,10 +145,20 @@ def check_outputs(files: Iterable[str | os.PathLike | None] = (), *,
                 raise InputError(f"{source} is an input of this command and lies inside the output "
                                  f"folder {folder}; write elsewhere")
         _check_folder(folder, command, overwrite, resume)
-    for target in file_paths:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    for folder in folder_paths:
+    for folder in [target.parent for target in file_paths] + folder_paths:
+        _writable_folder(folder)
+
+
+def _writable_folder(folder: Path) -> None:
+    """Create ``folder`` (and its parents) and refuse one this process cannot write in,
+    so a read-only place fails before the work, not after it."""
+    try:
         folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteFailed(f"cannot create the folder {folder}: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        read_only = hasattr(os, "statvfs") and bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        raise WriteFailed(f"cannot write in {folder}: {'Read-only file system' if read_only else 'Permission denied'}")
 
 
 @contextlib.contextmanager
