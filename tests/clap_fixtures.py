@@ -142,8 +142,9 @@ def import_laion_clap():
             pytest.skip(f"the laion_clap reference needs {package}, which is not installed")
 
 
-def build_laion_clap(amodel: str, tokenizer_dir, seed: int = 0):
-    """laion_clap's own ``CLAP_Module`` (non-fusion) with random weights and the tiny text tower.
+def build_laion_clap(amodel: str, tokenizer_dir, seed: int = 0, enable_fusion: bool = False):
+    """laion_clap's own ``CLAP_Module`` with random weights and the tiny text tower
+    (``enable_fusion``: its fusion model, ``aff_2d`` as ``CLAP_Module`` builds it).
 
     Batch-norm statistics and every parameter are randomised so that no layer is an
     identity, which would hide a mapping error.
@@ -157,7 +158,7 @@ def build_laion_clap(amodel: str, tokenizer_dir, seed: int = 0):
         import laion_clap
 
         torch.manual_seed(seed)
-        clap = laion_clap.CLAP_Module(enable_fusion=False, amodel=amodel, device="cpu")
+        clap = laion_clap.CLAP_Module(enable_fusion=enable_fusion, amodel=amodel, device="cpu")
     randomize(clap.model, seed + 1)
     return clap.eval()
 

@@ -1,8 +1,9 @@
 """Every registered model goes through `embedstore extract` and `embedstore report`.
 
 Tiny random weights in each model's published format, a folder of synthesized clips. The
-msclap models are covered in tests/test_models_msclap.py::test_extract_then_report and
-notes-toy in tests/test_train.py; this module covers the rest and checks none is missed.
+msclap models are covered in tests/test_models_msclap.py::test_extract_then_report, the
+LAION-CLAP fusion names in tests/test_models_clap_fusion.py and notes-toy in
+tests/test_train.py; this module covers the rest and checks none is missed.
 """
 
 import warnings
@@ -18,7 +19,8 @@ from embedstore.models import MODELS  # noqa: E402
 from embedstore.store import open_store  # noqa: E402
 
 LAION_NAMES = ["clap-music", "clap-music-speech", "clap-general"]
-COVERED_ELSEWHERE = {"msclap-2022", "msclap-2023", "notes-toy"}
+# the fusion names: tests/test_models_clap_fusion.py::test_extract_then_report_matches_laion_clap_and_resumes
+COVERED_ELSEWHERE = {"msclap-2022", "msclap-2023", "notes-toy", "clap-general-fusion", "clap-630k-fusion"}
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,8 @@ The chain, one small function per step:
    ``center``) or all consecutive windows (``mean``; the caller averages their vectors).
 
 :func:`prepare` chains the steps and :func:`frontend_config` describes them for a store's
-provenance.
+provenance. An encoder with a *clip front end* (LAION-CLAP's fusion models) replaces step 5:
+:func:`decode` hands it the whole clip and returns the one item it makes.
 
 Memory is bounded by the work, never by the clip's length or what its header claims:
 :func:`decode` reads a file in blocks of :data:`DECODE_BLOCK_FRAMES` frames, downmixes
@@ -294,19 +295,24 @@ def prepare(path: str | Path, *, sample_rate: int = CLAP_SAMPLE_RATE,
 
 def decode(path: str | Path, *, sample_rate: int = CLAP_SAMPLE_RATE,
            window_seconds: float = CLAP_WINDOW_SECONDS, long_mode: str = CLAP_LONG_MODE,
-           int16: bool = True, padding: str = "repeatpad"):
+           int16: bool = True, padding: str = "repeatpad", clip_front_end=None):
     """A clip's model-ready windows, in memory when short and streamed when long.
 
     The file is read once, block by block: every sample is checked (non-finite samples
     fail the clip), and the resampled signal is kept only while it fits in
     :data:`EAGER_WINDOWS` windows.
 
+    With a ``clip_front_end`` (an encoder's :attr:`~embedstore.models.base.Encoder.clip_front_end`)
+    the whole clip is kept, whatever its length, and the front end's one item is returned:
+    ``long_mode`` and ``padding`` do not apply.
+
     Returns
     -------
     np.ndarray or StreamedClip
         ``(k, n)`` float32 windows for a clip of at most ``EAGER_WINDOWS`` windows' worth
         of samples; otherwise a :class:`StreamedClip` of the checked file, which decodes
-        it again one window at a time. Both give the same windows.
+        it again one window at a time. Both give the same windows. With a clip front end,
+        ``(1, item_size)`` float32.
 
     Raises
     ------
@@ -317,7 +323,7 @@ def decode(path: str | Path, *, sample_rate: int = CLAP_SAMPLE_RATE,
     n = window_length(sample_rate, window_seconds)
     if long_mode not in LONG_MODES:
         raise InputError(f"unknown long-clip mode {long_mode!r}; use one of {', '.join(LONG_MODES)}")
-    limit = EAGER_WINDOWS * n
+    limit = EAGER_WINDOWS * n if clip_front_end is None else float("inf")
     kept: list[np.ndarray] | None = []
     total = frames = 0
     rates = []
@@ -344,6 +350,8 @@ def decode(path: str | Path, *, sample_rate: int = CLAP_SAMPLE_RATE,
     mono = np.concatenate(kept)
     if int16:
         mono = int16_roundtrip(mono)
+    if clip_front_end is not None:
+        return np.asarray(clip_front_end(mono), dtype=np.float32)[None]
     return windows(mono, n, long_mode, padding).astype(np.float32, copy=False)
 
 
@@ -422,11 +430,18 @@ def window_length(sample_rate: int, window_seconds: float) -> int:
 def frontend_config(sample_rate: int = CLAP_SAMPLE_RATE,
                     window_seconds: float = CLAP_WINDOW_SECONDS,
                     long_mode: str = CLAP_LONG_MODE, int16: bool = True,
-                    padding: str = "repeatpad") -> dict:
-    """Describe :func:`prepare` with these settings, for a store's provenance."""
+                    padding: str = "repeatpad", clip_front_end=None) -> dict:
+    """Describe :func:`decode` with these settings, for a store's provenance.
+
+    With a ``clip_front_end``, ``long_mode`` reads ``"whole clip"`` and ``clip_front_end``
+    holds the front end's own description (its ``describe()``).
+    """
     if long_mode not in LONG_MODES:
         raise InputError(f"unknown long-clip mode {long_mode!r}; "
                          f"use one of {', '.join(LONG_MODES)}")
+    if clip_front_end is not None:
+        return {**frontend_config(sample_rate, window_seconds, long_mode, int16, padding),
+                "long_mode": "whole clip", "clip_front_end": clip_front_end.describe()}
     return {
         "decoder": "soundfile",
         "decoder_version": f"soundfile {sf.__version__}, libsndfile {sf.__libsndfile_version__}",

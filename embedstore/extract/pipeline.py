@@ -225,7 +225,7 @@ def run_extract(
         writer = _BudgetedWriter(journal, model.audio_dims, journal_seconds, journal_rows)
         if progress:
             progress(first_row, journal.n_items, 0)
-        stager = BatchStager(batch_size, model.window_samples, getattr(model, "device", "cpu"))
+        stager = BatchStager(batch_size, model.item_size, getattr(model, "device", "cpu"))
         chunks = embed_clips(model.forward_audio, groups, batch_size, first_row, stager=stager,
                              hint=_precision_hint(model),
                              on_out_of_memory=lambda exc: _audio_out_of_memory(model, batch_size))
@@ -454,13 +454,16 @@ def read_clips(dataset, first_row: int, model, *, long_mode: str, workers: int, 
     for batches of ``batch_size`` windows."""
     paths = [str(item.path) for item in dataset.items[first_row:]]
     return read_clip_groups(paths, first_row, _frontend_args(model, long_mode), workers=workers,
-                            window_samples=model.window_samples, batch_size=batch_size)
+                            window_samples=model.item_size, batch_size=batch_size)
 
 
 def _frontend_args(model, long_mode: str) -> dict:
-    return dict(sample_rate=model.sample_rate, window_seconds=model.window_seconds,
+    args = dict(sample_rate=model.sample_rate, window_seconds=model.window_seconds,
                 long_mode=long_mode, int16=model.int16_roundtrip,
                 padding=getattr(model, "padding", "repeatpad"))
+    if getattr(model, "clip_front_end", None) is not None:  # one item per whole clip
+        args["clip_front_end"] = model.clip_front_end
+    return args
 
 
 def items_table(dataset) -> dict:
@@ -536,7 +539,7 @@ def extraction_provenance(model, dataset, *, batch_size: int, long_mode: str,
                     "source": getattr(dataset, "source", "embedstore"), "subset": getattr(dataset, "subset", "")},
         "extraction": {
             "batch_size": batch_size,
-            "long_mode": long_mode,
+            "long_mode": long_mode if getattr(model, "clip_front_end", None) is None else "whole clip",
             "precision": encoder.get("precision"),
             "device": encoder.get("device"),
             "pooling": "mean of window vectors per space; joint re-normalised",

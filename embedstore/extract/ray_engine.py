@@ -85,7 +85,7 @@ class _Embed:
 
     def __call__(self, batch: dict) -> dict:
         rows = np.asarray(batch["row"], dtype=np.int64)
-        n = self.model.window_samples
+        n = self.model.item_size
         clips = [(int(r), s.reshape(int(c), n) if c else None, str(why))
                  for r, c, s, why in zip(rows, batch["count"], batch["samples"], batch["reason"])]
         out = {"row": rows, "ok": np.zeros(len(rows), bool), "reason": np.array([c[2] for c in clips], dtype=object)}

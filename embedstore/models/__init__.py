@@ -51,6 +51,8 @@ MODELS = {
     "clap-music": _published_clap("clap-music"),
     "clap-music-speech": _published_clap("clap-music-speech"),
     "clap-general": _published_clap("clap-general"),
+    "clap-general-fusion": _published_clap("clap-general-fusion"),
+    "clap-630k-fusion": _published_clap("clap-630k-fusion"),
     "msclap-2022": _msclap("msclap-2022"),
     "msclap-2023": _msclap("msclap-2023"),
     "muscall": _muscall,

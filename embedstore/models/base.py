@@ -2,7 +2,10 @@
 
 An encoder is HEAR-like: it declares its input rate and window length, and turns a batch
 of fixed-length windows (or a list of texts) into one vector per input in each of its
-embedding *spaces*. Every model has at least the two spaces the study compares:
+embedding *spaces*. An encoder whose input is not a window but the whole clip (LAION-CLAP's
+fusion models) names a *clip front end* instead: the pipeline hands it each whole decoded
+clip and batches the fixed-size item it returns (see :attr:`Encoder.clip_front_end`).
+Every model has at least the two spaces the study compares:
 
 ``"prejoint"``
     the tower's own pooled output, before the projection head (raw, not normalised);
@@ -59,6 +62,15 @@ class Encoder(abc.ABC):
         Where the towers run; :meth:`forward_audio` takes and returns tensors there.
     precision : str
         One of :data:`PRECISIONS`, applied by the policy of :mod:`embedstore.models.device`.
+    clip_front_end : callable or None
+        None (the default): the pipeline cuts every clip into windows of
+        :attr:`window_samples` and :meth:`embed_audio` takes windows. Otherwise a picklable
+        callable ``clip_front_end(mono) -> (item_size,) float32`` with an ``item_size``
+        attribute and a ``describe() -> dict`` for the provenance: the pipeline decodes each
+        clip whole (mono, at :attr:`sample_rate`, after the int16 round trip when
+        :attr:`int16_roundtrip`), hands it to this front end in its decoding workers, and
+        feeds the one item it returns; :meth:`embed_audio` and :meth:`forward_audio` then
+        take ``(B, item_size)`` batches of such items.
     """
 
     device = "cpu"
@@ -71,18 +83,26 @@ class Encoder(abc.ABC):
     padding: str = "repeatpad"
     audio_dims: dict[str, int]
     text_dims: dict[str, int]
+    clip_front_end = None
 
     @property
     def window_samples(self) -> int:
         """Number of samples in one audio window."""
         return int(round(self.sample_rate * self.window_seconds))
 
+    @property
+    def item_size(self) -> int:
+        """Width of one audio input: :attr:`window_samples`, or the clip front end's item."""
+        return self.window_samples if self.clip_front_end is None else self.clip_front_end.item_size
+
     def checked_windows(self, windows) -> np.ndarray:
-        """``windows`` as a float32 ``(B, window_samples)`` array; InputError on another shape."""
+        """``windows`` as a float32 ``(B, item_size)`` array; InputError on another shape."""
         windows = np.asarray(windows)
-        if windows.ndim != 2 or windows.shape[1] != self.window_samples:
-            raise InputError(f"{self.name} embeds (batch, {self.window_samples}) windows at "
-                             f"{self.sample_rate} Hz, got shape {windows.shape}")
+        if windows.ndim != 2 or windows.shape[1] != self.item_size:
+            what = (f"windows at {self.sample_rate} Hz" if self.clip_front_end is None
+                    else "items of its clip front end")
+            raise InputError(f"{self.name} embeds (batch, {self.item_size}) {what}, "
+                             f"got shape {windows.shape}")
         return np.ascontiguousarray(windows, dtype=np.float32)
 
     @staticmethod
@@ -103,8 +123,9 @@ class Encoder(abc.ABC):
 
         Parameters
         ----------
-        windows : np.ndarray, shape (B, window_samples), float32
-            Mono audio at :attr:`sample_rate`, already cut or padded to one window.
+        windows : np.ndarray, shape (B, item_size), float32
+            Mono audio at :attr:`sample_rate`, already cut or padded to one window; for an
+            encoder with a :attr:`clip_front_end`, items that front end made.
 
         Returns
         -------

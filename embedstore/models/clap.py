@@ -15,6 +15,10 @@ Spaces, from one forward pass per batch:
 * text ``prejoint``: RoBERTa's pooler output (dense + tanh on ``<s>``), which is what
   laion_clap feeds its text projection;
 * ``joint``: the two-layer projection of each, L2-normalised (512-d).
+
+Fusion checkpoints (``630k-fusion-best.pt``, ``630k-audioset-fusion-best.pt``: HTSAT with
+``aff_2d`` feature fusion) load as a :class:`FusionClapEncoder`, whose input is one fused
+log-mel item per whole clip (:mod:`embedstore.models.clap_fusion`) rather than a window.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import torch.nn.functional as F
 from embedstore.errors import InputError
 from embedstore.models import hub
 from embedstore.models.base import PRECISIONS, Encoder
+from embedstore.models.clap_fusion import FusionFrontEnd, split_items
 from embedstore.models.device import PRECISION_POLICY, autocast, full_precision, resolve_device
 
 HUB_REPO = "lukewys/laion_clap"
@@ -46,6 +51,7 @@ class Published:
     file: str
     audio_model: str
     sha256: str | None  # None: no trustworthy digest known; the file's own is still recorded
+    fusion: bool = False  # an aff_2d feature-fusion model (whole clips, not windows)
 
 
 PUBLISHED = {
@@ -53,6 +59,8 @@ PUBLISHED = {
                             "fae3e9c087f2909c28a09dc31c8dfcdacbc42ba44c70e972b58c1bd1caf6dedd"),
     "clap-music-speech": Published("music_speech_audioset_epoch_15_esc_89.98.pt", "HTSAT-base", None),
     "clap-general": Published("630k-audioset-best.pt", "HTSAT-tiny", None),
+    "clap-general-fusion": Published("630k-audioset-fusion-best.pt", "HTSAT-tiny", None, fusion=True),
+    "clap-630k-fusion": Published("630k-fusion-best.pt", "HTSAT-tiny", None, fusion=True),
 }
 
 
@@ -212,11 +220,31 @@ def count_indexed(state, pattern: str) -> int:
     return max(found) + 1 if found else 0
 
 
+def fusion_settings(state: dict[str, torch.Tensor]) -> dict:
+    """``ClapAudioConfig`` fusion arguments read from an HTSAT's tensors.
+
+    ``enable_fusion=False`` without fusion tensors; for laion_clap's ``aff_2d`` fusion (the
+    published fusion checkpoints: ``patch_embed.mel_conv2d`` and an AFF block) the fusion
+    type and the AFF reduction ratio. Other fusion types are refused in one line.
+    """
+    if any(k.startswith(("audio_branch.mel_conv1d.", "audio_branch.fusion_model.")) for k in state):
+        raise InputError("1-D feature fusion CLAP checkpoints (daf_1d, aff_1d, iaff_1d) are not "
+                         "supported; only aff_2d, the fusion of LAION's published checkpoints")
+    if "audio_branch.patch_embed.mel_conv2d.weight" not in state:
+        return {"enable_fusion": False}
+    local = state.get("audio_branch.patch_embed.fusion_model.local_att.0.weight")
+    if local is None or any(".fusion_model.local_att2." in k for k in state):
+        raise InputError("this fusion CLAP checkpoint is not aff_2d (daf_2d or iaff_2d?); only "
+                         "aff_2d, the fusion of LAION's published checkpoints, is supported")
+    return {"enable_fusion": True, "fusion_type": "aff_2d",
+            "aff_block_r": local.shape[1] // local.shape[0]}
+
+
 def infer_audio_config(state: dict[str, torch.Tensor]) -> dict:
-    """``ClapAudioConfig`` arguments of a (non-fusion) HTSAT read from its ``audio_branch.*``
-    tensors: patch width, stage depths, heads (from the relative-position tables), window,
+    """``ClapAudioConfig`` arguments of an HTSAT read from its ``audio_branch.*`` tensors:
+    patch width, stage depths, heads (from the relative-position tables), window,
     spectrogram size (from the cached shifted-window mask, else 256), mel bands, MLP ratio,
-    pooled width and AudioSet classes."""
+    pooled width, AudioSet classes and feature fusion (:func:`fusion_settings`)."""
     n_stages = count_indexed(state, r"audio_branch\.layers\.(\d+)\.")
     depths = [count_indexed(state, rf"audio_branch\.layers\.{i}\.blocks\.(\d+)\.") for i in range(n_stages)]
     heads = [state[f"audio_branch.layers.{i}.blocks.0.attn.relative_position_bias_table"].shape[1]
@@ -235,7 +263,7 @@ def infer_audio_config(state: dict[str, torch.Tensor]) -> dict:
                  patch_embed_input_channels=patch.shape[1],
                  num_mel_bins=state["audio_branch.bn0.weight"].shape[0], spec_size=spec_size,
                  hidden_size=state["audio_branch.norm.weight"].shape[0], mlp_ratio=fc1.shape[0] / embed_dim,
-                 enable_fusion=False)
+                 **fusion_settings(state))
     if "audio_branch.head.weight" in state:
         audio["num_classes"] = state["audio_branch.head.weight"].shape[0]
     return audio
@@ -256,10 +284,6 @@ def infer_config(state: dict[str, torch.Tensor]):
     missing = [k for k in required if k not in state]
     if missing:
         raise InputError(f"not a LAION-CLAP HTSAT/RoBERTa checkpoint: no {missing[0]}")
-    if any(k.startswith(("audio_branch.mel_conv", "audio_branch.fusion_model",
-                         "audio_branch.patch_embed.fusion_model")) for k in state):
-        raise InputError("fusion CLAP checkpoints are not supported: use a non-fusion checkpoint")
-
     audio = infer_audio_config(state)
     audio_projection = state["audio_projection.0.weight"]
 
@@ -478,15 +502,71 @@ class ClapEncoder(Encoder):
         }
 
 
+class FusionClapEncoder(ClapEncoder):
+    """A LAION-CLAP fusion model (HTSAT with ``aff_2d`` feature fusion).
+
+    Its audio input is one item per whole clip, made by :attr:`clip_front_end` (a
+    :class:`~embedstore.models.clap_fusion.FusionFrontEnd`: the fused ``(4, 1001, 64)``
+    log-mel stack and the ``longer`` flag); :meth:`embed_audio` and :meth:`forward_audio`
+    take ``(B, item_size)`` batches of items, :meth:`embed_waveforms` whole clips.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.clip_front_end = FusionFrontEnd(self.mel)
+
+    def forward_audio(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, item_size) float32 items on the device -> float32 vectors on the device."""
+        features, longer = split_items(items, self.clip_front_end.frames, self.mel.n_mels)
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            pooled = self.model.audio_model(input_features=features.float(), is_longer=longer).pooler_output
+            return project_tensors(pooled, self.model.audio_projection)
+
+    def embed_waveforms(self, clips) -> dict[str, np.ndarray]:
+        """Embed whole clips: mono float32 arrays at :attr:`sample_rate`, any lengths, each
+        already given the int16 round trip (as the pipeline's decoding does)."""
+        items = [self.clip_front_end(np.asarray(clip, dtype=np.float32)) for clip in clips]
+        return self.embed_audio(np.stack(items) if items else np.zeros((0, self.item_size), np.float32))
+
+    def provenance(self) -> dict:
+        record = super().provenance()
+        audio = self.model.config.audio_config
+        record["architecture"]["audio"]["fusion"] = {"type": "aff_2d", "aff_block_r": audio.aff_block_r}
+        record["front_end"] = {**self.clip_front_end.describe(), "sample_rate": self.mel.sample_rate,
+                               "int16_roundtrip": True}
+        return record
+
+
+def encoder_class(model) -> type[ClapEncoder]:
+    """:class:`FusionClapEncoder` for a ``ClapModel`` with feature fusion, else :class:`ClapEncoder`."""
+    return FusionClapEncoder if model.config.audio_config.enable_fusion else ClapEncoder
+
+
 # --------------------------------------------------------------------------- loaders
+
+FUSION_NAMES = tuple(name for name, entry in PUBLISHED.items() if entry.fusion)
+PLAIN_NAMES = tuple(name for name, entry in PUBLISHED.items() if not entry.fusion)
+
+
+def check_fusion(state: dict[str, torch.Tensor], fusion: bool | None, source: str) -> None:
+    """Refuse a fusion checkpoint under a non-fusion name and the other way round
+    (``fusion`` None: either)."""
+    if fusion is None or fusion_settings(state)["enable_fusion"] == fusion:
+        return
+    if fusion:
+        raise InputError(f"{source} is not a fusion checkpoint; load it as "
+                         f"{' or '.join(PLAIN_NAMES)}")
+    raise InputError(f"{source} is a fusion checkpoint; load it as {' or '.join(FUSION_NAMES)}")
+
 
 def load_checkpoint_file(name: str, path, device="cpu", precision="fp32", tokenizer=None,
                          expected_sha256: str | None = None, source: str = "user",
-                         hub_record: dict | None = None) -> ClapEncoder:
-    """A :class:`ClapEncoder` from a laion_clap ``.pt`` file.
+                         hub_record: dict | None = None, fusion: bool | None = None) -> ClapEncoder:
+    """A :class:`ClapEncoder` (or :class:`FusionClapEncoder`) from a laion_clap ``.pt`` file.
 
     A user-given file whose digest differs from ``expected_sha256`` loads with a warning;
-    its digest is always recorded in the provenance.
+    its digest is always recorded in the provenance. ``fusion`` True or False refuses a
+    checkpoint of the other kind (:func:`check_fusion`).
     """
     path = Path(path)
     if not path.is_file():
@@ -494,6 +574,7 @@ def load_checkpoint_file(name: str, path, device="cpu", precision="fp32", tokeni
     tok, tok_source = load_tokenizer(tokenizer)  # before the slow part, so it fails fast
     digest = hub.sha256_file(path)
     state = read_checkpoint(path)
+    check_fusion(state, fusion, str(path))
     mel = MelConfig()
     _check_front_end(state, mel, str(path))
     model = build_clap_model(state, str(path))
@@ -504,7 +585,7 @@ def load_checkpoint_file(name: str, path, device="cpu", precision="fp32", tokeni
                       f"of {name}; using it anyway", stacklevel=2)
     info = {"file": path.name, "sha256": digest, "expected_sha256": expected_sha256,
             "verified": verified, "source": source, **(hub_record or {})}
-    return ClapEncoder(name, model, tok, mel, device, precision, info, tok_source)
+    return encoder_class(model)(name, model, tok, mel, device, precision, info, tok_source)
 
 
 def load_published(name: str, checkpoint=None, device="cpu", precision="fp32", cache_dir=None,
@@ -517,10 +598,11 @@ def load_published(name: str, checkpoint=None, device="cpu", precision="fp32", c
     """
     entry = PUBLISHED[name]
     if checkpoint is not None:
-        return load_checkpoint_file(name, checkpoint, device, precision, tokenizer, entry.sha256)
+        return load_checkpoint_file(name, checkpoint, device, precision, tokenizer, entry.sha256,
+                                    fusion=entry.fusion)
     fetched = hub.download(HUB_REPO, entry.file, entry.sha256, cache_dir=cache_dir)
     return load_checkpoint_file(name, fetched.path, device, precision, tokenizer, entry.sha256,
-                                fetched.source, fetched.record())
+                                fetched.source, fetched.record(), fusion=entry.fusion)
 
 
 #: What ``hf:<hub id>`` fetches of a repository: configs, tokenizer files, safetensors weights.
@@ -533,8 +615,8 @@ def load_hf(spec: str, device="cpu", precision="fp32", cache_dir=None, tokenizer
     A hub id is fetched as a snapshot through ``huggingface_hub`` (cache first; see
     :func:`embedstore.models.hub.snapshot`); its commit hash and the SHA-256 of every
     ``.safetensors`` file are recorded. The model is fed laion_clap's own front end (see
-    :class:`LogMel`), with its rate, FFT, hop, band and clip settings read from
-    ``preprocessor_config.json`` when present.
+    :class:`LogMel`, or for a fusion model :mod:`embedstore.models.clap_fusion`), with its
+    rate, FFT, hop, band and clip settings read from ``preprocessor_config.json`` when present.
     """
     from transformers import ClapModel
 
@@ -560,7 +642,7 @@ def load_hf(spec: str, device="cpu", precision="fp32", cache_dir=None, tokenizer
     tok, tok_source = load_tokenizer(tokenizer if tokenizer is not None else folder)
     info = {"file": f"hf:{spec}", "sha256": next(iter(weights.values())) if len(weights) == 1 else None,
             "files_sha256": weights, "expected_sha256": None, "verified": None, **record}
-    return ClapEncoder(f"hf:{spec}", model, tok, mel, device, precision, info, tok_source)
+    return encoder_class(model)(f"hf:{spec}", model, tok, mel, device, precision, info, tok_source)
 
 
 def _mel_config_from(folder: Path) -> MelConfig:
