@@ -76,7 +76,7 @@ def extract(
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, max=65_536, help="Audio windows per forward pass (may change on --resume, e.g. after running out of device memory)."),
     workers: int = typer.Option(2, "--workers", "-w", min=0, max=256, help="Processes decoding and resampling audio ahead of the model (0: none)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 (IEEE, TF32 off), or bf16 / fp16 under autocast (front ends and outputs stay fp32)."),
-    long_mode: str = typer.Option("mean", "--long", help="Clips longer than the model's window: first, center, or mean of all windows."),
+    long_mode: str = typer.Option("mean", "--long", help="Clips longer than the model's window: first, center, or mean of all windows (whole-clip models, the fusion LAION-CLAPs, take each clip whole)."),
     dtype: str = typer.Option("float32", "--dtype", help="Storage precision of the vectors: float32 or float16."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same command."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at --out."),
