@@ -121,11 +121,18 @@ def test_the_crops_are_the_middle_of_each_third():
     assert clap_fusion.crop_starts(3101, 1001) == [int(r[(len(r) - 1) // 2]) for r in ranges]
 
 
-def test_the_stft_in_blocks_equals_one_block(clips, monkeypatch):
+def test_the_stft_in_blocks_equals_one_centred_stft(clips, monkeypatch):
     front = clap_fusion.FusionFrontEnd(MelConfig())
-    whole = front.log_mel(clips["31 s"])
-    monkeypatch.setattr(clap_fusion, "STFT_BLOCK_FRAMES", 97)
-    np.testing.assert_array_equal(front.log_mel(clips["31 s"]), whole)
+    wave = torch.from_numpy(clips["31 s"])
+    power = torch.stft(wave, 1024, hop_length=480, win_length=1024, window=torch.hann_window(1024),
+                       center=True, pad_mode="reflect", onesided=True, return_complex=True).abs().pow(2.0)
+    one_shot = (10.0 * torch.log10((power.T @ torch.from_numpy(front.filters)).clamp(min=1e-10))).numpy()
+    np.testing.assert_array_equal(front.log_mel(clips["31 s"]), one_shot)
+    monkeypatch.setattr(clap_fusion, "STFT_BLOCK_FRAMES", 97)  # blocks, and a short last one
+    np.testing.assert_array_equal(front.log_mel(clips["31 s"]), one_shot)
+    for start, stop in [(-512, 700), (1_487_000, 1_488_512), (-5, 1_488_003)]:
+        padded = torch.nn.functional.pad(wave[None, None], (512, 512), mode="reflect")[0, 0]
+        np.testing.assert_array_equal(clap_fusion.reflect_slice(wave, start, stop), padded[start + 512:stop + 512])
 
 
 def test_a_non_antialiased_resize_is_what_laion_trained_with(laion_fusion, clips, ours):

@@ -22,7 +22,8 @@ third (:func:`crop_starts`), so the same clip always gives the same vectors.
 
 An item (:meth:`FusionFrontEnd.__call__`) is the stack flattened, followed by the ``longer``
 flag as 0.0 or 1.0: ``4 * 1001 * 64 + 1`` float32 numbers (:func:`split_items` undoes it).
-Memory per clip: its samples and its mel (the STFT runs in blocks of frames).
+Memory per clip: its samples and its mel (the STFT runs in blocks of frames, padding only
+the blocks at the ends).
 """
 
 from __future__ import annotations
@@ -61,6 +62,18 @@ def repeat_padded(samples: np.ndarray, n: int) -> np.ndarray:
     """laion_clap's ``repeatpad``: whole copies ``n // len`` times, then zeros up to ``n``."""
     repeated = np.tile(samples, n // len(samples))
     return np.pad(repeated, (0, n - len(repeated)))
+
+
+def reflect_slice(wave, start: int, stop: int):
+    """``wave[start:stop]`` of the signal reflect-padded at both ends (as ``torch.stft``'s
+    ``center=True`` pads it), without padding the whole signal: ``start`` may be negative and
+    ``stop`` past the end, by less than the signal's length."""
+    import torch
+
+    n = len(wave)
+    left = wave[1:1 - start].flip(0) if start < 0 else wave[:0]
+    right = wave[2 * n - 1 - stop:n - 1].flip(0) if stop > n else wave[:0]
+    return torch.cat([left, wave[max(start, 0):min(stop, n)], right])
 
 
 class FusionFrontEnd:
@@ -107,7 +120,6 @@ class FusionFrontEnd:
         cfg = self.mel
         half = cfg.n_fft // 2
         wave = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
-        padded = torch.nn.functional.pad(wave[None, None], (half, half), mode="reflect")[0, 0]
         window = torch.hann_window(cfg.n_fft)
         filters = torch.from_numpy(self.filters)
         frames = len(samples) // cfg.hop_length + 1
@@ -115,7 +127,7 @@ class FusionFrontEnd:
         with torch.inference_mode():
             for first in range(0, frames, STFT_BLOCK_FRAMES):
                 last = min(first + STFT_BLOCK_FRAMES, frames)
-                segment = padded[first * cfg.hop_length:(last - 1) * cfg.hop_length + cfg.n_fft]
+                segment = reflect_slice(wave, first * cfg.hop_length - half, (last - 1) * cfg.hop_length + half)
                 spectrum = torch.stft(segment, cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.n_fft,
                                       window=window, center=False, onesided=True, return_complex=True)
                 power = spectrum.abs().pow(2.0)  # (freq, frames), as torchaudio's spectrogram
