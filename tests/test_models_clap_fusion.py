@@ -22,10 +22,15 @@ from clap_fixtures import (  # noqa: E402
     import_laion_clap,
     random_windows,
     write_clap_checkpoint,
-    write_tokenizer,
 )
 from fusion_reference import laion_embeddings, laion_features, laion_fusion_patches, pinned_crops  # noqa: E402
-from test_models_clap import TOLERANCE, relative_errors, typical_distance  # noqa: E402
+from test_models_clap import (  # noqa: E402, F401  (_offline and tokenizer_dir: fixtures used here)
+    TOLERANCE,
+    _offline,
+    relative_errors,
+    tokenizer_dir,
+    typical_distance,
+)
 
 from embedstore.errors import InputError  # noqa: E402
 from embedstore.extract.audio import int16_roundtrip  # noqa: E402
@@ -39,16 +44,6 @@ LENGTHS = {"3.2 s": 153_600, "10 s": 480_000, "10 s + 300": 480_300, "12.5 s": 6
            "31 s": 1_488_000, "65 s": 3_120_000}
 LONGER = {"3.2 s": False, "10 s": False, "10 s + 300": False, "12.5 s": True, "31 s": True, "65 s": True}
 FEATURE_TOLERANCE_DB = 1e-3
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory):
-    return write_tokenizer(tmp_path_factory.mktemp("tokenizer"))
 
 
 @pytest.fixture(scope="module")
