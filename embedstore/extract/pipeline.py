@@ -466,6 +466,12 @@ def _frontend_args(model, long_mode: str) -> dict:
     return args
 
 
+def effective_long_mode(model, long_mode: str) -> str:
+    """``long_mode``, or ``"whole clip"`` for a model with a clip front end (``--long`` does
+    not apply to it), as the provenance and the settings fingerprint record it."""
+    return long_mode if getattr(model, "clip_front_end", None) is None else "whole clip"
+
+
 def items_table(dataset) -> dict:
     """The dataset's items as the Journal takes them: ids, paths, labels, metadata.
 
@@ -539,7 +545,7 @@ def extraction_provenance(model, dataset, *, batch_size: int, long_mode: str,
                     "source": getattr(dataset, "source", "embedstore"), "subset": getattr(dataset, "subset", "")},
         "extraction": {
             "batch_size": batch_size,
-            "long_mode": long_mode if getattr(model, "clip_front_end", None) is None else "whole clip",
+            "long_mode": effective_long_mode(model, long_mode),
             "precision": encoder.get("precision"),
             "device": encoder.get("device"),
             "pooling": "mean of window vectors per space; joint re-normalised",
@@ -602,7 +608,7 @@ def run_settings(model, dataset, items: dict, prompt_specs: list[PromptSpec], *,
                     for spec in prompt_specs],
         "dtype": dtype,
         "precision": encoder.get("precision"),
-        "long_mode": long_mode,
+        "long_mode": effective_long_mode(model, long_mode),
         "frontend": frontend_config(**_frontend_args(model, long_mode)),
     }
 
