@@ -28,6 +28,7 @@ from cli.common import (
     styled,
 )
 from embedstore.errors import InputError
+from embedstore.extract.shards import BLOCK_ITEMS
 from embedstore.models import MODELS
 from embedstore.store.outputs import check_outputs
 
@@ -84,6 +85,7 @@ def extract(
     actors: int = typer.Option(1, "--actors", min=1, help="ray: encoder actors, each holding the model."),
     gpus_per_actor: float = typer.Option(0.0, "--gpus-per-actor", min=0.0, callback=finite, help="ray: GPUs per encoder actor."),
     shard: Optional[str] = typer.Option(None, "--shard", help="K/N: embed shard K (from 0) of N, contiguous items, into OUT.shard-K-of-N.h5; default from a SLURM job array or torchrun's RANK/WORLD_SIZE. Join them with `embedstore merge`."),
+    block_items: int = typer.Option(BLOCK_ITEMS, "--block-items", min=1, max=1 << 30, help="Items per block: no batch spans two blocks and shards are cut between blocks, so merged shards equal a single run bit for bit (costs at most one padded batch per block). Every shard and --resume use the same."),
     record_host: bool = typer.Option(False, "--record-host",
                                      help="Record host and user names and the dataset's absolute path (off: stores are shared)."),
 ):
@@ -97,7 +99,7 @@ def extract(
     from embedstore.errors import InputError
     from embedstore.extract import check_settings, run_extract
     from embedstore.extract.prompts import build_prompt_set, default_prompt_specs
-    from embedstore.extract.shards import local_device, resolve_shard
+    from embedstore.extract.shards import check_block_items, local_device, resolve_shard
     from embedstore.store.merge import shard_path
 
     if engine not in ("local", "ray"):
@@ -108,6 +110,7 @@ def extract(
                          "--engine ray shards and merges by itself: use one or the other")
     device = local_device(device)
     check_settings(batch_size=batch_size, workers=workers, long_mode=long_mode, dtype=dtype)
+    check_block_items(block_items)
     check_input_names(prompts or [])
     if dataset == "tinysol" and root is None:
         dataset = "notes"
@@ -146,13 +149,14 @@ def extract(
     if engine != "local":
         _print_summary(_run_ray(actors, gpus_per_actor, encoder, data, specs, out, model=model, checkpoint=checkpoint,
                                 tokenizer=tokenizer, device=device, precision=precision, batch_size=batch_size,
-                                long_mode=long_mode, dtype=dtype, resume=resume, overwrite=overwrite))
+                                long_mode=long_mode, dtype=dtype, resume=resume, overwrite=overwrite,
+                                block_items=block_items))
         return
     try:
         summary = run_extract(encoder, data, specs, out, batch_size=batch_size, workers=workers,
                               long_mode=long_mode, resume=resume, overwrite=overwrite, dtype=dtype,
                               command=["embedstore", *sys.argv[1:]], progress=progress, shard=part,
-                              record_host=record_host)
+                              record_host=record_host, block_items=block_items)
     finally:
         bar.stop()
     _print_summary(summary)

@@ -12,7 +12,10 @@ Workers
     decodes one window at a time as it packs.
 Batches
     Windows go, in dataset order, into batches of exactly ``batch_size`` windows, the last
-    one zero-padded, so the encoder always sees one shape (:func:`pack_batches`). On the
+    one zero-padded, so the encoder always sees one shape (:func:`pack_batches`). A batch
+    never spans two *blocks* of ``block_items`` rows (rows ``0..G-1``, ``G..2G-1``, ...): a
+    block's last batch is zero-padded too, so which windows share a batch, and where,
+    depends only on the rows' positions, never on where a run or a shard starts. On the
     CPU a batch whose windows lie contiguous in one array (consecutive full groups of the
     ring) is that array's rows: no copy. Any other batch, and every batch on another
     device, is copied into a reusable host buffer (:class:`BatchStager`; page-locked when
@@ -431,12 +434,14 @@ class _BatchFill:
 
 
 def pack_batches(groups: Iterable[ClipGroup], stager: BatchStager, batch_size: int,
-                 start_row: int = 0) -> Iterator[PackedBatch]:
+                 start_row: int = 0, block_items: int | None = None) -> Iterator[PackedBatch]:
     """The groups' windows, in row order, in batches of exactly ``batch_size``.
 
     A batch's host tensor is one of ``stager``'s buffers (refilled two batches later) or,
     on the CPU when its windows lie contiguous in one array, a view of that array, valid
-    until the generator is resumed.
+    until the generator is resumed. With ``block_items``, a batch ends (zero-padded) before
+    each row that is a multiple of it: rows must be counted from a block boundary (a shard
+    starts on one).
     """
     batch, fill, segments, failed = None, 0, [], []
     next_row = start_row
@@ -449,6 +454,9 @@ def pack_batches(groups: Iterable[ClipGroup], stager: BatchStager, batch_size: i
         for position, (row, count, reason) in enumerate(zip(group.rows, group.counts, group.reasons)):
             if row != next_row:
                 raise InputError(f"clips out of order: got row {row}, expected {next_row}")
+            if fill and block_items and row % block_items == 0:  # a block starts: close its batch
+                yield PackedBatch(batch.finish(fill), fill, segments, failed, row, boundary=True)
+                batch, fill, segments, failed = None, 0, [], []
             next_row = row + 1
             if count == 0:
                 failed.append((row, reason or "no audio windows"))
@@ -602,6 +610,7 @@ def embed_clips(
     window_samples: int | None = None,
     hint: str = "",
     on_out_of_memory: Callable[[BaseException], BaseException] | None = None,
+    block_items: int | None = None,
 ) -> Iterator[Chunk]:
     """Pack clips' windows into fixed-size batches, run them, check and pool the vectors.
 
@@ -622,6 +631,8 @@ def embed_clips(
     on_out_of_memory : callable, optional
         Maps torch's out-of-memory error to the error to raise; the batches before the
         failing one are still yielded first.
+    block_items : int, optional
+        No batch spans two blocks of this many rows (:func:`pack_batches`).
 
     Yields
     ------
@@ -642,7 +653,7 @@ def embed_clips(
         groups = _chain(first, groups)
     assembler = _RowAssembler(start_row, hint)
     pending: _Flight | None = None
-    for batch in pack_batches(groups, stager, batch_size, start_row):
+    for batch in pack_batches(groups, stager, batch_size, start_row, block_items):
         try:
             flight = _launch(forward, stager, batch)
         except Exception as exc:

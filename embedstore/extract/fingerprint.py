@@ -20,7 +20,7 @@ import json
 
 #: The settings a run's fingerprint covers, in the order a mismatch is reported.
 FINGERPRINT_SETTINGS = ("model", "checkpoint", "dataset", "root", "items", "prompts", "dtype",
-                        "precision", "long_mode", "frontend")
+                        "precision", "long_mode", "frontend", "block_items")
 
 
 def digest(value) -> str:

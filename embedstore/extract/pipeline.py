@@ -8,6 +8,10 @@ Audio
     so a clip costs a few windows of memory whatever its length. A clip's windows may span
     several batches; with ``long_mode="mean"`` its vectors are averaged per space (``joint``
     re-normalised).
+Batches and shards
+    No batch spans two blocks of ``block_items`` items in dataset order, and shards are
+    cut on block boundaries (:mod:`embedstore.extract.shards`), so the shards of a run,
+    merged, hold a single run's vectors bit for bit.
 Durability
     Rows go to a :class:`~embedstore.store.journal.Journal` on a budget: the first rows at
     once, then whenever ``journal_seconds`` have passed or ``journal_rows`` rows wait, and
@@ -57,7 +61,7 @@ from embedstore.extract.feeding import (  # noqa: F401  (embed_clips, pool_windo
 )
 from embedstore.extract.fingerprint import fingerprint_mismatch, settings_fingerprint
 from embedstore.extract.prompts import PromptSpec, caption_prompt_set
-from embedstore.extract.shards import select_shard
+from embedstore.extract.shards import BLOCK_ITEMS, check_block_items, select_shard
 from embedstore.store.core import edit_store, open_store
 from embedstore.store.journal import Journal
 from embedstore.store.lock import writer_lock
@@ -128,6 +132,7 @@ def run_extract(
     journal_rows: int = JOURNAL_ROWS,
     shard=None,
     record_host: bool = False,
+    block_items: int = BLOCK_ITEMS,
 ) -> ExtractSummary:
     """Embed every clip of ``dataset`` and every prompt set into the store ``out``.
 
@@ -173,6 +178,10 @@ def run_extract(
     record_host : bool
         Record host and user names and the dataset root's absolute path (off by default:
         stores are shared; by default the provenance names only the root folder).
+    block_items : int
+        Items per block: no audio batch spans two blocks (in dataset order) and shards are
+        cut on block boundaries, so any sharding gives a single run's vectors bit for bit.
+        Part of the settings fingerprint (a resumed run and every shard use the same).
 
     Returns
     -------
@@ -188,16 +197,19 @@ def run_extract(
 
     start_time = time.perf_counter()
     check_settings(batch_size=batch_size, workers=workers, long_mode=long_mode, dtype=dtype)
+    check_block_items(block_items)
     prompt_specs, captions = with_captions(dataset, prompt_specs)
     check_run_inputs(dataset, prompt_specs)
     items = items_table(dataset)
     numerics = run_numerics(getattr(model, "precision", "fp32"))
     provenance = extraction_provenance(model, dataset, batch_size=batch_size, long_mode=long_mode,
-                                       command=command, numerics=numerics, record_host=record_host)
+                                       command=command, numerics=numerics, record_host=record_host,
+                                       block_items=block_items)
     provenance["settings_fingerprint"] = settings_fingerprint(
-        run_settings(model, dataset, items, prompt_specs, dtype=dtype, long_mode=long_mode))
+        run_settings(model, dataset, items, prompt_specs, dtype=dtype, long_mode=long_mode,
+                     block_items=block_items))
     if shard is not None:  # the fingerprint above is the whole run's, shared by every shard
-        dataset, out, provenance["shard"] = select_shard(dataset, out, shard)
+        dataset, out, provenance["shard"] = select_shard(dataset, out, shard, block_items)
         items = items_table(dataset)
         # A shard's caption set holds the captions of its own items, tied to its own rows;
         # `embedstore merge` joins them back.
@@ -228,7 +240,8 @@ def run_extract(
         stager = BatchStager(batch_size, model.item_size, getattr(model, "device", "cpu"))
         chunks = embed_clips(model.forward_audio, groups, batch_size, first_row, stager=stager,
                              hint=_precision_hint(model),
-                             on_out_of_memory=lambda exc: _audio_out_of_memory(model, batch_size))
+                             on_out_of_memory=lambda exc: _audio_out_of_memory(model, batch_size),
+                             block_items=block_items)
         try:
             for chunk in chunks:
                 chunk.failed = [(row, private_reason(reason, dataset.root)) for row, reason in chunk.failed]
@@ -525,7 +538,7 @@ def _private_paths_removed(value):
 
 def extraction_provenance(model, dataset, *, batch_size: int, long_mode: str,
                           command: list[str] | None = None, numerics: dict | None = None,
-                          record_host: bool = False) -> dict:
+                          record_host: bool = False, block_items: int = BLOCK_ITEMS) -> dict:
     """What made the vectors: encoder, front end, dataset, run settings, the device and its
     numeric settings, library versions.
 
@@ -549,7 +562,8 @@ def extraction_provenance(model, dataset, *, batch_size: int, long_mode: str,
             "precision": encoder.get("precision"),
             "device": encoder.get("device"),
             "pooling": "mean of window vectors per space; joint re-normalised",
-            "padding": "last audio batch zero-padded to batch_size",
+            "block_items": block_items,
+            "padding": "a block's last audio batch zero-padded to batch_size",
         },
         "device": device_identity(getattr(model, "device", "cpu")),
         "numerics": numerics or numerics_flags(encoder.get("precision")),
@@ -583,13 +597,14 @@ def extraction_library_versions() -> dict[str, str | None]:
 
 
 def run_settings(model, dataset, items: dict, prompt_specs: list[PromptSpec], *, dtype: str,
-                 long_mode: str) -> dict:
+                 long_mode: str, block_items: int = BLOCK_ITEMS) -> dict:
     """Every setting that shapes a run's result, for :func:`settings_fingerprint`.
 
     Model and checkpoint digest, dataset name and root, the items table (ids, paths,
-    labels, metadata), the prompt sets, storage dtype, model precision, long-clip mode
-    and the audio front end. Batch size, device and workers are left out: they change
-    how a run goes, not what it computes (the provenance records them).
+    labels, metadata), the prompt sets, storage dtype, model precision, long-clip mode,
+    the audio front end, and the items per block (it says where shards are cut, so shards
+    made with another are not parts of one run). Batch size, device and workers are left
+    out: they change how a run goes, not what it computes (the provenance records them).
     """
     from embedstore.extract.audio import frontend_config
 
@@ -610,13 +625,15 @@ def run_settings(model, dataset, items: dict, prompt_specs: list[PromptSpec], *,
         "precision": encoder.get("precision"),
         "long_mode": effective_long_mode(model, long_mode),
         "frontend": frontend_config(**_frontend_args(model, long_mode)),
+        "block_items": block_items,
     }
 
 
 _SETTING_NAMES = {"model": "--model", "checkpoint": "checkpoint (weights)", "dataset": "--dataset",
                   "root": "dataset --root", "items": "items (the dataset's files, labels or metadata)",
                   "prompts": "--prompts", "dtype": "--dtype", "precision": "--precision",
-                  "long_mode": "--long", "frontend": "audio front end"}
+                  "long_mode": "--long", "frontend": "audio front end",
+                  "block_items": "--block-items"}
 
 
 def check_same_run(out, provenance: dict, *, overwrite: bool = False) -> None:

@@ -1,9 +1,16 @@
 """Which part of a dataset this process embeds: ``--shard K/N``, or the cluster's variables.
 
-Shard ``K`` of ``N`` (``K`` counted from 0) takes the contiguous items
-``n*K//N .. n*(K+1)//N - 1`` in dataset order: sizes differ by at most one, every item is
-in exactly one shard, and no item is repeated (torch's ``DistributedSampler`` pads by
-repeating items, so it is not used). Without ``--shard``, the shard comes from
+The items are cut, by their position in dataset order, into *blocks* of ``G`` items
+(``--block-items``, default :data:`BLOCK_ITEMS`; the last block may be shorter). An audio
+batch never spans two blocks (:func:`embedstore.extract.feeding.pack_batches` zero-pads a
+block's last batch), and shard ``K`` of ``N`` (``K`` counted from 0) takes the contiguous
+blocks ``b*K//N .. b*(K+1)//N - 1`` of the ``b`` blocks. So every window sits at the same
+position of the same batch, among the same batch mates, whatever the sharding: shards,
+merged, equal a single run bit for bit (a row's result can depend on its position in a
+batch: BLAS treats the rows of a batch in panels). Shard sizes differ by at most one
+block; every item is in exactly one shard, and no item is repeated (torch's
+``DistributedSampler`` pads by repeating items, so it is not used). Without ``--shard``,
+the shard comes from
 
 - a SLURM job array: ``SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN`` of ``SLURM_ARRAY_TASK_COUNT``
   (an array with step 1, e.g. ``--array=0-7``);
@@ -21,6 +28,12 @@ from typing import Mapping
 
 from embedstore.errors import InputError
 
+#: Items per block: no batch spans two blocks, shards are cut on block boundaries. A block
+#: costs at most one padded batch, so the extra forward passes are at most batch_size / G
+#: of a run (3% at batch size 32; none when every clip is one window, nothing fails and G
+#: is a multiple of the batch size); shards differ by at most G items.
+BLOCK_ITEMS = 1024
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -30,9 +43,12 @@ class Shard:
     count: int
     source: str = "--shard"
 
-    def range(self, n_items: int) -> tuple[int, int]:
-        """``(start, stop)``: this shard's contiguous items among ``n_items``."""
-        return n_items * self.index // self.count, n_items * (self.index + 1) // self.count
+    def range(self, n_items: int, block_items: int = 1) -> tuple[int, int]:
+        """``(start, stop)``: this shard's contiguous items among ``n_items``, whole blocks
+        of ``block_items`` (the last block of the dataset may be shorter)."""
+        blocks = -(-n_items // block_items)
+        first, last = blocks * self.index // self.count, blocks * (self.index + 1) // self.count
+        return min(first * block_items, n_items), min(last * block_items, n_items)
 
 
 def parse_shard(text: str) -> Shard:
@@ -96,8 +112,14 @@ def _int(env: Mapping[str, str], name: str, default: int | None = None) -> int:
         raise InputError(f"environment variable {name}={value!r} is not an integer") from None
 
 
-def select_shard(dataset, out, shard: Shard):
-    """This shard's part of a run: the dataset cut to its items, its store, its record.
+def check_block_items(block_items: int) -> None:
+    """Refuse a block size below one item."""
+    if block_items < 1:
+        raise InputError(f"--block-items must be at least 1, got {block_items}")
+
+
+def select_shard(dataset, out, shard: Shard, block_items: int = BLOCK_ITEMS):
+    """This shard's part of a run: the dataset cut to its blocks, its store, its record.
 
     Returns
     -------
@@ -111,8 +133,12 @@ def select_shard(dataset, out, shard: Shard):
     from embedstore.store.merge import shard_path
 
     total = len(dataset.items)
-    if shard.count > total:
-        raise InputError(f"{shard.count} shards for {total} items: every shard needs at least one item")
-    start, stop = shard.range(total)
-    record = {"index": shard.index, "count": shard.count, "start": start, "stop": stop, "items_total": total}
+    blocks = -(-total // block_items)
+    if shard.count > blocks:
+        raise InputError(f"{shard.count} shards for {total} items in {blocks} block(s) of {block_items}: "
+                         f"every shard needs at least one block; give --block-items {max(1, total // shard.count)} "
+                         "or less (the same for every shard)")
+    start, stop = shard.range(total, block_items)
+    record = {"index": shard.index, "count": shard.count, "start": start, "stop": stop, "items_total": total,
+              "block_items": block_items}
     return replace(dataset, items=dataset.items[start:stop]), shard_path(out, shard.index, shard.count), record
