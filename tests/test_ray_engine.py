@@ -36,15 +36,17 @@ def test_ray_engine_gives_a_plain_runs_store(local_ray, tmp_path):
     (tmp_path / "clips").mkdir()
     clips = write_clips(tmp_path / "clips")
     data = load_dataset("folder", clips)
-    extract(data, tmp_path / "plain.h5", batch_size=1)
+    # batches of 3 windows in blocks of 4 items; Ray hands the actors 2 batches per call
+    extract(data, tmp_path / "plain.h5", batch_size=3, block_items=4)
     specs = [build_prompt_set(name, data.classes) for name in ("track", "ontology")]
     summary = run_extract_ray(functools.partial(extract_encoder.load_tiny), data, specs, tmp_path / "ray.h5",
-                              shards=2, batch_size=1, clips_per_task=3, concurrency=1, long_mode="mean",
-                              command=["test"])
+                              shards=2, batch_size=3, batches_per_call=2, concurrency=1, long_mode="mean",
+                              command=["test"], block_items=4)
     assert summary.items == 10 and len(summary.failed) == 3
     assert_same_content(tmp_path / "plain.h5", tmp_path / "ray.h5")
     with open_store(tmp_path / "ray.h5") as st:
         assert st.provenance["extraction"]["engine"]["name"] == "ray"
+        assert st.provenance["extraction"]["block_items"] == 4
         assert len(st.provenance["merged_from"]) == 2
     assert shard_path(tmp_path / "ray.h5", 1, 2).exists()
 

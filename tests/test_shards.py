@@ -169,6 +169,45 @@ def test_a_killed_shard_resumes_on_its_own(cli, tmp_path):
     assert result.exit_code != 0 and "--block-items" in result.output
 
 
+def _real_encoder(name, folder):
+    """notes-toy (bundled), or LAION-CLAP HTSAT-tiny with random weights (its published layout)."""
+    import warnings
+
+    from embedstore.models import load_model
+
+    if name == "notes-toy":
+        return load_model("notes-toy", device="cpu")
+    from clap_fixtures import build_laion_clap, import_laion_clap, write_clap_checkpoint, write_tokenizer
+
+    import_laion_clap()
+    tokenizer = write_tokenizer(folder / "tokenizer")
+    checkpoint = write_clap_checkpoint(build_laion_clap("HTSAT-tiny", tokenizer), folder / "tiny.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the random weights' digest is not the registry's
+        return load_model("clap-general", checkpoint=checkpoint, tokenizer=tokenizer, device="cpu")
+
+
+@pytest.mark.parametrize("name, batch_size", [
+    ("notes-toy", 5),  # its rows move by up to 3e-8 with their position in a batch of 5
+    pytest.param("clap-htsat-tiny", 3, marks=pytest.mark.slow),
+])
+def test_real_encoders_in_shards_equal_a_single_run_bit_for_bit(clips, tmp_path, name, batch_size):
+    from embedstore.datasets import load_dataset
+    from embedstore.extract import run_extract
+    from embedstore.extract.prompts import build_prompt_set
+
+    model = _real_encoder(name, tmp_path)
+    data = load_dataset("folder", clips)
+    specs = [build_prompt_set("track", data.classes)]
+    settings = dict(batch_size=batch_size, block_items=BLOCK, long_mode="mean", command=["test"])
+    run_extract(model, data, specs, tmp_path / "single.h5", **settings)
+    for k in range(3):
+        run_extract(model, data, specs, tmp_path / "run.h5", shard=Shard(k, 3), **settings)
+    shards = [shard_path(tmp_path / "run.h5", k, 3) for k in range(3)]
+    merge_shards(shards, tmp_path / "merged.h5", command=["test"])
+    assert_same_content(tmp_path / "single.h5", tmp_path / "merged.h5")
+
+
 def _batches(counts, failed, batch_size, block_items, start=0, stop=None):
     """The batches ``embed_clips`` sends for rows ``start..stop-1``, and its chunks."""
     model = RecordingModel()
