@@ -188,8 +188,9 @@ def _real_encoder(name, folder):
 
 
 @pytest.mark.parametrize("name, batch_size", [
-    ("notes-toy", 5),  # its rows move by up to 3e-8 with their position in a batch of 5
-    pytest.param("clap-htsat-tiny", 3, marks=pytest.mark.slow),
+    # both move a row's vectors by 3e-8 to 5e-8 with its position in a batch of 5
+    ("notes-toy", 5),
+    pytest.param("clap-htsat-tiny", 5, marks=pytest.mark.slow),
 ])
 def test_real_encoders_in_shards_equal_a_single_run_bit_for_bit(clips, tmp_path, name, batch_size):
     from embedstore.datasets import load_dataset
