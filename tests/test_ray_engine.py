@@ -59,10 +59,11 @@ def test_ray_engine_keeps_a_caption_datasets_captions(local_ray, tmp_path):
 
     root = write_caption_folder(tmp_path / "clips")
     data = load_dataset("captions", root)
-    extract(data, tmp_path / "plain.h5", batch_size=1)
+    extract(data, tmp_path / "plain.h5", batch_size=1, block_items=2)
     specs = [build_prompt_set(name, data.classes) for name in ("track", "ontology")]
     run_extract_ray(functools.partial(extract_encoder.load_tiny), data, specs, tmp_path / "ray.h5", shards=2,
-                    batch_size=1, clips_per_task=2, concurrency=1, long_mode="mean", command=["test"])
+                    batch_size=1, batches_per_call=2, concurrency=1, long_mode="mean", command=["test"],
+                    block_items=2)
     with open_store(tmp_path / "ray.h5") as st:
         assert st.prompt_set("captions").items.tolist() == [0, 1, 1, 2, 3, 3, 4]
     plain, ray_store = content(tmp_path / "plain.h5"), content(tmp_path / "ray.h5")

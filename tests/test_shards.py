@@ -303,7 +303,7 @@ def test_shards_of_a_caption_dataset_merge_into_the_single_run(cli, tmp_path):
 
     root = write_caption_folder(tmp_path / "clips")
     args = ["extract", "--model", "test-tiny", "--dataset", "captions", "--root", root, "--workers", "0",
-            "--prompts", "track", "--batch-size", "1"]
+            "--prompts", "track", "--batch-size", "1", "--block-items", "1"]
     assert cli(*args, "--out", tmp_path / "single.h5").exit_code == 0
     for k in range(3):
         result = cli(*args, "--out", tmp_path / "run.h5", "--shard", f"{k}/3")
