@@ -122,7 +122,9 @@ def handle_errors(func):
         except UnicodeDecodeError as exc:  # a reader that did not name its file: still one line
             fail(f"a text file is not UTF-8 ({exc}); save it as UTF-8", 1)
         except KeyboardInterrupt:
-            err_console.print("interrupted")
+            # a command that can resume kept its finished work: say how to continue
+            hint = "; the same command with --resume continues where it stopped" if "resume" in kwargs else ""
+            err_console.print(f"interrupted{hint}")
             sys.exit(130)
 
     return wrapper

@@ -326,3 +326,24 @@ def test_report_markdown_carries_no_raw_html_or_markup_from_stores(tmp_path):
     page = (tmp_path / "rep" / "report.html").read_text()
     assert "<script>" not in page
     assert md_escape("a|b\nc") == "a\\|b c"
+
+
+def test_an_interrupted_command_that_can_resume_says_how(capsys):
+    """Ctrl-C ends a command with exit 130; one with --resume names it (its work is kept)."""
+    from cli.common import handle_errors
+
+    @handle_errors
+    def resumable(resume: bool = False):
+        raise KeyboardInterrupt
+
+    @handle_errors
+    def plain(overwrite: bool = False):
+        raise KeyboardInterrupt
+
+    for command, hint in ((resumable, True), (plain, False)):
+        with pytest.raises(SystemExit) as exited:
+            command(resume=False) if hint else command(overwrite=False)
+        assert exited.value.code == 130
+        lines = [line for line in capsys.readouterr().err.splitlines() if line]
+        assert len(lines) == 1 and lines[0].startswith("interrupted")
+        assert ("--resume" in lines[0]) is hint
