@@ -139,11 +139,13 @@ def test_offline_is_one_clear_line(tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    result = runner.invoke(app, ["datasets", "download", "esc50", "--root", str(tmp_path),
+    root = tmp_path / "data" / "ESC-50"
+    result = runner.invoke(app, ["datasets", "download", "esc50", "--root", str(root),
                                  "--mirror", f"http://127.0.0.1:{port}"])
     assert result.exit_code == 1
     assert "cannot reach 127.0.0.1" in result.output and "offline?" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # the folders made for the download are gone again
 
 
 def test_a_file_there_that_is_not_the_published_one_needs_overwrite(tmp_path, archive):
