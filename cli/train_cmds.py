@@ -17,7 +17,7 @@ from rich.progress import (
 from cli.common import console, finite, handle_errors
 from embedstore.errors import InputError
 from embedstore.store.names import check_name
-from embedstore.store.outputs import check_outputs, mark_folder, read_marker, replace_folder
+from embedstore.store.outputs import claimed_outputs, mark_folder, read_marker, replace_folder
 
 commands = typer.Typer()
 
@@ -66,35 +66,37 @@ def train(
     if earlier and earlier.get("command") == "train" and not (overwrite or resume):
         raise InputError(f"{out} holds an earlier `embedstore train` run: pass --resume to continue it, "
                          f"--overwrite to replace it, or give another --out")
-    check_outputs(folders=[out], inputs=[csv, root], overwrite=overwrite, resume=resume, command="train")
-    if overwrite and not resume:
-        replace_folder(out)
-    mark_folder(out, "train", output_files())
-    n_val = int(table.is_val.sum())
-    console.print(f"{len(table.clips)} clips, {len(table.captions)} captions "
-                  f"({len(table.captions) - n_val} train, {n_val} validation rows)",
-                  highlight=False)
+    # A second train into the same folder is refused at once (the writer lock)
+    with claimed_outputs(folders=[out], inputs=[csv, root], overwrite=overwrite, resume=resume,
+                         command="train"):
+        if overwrite and not resume:
+            replace_folder(out)
+        mark_folder(out, "train", output_files())
+        n_val = int(table.is_val.sum())
+        console.print(f"{len(table.clips)} clips, {len(table.captions)} captions "
+                      f"({len(table.captions) - n_val} train, {n_val} validation rows)",
+                      highlight=False)
 
-    with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
-        task = progress.add_task("train", total=None, epoch=0, loss=float("nan"))
+        with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(),
+                      console=console, transient=True) as progress:
+            task = progress.add_task("train", total=None, epoch=0, loss=float("nan"))
 
-        def on_step(epoch, step, n_steps, step_loss):
-            progress.update(task, completed=step, total=n_steps, epoch=epoch, loss=step_loss)
+            def on_step(epoch, step, n_steps, step_loss):
+                progress.update(task, completed=step, total=n_steps, epoch=epoch, loss=step_loss)
 
-        def on_epoch(record):
-            validation = ("no validation rows" if record.val_loss is None else
-                          f"val loss {record.val_loss:.3f}  R@1 {record.val_r1:.3f}  "
-                          f"R@5 {record.val_r5:.3f}")
-            progress.console.print(
-                f"epoch {record.epoch:3d}  train loss {record.train_loss:.3f}  {validation}  "
-                f"({record.seconds:.1f} s)", highlight=False)
+            def on_epoch(record):
+                validation = ("no validation rows" if record.val_loss is None else
+                              f"val loss {record.val_loss:.3f}  R@1 {record.val_r1:.3f}  "
+                              f"R@5 {record.val_r5:.3f}")
+                progress.console.print(
+                    f"epoch {record.epoch:3d}  train loss {record.train_loss:.3f}  {validation}  "
+                    f"({record.seconds:.1f} s)", highlight=False)
 
-        result = fit(table, out, config, resume=resume, name=name, threads=threads,
-                     device=device, precision=precision, on_step=on_step, on_epoch=on_epoch)
+            result = fit(table, out, config, resume=resume, name=name, threads=threads,
+                         device=device, precision=precision, on_step=on_step, on_epoch=on_epoch)
 
-    if result.resumed_from:
-        console.print(f"resumed after epoch {result.resumed_from}", highlight=False)
-    console.print(f"model written to {out} (config.json, model.safetensors, metrics.json)",
-                  highlight=False)
+        if result.resumed_from:
+            console.print(f"resumed after epoch {result.resumed_from}", highlight=False)
+        console.print(f"model written to {out} (config.json, model.safetensors, metrics.json)",
+                      highlight=False)

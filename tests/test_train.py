@@ -221,6 +221,30 @@ def test_train_command(tones, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+def test_a_second_train_into_the_same_folder_is_refused(tones, tmp_path):
+    """Another process writing --out (a train running there) holds its lock: refused in one line."""
+    import subprocess
+    import sys
+
+    from cli.main import app
+
+    out = tmp_path / "model"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from embedstore.store.lock import writer_lock\n"
+         "with writer_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)", str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = CliRunner().invoke(app, ["train", "--csv", str(tones / "captions.csv"), "--out", str(out),
+                                          "--epochs", "1", "--window-seconds", "0.5"])
+    finally:
+        holder.kill()
+        holder.wait(30)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.strip().startswith(f"error: another process is writing {out}")
+    assert not out.exists()  # nothing made, nothing trained
+
+
 # ------------------------------------------------------------------ the bundled model
 
 

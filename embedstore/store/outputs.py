@@ -165,22 +165,31 @@ def _writable_folder(folder: Path) -> None:
 def claimed_outputs(files: Iterable[str | os.PathLike | None] = (), *,
                     folders: Iterable[str | os.PathLike | None] = (),
                     inputs: Iterable[str | os.PathLike | None] = (),
-                    overwrite: bool = False, command: str = "") -> Iterator[None]:
+                    overwrite: bool = False, resume: bool = False, command: str = "") -> Iterator[None]:
     """:func:`check_outputs`, then hold the writer lock of every output while the block writes.
 
     A second command writing the same outputs at the same time (two exports into one
-    folder) is refused in one line instead of mixing its files with these. The outputs are
-    checked again once locked: another command may have written them in between.
+    folder, two trainings) is refused in one line instead of mixing its files with these;
+    an output folder made for it is removed again. The outputs are checked again once
+    locked: another command may have written them in between.
     """
     from embedstore.store.lock import writer_lock
 
     files, folders = [p for p in files if p is not None], [p for p in folders if p is not None]
     inputs = [p for p in inputs if p is not None]
-    check_outputs(files, folders=folders, inputs=inputs, overwrite=overwrite, command=command)
+    policy = dict(folders=folders, inputs=inputs, overwrite=overwrite, resume=resume, command=command)
+    new_folders = [folder for folder in map(_resolved, folders) if not os.path.lexists(folder)]
+    check_outputs(files, **policy)
     with contextlib.ExitStack() as locks:
-        for path in sorted({_resolved(p) for p in [*files, *folders]}):
-            locks.enter_context(writer_lock(path))
-        check_outputs(files, folders=folders, inputs=inputs, overwrite=overwrite, command=command)
+        try:
+            for path in sorted({_resolved(p) for p in [*files, *folders]}):
+                locks.enter_context(writer_lock(path))
+        except BaseException:
+            for folder in new_folders:  # refused before writing: leave no empty folder behind
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
+        check_outputs(files, **policy)
         yield
 
 
