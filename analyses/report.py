@@ -12,7 +12,6 @@ written, so a failed run leaves no half-made report.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -33,8 +32,7 @@ from analyses.spaces import ordered_spaces
 from analyses.triplets import PROTOCOLS
 from embedstore.errors import InputError, WriteFailed
 from embedstore.store.fileio import write_atomic
-from embedstore.store.lock import writer_lock
-from embedstore.store.outputs import check_outputs, mark_folder, replace_folder
+from embedstore.store.outputs import claimed_outputs, mark_folder, replace_folder
 
 PLAIN_STEM = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 REPORT_COMMAND = "report"  # the name in the output folder's marker
@@ -398,23 +396,12 @@ def build_report(stores, out_dir, options: ReportOptions | None = None, overwrit
         read_ontology_map(options.ontology_map)
     _check_space(stores, options.space)
     out_dir = Path(out_dir)
-    made_now = not os.path.lexists(out_dir)
     # The output policy, before any work: only a folder an earlier report made (and
-    # nothing else in it, least of all a store) is ever replaced.
-    policy = dict(folders=[out_dir], inputs=[*stores, options.ontology, options.ontology_map],
-                  overwrite=overwrite, command=REPORT_COMMAND)
-    check_outputs(**policy)
-    try:
-        # One report writes a folder at a time: a second is refused at once, and the policy
-        # is checked again under the lock in case another report finished there meanwhile.
-        with writer_lock(out_dir):
-            check_outputs(**policy)
-            return _build_into(stores, out_dir, options, progress)
-    except BaseException:
-        if made_now:
-            with contextlib.suppress(OSError):
-                out_dir.rmdir()  # made by the check above, still empty
-        raise
+    # nothing else in it, least of all a store) is ever replaced. One report writes a
+    # folder at a time: a second is refused at once.
+    with claimed_outputs(folders=[out_dir], inputs=[*stores, options.ontology, options.ontology_map],
+                         overwrite=overwrite, command=REPORT_COMMAND):
+        return _build_into(stores, out_dir, options, progress)
 
 
 def _build_into(stores, out_dir: Path, options: ReportOptions, progress) -> dict:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from embedstore.errors import InputError
-from embedstore.store.outputs import check_outputs
+from embedstore.store.outputs import check_outputs, removing_new_folders
 
 CHUNK = 1 << 20
 TIMEOUT_S = 30
@@ -92,17 +92,11 @@ def fetch(remote: Remote, root: Path, *, overwrite: bool = False, mirror: str | 
     target = remote.target(root)
     if target.is_file() and md5_of(target) == remote.md5:
         return target, False
-    made = _missing_folders(target.parent)  # check_outputs creates them
-    check_outputs([target], overwrite=overwrite, command="datasets download")
     part = target.with_name(target.name + ".part")
     url = f"{mirror.rstrip('/')}/{remote.filename}" if mirror else remote.url
-    try:
+    with removing_new_folders([target.parent]):  # when nothing came (a .part stays for a resume)
+        check_outputs([target], overwrite=overwrite, command="datasets download")
         _transfer(url, part, progress)
-    except InputError:
-        if not part.exists():  # nothing came: leave no empty folders behind
-            for folder in made:
-                _remove_if_empty(folder)
-        raise
     actual = md5_of(part)
     if actual != remote.md5:
         part.unlink()
@@ -110,22 +104,6 @@ def fetch(remote: Remote, root: Path, *, overwrite: bool = False, mirror: str | 
                          f"the download was deleted")
     part.replace(target)
     return target, True
-
-
-def _missing_folders(folder: Path) -> list[Path]:
-    """``folder`` and its ancestors that do not exist yet, deepest first."""
-    missing = []
-    while not folder.exists() and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
-    return missing
-
-
-def _remove_if_empty(folder: Path) -> None:
-    try:
-        folder.rmdir()
-    except OSError:  # not empty (or gone): keep it
-        pass
 
 
 def _transfer(url: str, part: Path, progress) -> None:

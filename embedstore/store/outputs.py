@@ -170,7 +170,7 @@ def claimed_outputs(files: Iterable[str | os.PathLike | None] = (), *,
 
     A second command writing the same outputs at the same time (two exports into one
     folder, two trainings) is refused in one line instead of mixing its files with these;
-    an output folder made for it is removed again. The outputs are checked again once
+    a folder made for it is removed again when the block fails before writing into it. The outputs are checked again once
     locked: another command may have written them in between.
     """
     from embedstore.store.lock import writer_lock
@@ -178,19 +178,32 @@ def claimed_outputs(files: Iterable[str | os.PathLike | None] = (), *,
     files, folders = [p for p in files if p is not None], [p for p in folders if p is not None]
     inputs = [p for p in inputs if p is not None]
     policy = dict(folders=folders, inputs=inputs, overwrite=overwrite, resume=resume, command=command)
-    new_folders = [folder for folder in map(_resolved, folders) if not os.path.lexists(folder)]
-    check_outputs(files, **policy)
-    with contextlib.ExitStack() as locks:
-        try:
+    with removing_new_folders([*folders, *(Path(f).parent for f in files)]):
+        check_outputs(files, **policy)
+        with contextlib.ExitStack() as locks:
             for path in sorted({_resolved(p) for p in [*files, *folders]}):
                 locks.enter_context(writer_lock(path))
-        except BaseException:
-            for folder in new_folders:  # refused before writing: leave no empty folder behind
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
-            raise
-        check_outputs(files, **policy)
+            check_outputs(files, **policy)
+            yield
+
+
+@contextlib.contextmanager
+def removing_new_folders(folders: Iterable[str | os.PathLike]) -> Iterator[None]:
+    """Remove again, when the block fails, the folders among ``folders`` and their parents
+    that did not exist before it (:func:`check_outputs` creates them), if still empty:
+    a command refused or failed before it wrote leaves no empty folder behind."""
+    new = []
+    for folder in map(_resolved, folders):
+        while not os.path.lexists(folder) and folder != folder.parent and folder not in new:
+            new.append(folder)
+            folder = folder.parent
+    try:
         yield
+    except BaseException:
+        for folder in sorted(new, key=lambda f: len(f.parts), reverse=True):  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def replace_folder(folder: str | os.PathLike) -> None:
