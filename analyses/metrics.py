@@ -645,6 +645,22 @@ def require_two_classes(n_classes: int) -> None:
                          f"(captioned clips without labels are for retrieval)")
 
 
+def per_class_table(targets: Targets, class_names: list[str], auc: np.ndarray, ap: np.ndarray,
+                    f1: np.ndarray | None = None) -> dict:
+    """``per_class`` of the zero-shot result: name -> ``f1`` (single-label), ``roc_auc``,
+    ``pr_auc``, ``support`` and, with a label mask, ``labelled`` (the class's labelled items)."""
+    support = targets.support()
+    labelled = targets.observed() if targets.masked else None
+    table = {}
+    for c, name in enumerate(class_names):
+        row = {} if f1 is None else {"f1": float(f1[c])}
+        row.update(roc_auc=_number_or_none(auc[c]), pr_auc=_number_or_none(ap[c]), support=int(support[c]))
+        if labelled is not None:
+            row["labelled"] = int(labelled[c])
+        table[name] = row
+    return table
+
+
 @_threads_by_size
 def classification_metrics(scorer, targets: Targets, class_names: list[str], bootstrap: int = 0, seed: int = 0) -> dict:
     """Zero-shot style metrics of a scorer against the items' classes.
@@ -692,14 +708,7 @@ def classification_metrics(scorer, targets: Targets, class_names: list[str], boo
     else:
         auc, ap = auc[None], ap[None]
     series = {"roc_auc_macro": _macro(auc), "pr_auc_macro": _macro(ap)}
-    support = targets.support()
-    per_class = {
-        name: {"roc_auc": _number_or_none(auc[0, c]), "pr_auc": _number_or_none(ap[0, c]), "support": int(support[c])}
-        for c, name in enumerate(class_names)
-    }
-    if targets.masked:
-        for c, labelled in enumerate(targets.observed()):
-            per_class[class_names[c]]["labelled"] = int(labelled)
+    f1 = None
     if not targets.multilabel:
         topk = np.empty((weights.shape[0], TOP_K))
         f1w = np.empty(weights.shape[0])
@@ -710,8 +719,7 @@ def classification_metrics(scorer, targets: Targets, class_names: list[str], boo
             series[f"top{k + 1}"] = topk[:, k]
         series["f1_weighted"] = f1w
         f1 = per_class_f1(targets.labels, ranked["predictions"], n_classes)
-        for c, name in enumerate(class_names):
-            per_class[name] = {"f1": float(f1[c]), **per_class[name]}
+    per_class = per_class_table(targets, class_names, auc[0], ap[0], f1)
     order = [f"top{k + 1}" for k in range(TOP_K)] + ["f1_weighted", "roc_auc_macro", "pr_auc_macro"]
     result = {key: _number_or_none(series[key][0]) for key in order if key in series}
     result.update(per_class=per_class, n_items=int(n), n_classes=int(n_classes))

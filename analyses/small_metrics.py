@@ -45,21 +45,14 @@ def classification_metrics(scorer, targets: metrics.Targets, class_names: list[s
     if scores is None or not np.isfinite(scores).all():
         return metrics.classification_metrics(scorer, targets, class_names, bootstrap=bootstrap, seed=seed)
     auc, ap = class_auc_ap(scores, targets)
-    support = targets.support()
-    per_class = {name: {"roc_auc": metrics._number_or_none(auc[c]), "pr_auc": metrics._number_or_none(ap[c]),
-                        "support": int(support[c])} for c, name in enumerate(class_names)}
-    if targets.masked:
-        for c, labelled in enumerate(targets.observed()):
-            per_class[class_names[c]]["labelled"] = int(labelled)
-    result = {}
+    result, f1 = {}, None
     if not targets.multilabel:
         ranks = true_class_ranks(scores, targets.labels)
         for k in range(1, metrics.TOP_K + 1):
             result[f"top{k}"] = float(np.mean(ranks < k))
         f1 = metrics.per_class_f1(targets.labels, top_classes(scores), n_classes)
-        result["f1_weighted"] = float(f1 @ support / n)
-        for c, name in enumerate(class_names):
-            per_class[name] = {"f1": float(f1[c]), **per_class[name]}
+        result["f1_weighted"] = float(f1 @ targets.support() / n)
+    per_class = metrics.per_class_table(targets, class_names, auc, ap, f1)
     result["roc_auc_macro"] = metrics._number_or_none(metrics._macro(auc[None])[0])
     result["pr_auc_macro"] = metrics._number_or_none(metrics._macro(ap[None])[0])
     result.update(per_class=per_class, n_items=int(n), n_classes=int(n_classes))
